@@ -1,0 +1,1 @@
+"""Benchmarks (quality on real labeled data, scoring speed); not tests."""

@@ -1,0 +1,255 @@
+"""APE detector: entity embeddings trained by NCE with context-dependent noise.
+
+Chen, Tang, Sun, Chen, Zhang, IJCAI 2016 (arXiv 1608.07502). For each minibatch one entity
+type i is picked; every observed event gets k negatives that replace only a_i with a draw from
+type i's unigram distribution raised to 0.75 (the other entities are the context). The NCE logit
+is Delta(x) = S(x) - log(k * P_n(x_i)) with P_n the raw unigram probability, and the loss is
+-mean over positives and negatives of log sigma(y * Delta). The anomaly score is -S(e); the
+per-pair terms w_ij <v_ai, v_aj> explain it. Same code on CUDA and CPU; scoring runs under
+`torch.inference_mode` in fixed-size chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from detectors.ape_model import APEModel
+from detectors.base import (
+    STATE_FORMAT,
+    Detector,
+    EntityRarity,
+    EventBatch,
+    Explanation,
+    PairContribution,
+)
+from detectors.vocabulary import Vocabulary
+
+_EPS = 1e-12
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class APEDetector(Detector):
+    """Unsupervised entity-embedding detector; the score is -S(e)."""
+
+    name = "ape"
+
+    def __init__(
+        self,
+        entity_types: Sequence[str],
+        dim: int = 16,
+        negatives: int = 5,
+        batch_size: int = 512,
+        epochs: int = 10,
+        lr: float = 0.01,
+        min_count: int = 2,
+        max_size: int = 100_000,
+        half_life_events: float = 0.0,
+        seed: int = 0,
+        device: str | None = None,
+        score_chunk: int = 16384,
+    ) -> None:
+        super().__init__(entity_types)
+        if len(self.entity_types) < 2:
+            raise ValueError("APE needs at least two entity types")
+        self.config = {
+            "dim": int(dim), "negatives": int(negatives), "batch_size": int(batch_size),
+            "epochs": int(epochs), "lr": float(lr), "min_count": int(min_count),
+            "max_size": int(max_size), "half_life_events": float(half_life_events),
+            "seed": int(seed), "score_chunk": int(score_chunk),
+        }  # fmt: skip
+        self.device = torch.device(device) if device else default_device()
+        self.vocab = Vocabulary(self.entity_types, min_count, max_size, half_life_events)
+        self.steps_ = 0
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.model = APEModel(len(self.vocab), len(self.entity_types), dim).to(self.device)
+
+    # -- learning -------------------------------------------------------------------------
+    def _noise(self) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Raw unigram P_n per id (for the logit) and, per type, (ids, unigram^0.75 weights)."""
+        voc = self.vocab
+        p_raw = np.zeros(len(voc), dtype=np.float64)
+        samplers = []
+        for j in range(len(self.entity_types)):
+            ids = voc.type_ids(j)
+            c = np.maximum(voc.counts[ids], 0.0)
+            total = c.sum()
+            p_raw[ids] = c / total if total > 0 else 1.0 / len(ids)
+            w = c**0.75
+            w = w / w.sum() if w.sum() > 0 else np.full(len(ids), 1.0 / len(ids))
+            samplers.append(
+                (torch.as_tensor(ids, device=self.device),
+                 torch.as_tensor(w, dtype=torch.float32, device=self.device))
+            )  # fmt: skip
+        return torch.as_tensor(p_raw, dtype=torch.float32, device=self.device), samplers
+
+    def learn_many(self, batch: EventBatch) -> None:
+        """Update the vocabulary, then `epochs` NCE passes over the batch (a replay window)."""
+        self._check(batch)
+        if len(batch) == 0:
+            return
+        ids_np, fresh = self.vocab.observe(batch.rows)
+        self.events_seen_ = self.vocab.events_seen
+        cfg = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg["seed"] * 1_000_003 + self.steps_)
+            self.model.grow(len(self.vocab))
+            self.model.reset_rows(fresh)
+            self._train(torch.as_tensor(ids_np, device=self.device))
+
+    def _train(self, ids: torch.Tensor) -> None:
+        cfg = self.config
+        k, bs, m = cfg["negatives"], cfg["batch_size"], ids.shape[1]
+        p_raw, samplers = self._noise()
+        log_k = float(np.log(k))
+        opt = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"])
+        self.model.train()
+        n = ids.shape[0]
+        for _ in range(cfg["epochs"]):
+            perm = torch.randperm(n, device=self.device)
+            for start in range(0, n, bs):
+                pos = ids[perm[start : start + bs]]
+                b = pos.shape[0]
+                i = int(torch.randint(m, (1,)))
+                type_ids, weights = samplers[i]
+                draw = type_ids[torch.multinomial(weights, b * k, replacement=True)]
+                neg = pos.repeat_interleave(k, dim=0)
+                neg[:, i] = draw
+                x = torch.cat([pos, neg])
+                y = torch.cat([torch.ones(b, device=self.device),
+                               -torch.ones(b * k, device=self.device)])  # fmt: skip
+                delta = self.model(x) - log_k - torch.log(p_raw[x[:, i]] + _EPS)
+                loss = -torch.nn.functional.logsigmoid(y * delta).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                self.steps_ += 1
+        self.model.eval()
+
+    def nce_loss(self, batch: EventBatch, seed: int = 0) -> float:
+        """Mean NCE loss over all types on a batch (for monitoring and tests)."""
+        ids = torch.as_tensor(self.vocab.encode(batch.rows), device=self.device)
+        p_raw, samplers = self._noise()
+        k = self.config["negatives"]
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        total = 0.0
+        with torch.inference_mode():
+            for i, (type_ids, weights) in enumerate(samplers):
+                draw = type_ids[torch.multinomial(weights, len(ids) * k, True, generator=gen)]
+                neg = ids.repeat_interleave(k, dim=0)
+                neg[:, i] = draw
+                x = torch.cat([ids, neg])
+                y = torch.cat([torch.ones(len(ids)), -torch.ones(len(neg))]).to(self.device)
+                delta = self.model(x) - float(np.log(k)) - torch.log(p_raw[x[:, i]] + _EPS)
+                total += float(-torch.nn.functional.logsigmoid(y * delta).mean())
+        return total / len(samplers)
+
+    # -- scoring --------------------------------------------------------------------------
+    def _apply(self, ids: np.ndarray, fn: str) -> np.ndarray:
+        chunk = self.config["score_chunk"]
+        outs = []
+        with torch.inference_mode():
+            for s in range(0, len(ids), chunk):
+                x = torch.as_tensor(ids[s : s + chunk], device=self.device)
+                y = self.model(x) if fn == "score" else self.model.pair_terms(x)
+                outs.append(y.to("cpu", torch.float64).numpy())
+        return np.concatenate(outs)
+
+    def log_likelihood(self, batch: EventBatch) -> np.ndarray:
+        """S(e) per event (unnormalised log-likelihood)."""
+        self._check(batch)
+        if len(batch) == 0:
+            return np.zeros(0, dtype=np.float64)
+        return self._apply(self.vocab.encode(batch.rows), "score")
+
+    def score_many(self, batch: EventBatch) -> np.ndarray:
+        return -self.log_likelihood(batch)
+
+    def embed(self, batch: EventBatch) -> np.ndarray:
+        """Concatenated entity embeddings [n, m*d] (detached features for heads)."""
+        ids = torch.as_tensor(self.vocab.encode(batch.rows), device=self.device)
+        with torch.inference_mode():
+            v = self.model.embedding(ids).reshape(len(ids), -1)
+        return v.to("cpu", torch.float64).numpy()
+
+    def rarity(self, row: Sequence[str]) -> tuple[EntityRarity, ...]:
+        seen = max(self.vocab.events_seen, 1.0)
+        out = []
+        for j, t in enumerate(self.entity_types):
+            c = self.vocab.count_of(j, row[j])
+            out.append(EntityRarity(t, row[j], c, min(c / seen, 1.0)))
+        return tuple(out)
+
+    def explain_many(self, batch: EventBatch, top_k: int = 3) -> list[Explanation]:
+        self._check(batch)
+        if len(batch) == 0:
+            return []
+        terms = self._apply(self.vocab.encode(batch.rows), "pairs")
+        pi = self.model.pair_i.tolist()
+        pj = self.model.pair_j.tolist()
+        types = self.entity_types
+        out = []
+        for row, t in zip(batch.rows, terms, strict=True):
+            blame = t.max() - t  # how far each pair sits below the best-fitting pair
+            share = blame / blame.sum() if blame.sum() > 0 else np.full(len(t), 1.0 / len(t))
+            order = np.argsort(t, kind="stable")[:top_k]
+            pairs = tuple(
+                PairContribution(types[pi[p]], row[pi[p]], types[pj[p]], row[pj[p]],
+                                 float(share[p]))
+                for p in order
+            )  # fmt: skip
+            out.append(Explanation(pairs=pairs, rarity=self.rarity(row)))
+        return out
+
+    # -- state ----------------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays, vmeta = self.vocab.state()
+        n = len(self.vocab)
+        arrays["embedding"] = self.model.embedding.weight.detach()[:n].cpu().numpy().copy()
+        arrays["pair_raw"] = self.model.pair_raw.detach().cpu().numpy().copy()
+        arrays["bias"] = self.model.bias.detach().cpu().numpy().reshape(1).copy()
+        meta = {
+            "detector": self.name,
+            "state_format": STATE_FORMAT,
+            "entity_types": list(self.entity_types),
+            "config": self.config,
+            "steps": self.steps_,
+            "vocab": vmeta,
+        }
+        return arrays, meta
+
+    @classmethod
+    def _check_meta(cls, meta: dict[str, Any]) -> None:
+        if meta.get("detector") != cls.name or meta.get("state_format") != STATE_FORMAT:
+            raise ValueError(
+                f"state is for {meta.get('detector')!r} format {meta.get('state_format')!r}, "
+                f"not {cls.name!r} format {STATE_FORMAT}"
+            )
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> APEDetector:
+        cls._check_meta(meta)
+        det = cls(meta["entity_types"], **meta["config"])
+        det.load_arrays(arrays, meta)
+        return det
+
+    def load_arrays(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Restore vocabulary and weights from `state_dict()` output."""
+        self.vocab = Vocabulary.from_state(arrays, meta["vocab"])
+        emb = np.asarray(arrays["embedding"], np.float32)
+        if emb.shape != (len(self.vocab), self.config["dim"]):
+            raise ValueError(f"embedding shape {emb.shape} does not match the vocabulary")
+        self.model.grow(len(self.vocab))
+        with torch.no_grad():
+            self.model.embedding.weight[: len(emb)] = torch.as_tensor(emb)
+            self.model.pair_raw.copy_(torch.as_tensor(arrays["pair_raw"]))
+            self.model.bias.copy_(torch.as_tensor(arrays["bias"]).reshape(()))
+        self.steps_ = int(meta["steps"])
+        self.events_seen_ = self.vocab.events_seen

@@ -1,0 +1,148 @@
+"""Per-field frequency detector (AVF, Koufakou et al. 2007), the baseline every model must beat.
+
+An event is unusual when its entity values are rare: the score is the mean surprisal
+-log p(value) over its entity types, with add-one smoothing so an unseen value gets a finite,
+high score. Pair co-occurrence counts give the explanation ("these two were never seen
+together"). It is the service's fallback detector and the quality benchmark's reference peer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+
+from detectors.base import (
+    STATE_FORMAT,
+    Detector,
+    EntityRarity,
+    EventBatch,
+    Explanation,
+    PairContribution,
+)
+
+class FrequencyDetector(Detector):
+    """Mean per-field surprisal; counts optionally decay so old traffic fades."""
+
+    name = "frequency"
+
+    def __init__(self, entity_types: Sequence[str], half_life_events: float = 0.0) -> None:
+        super().__init__(entity_types)
+        self.half_life_events = float(half_life_events)
+        self._pairs = list(combinations(range(len(self.entity_types)), 2))
+        # Counters: `update(iterable)` counts at C speed, the hot path of learning.
+        self.counts_: list[Counter[str]] = [Counter() for _ in self.entity_types]
+        self.pair_counts_: list[Counter[tuple[str, str]]] = [Counter() for _ in self._pairs]
+
+    # -- learning -------------------------------------------------------------------------
+    def learn_many(self, batch: EventBatch) -> None:
+        self._check(batch)
+        n = len(batch)
+        if n == 0:
+            return
+        if self.half_life_events > 0:
+            self._decay(0.5 ** (n / self.half_life_events))
+        cols = list(zip(*batch.rows, strict=True))
+        for counts, col in zip(self.counts_, cols, strict=True):
+            counts.update(col)
+        for counter, (i, j) in zip(self.pair_counts_, self._pairs, strict=True):
+            counter.update(zip(cols[i], cols[j], strict=True))
+        self.events_seen_ += n
+
+    def _decay(self, factor: float) -> None:
+        for counter in (*self.counts_, *self.pair_counts_):
+            for k in counter:
+                counter[k] *= factor
+        self.events_seen_ *= factor
+
+    # -- scoring --------------------------------------------------------------------------
+    def _surprisal(self, counts: Counter[str], values: Sequence[str]) -> np.ndarray:
+        total = self.events_seen_ + len(counts) + 1.0  # add-one over seen values + one unseen
+        c = np.fromiter((counts.get(v, 0.0) for v in values), dtype=np.float64, count=len(values))
+        return -np.log((c + 1.0) / total)
+
+    def score_many(self, batch: EventBatch) -> np.ndarray:
+        self._check(batch)
+        n = len(batch)
+        if n == 0:
+            return np.zeros(0, dtype=np.float64)
+        cols = list(zip(*batch.rows, strict=True))
+        out = np.zeros(n, dtype=np.float64)
+        for j, counts in enumerate(self.counts_):
+            out += self._surprisal(counts, cols[j])
+        return out / len(self.entity_types)
+
+    def explain_many(self, batch: EventBatch, top_k: int = 3) -> list[Explanation]:
+        self._check(batch)
+        types = self.entity_types
+        seen = max(self.events_seen_, 1.0)
+        explanations = []
+        for row in batch.rows:
+            rarity = tuple(
+                EntityRarity(t, row[j], self.counts_[j].get(row[j], 0.0),
+                             self.counts_[j].get(row[j], 0.0) / seen)
+                for j, t in enumerate(types)
+            )
+            scored = []
+            for counter, (i, j) in zip(self.pair_counts_, self._pairs, strict=True):
+                together = counter.get((row[i], row[j]), 0.0)
+                scored.append((-math.log((together + 1.0) / (seen + 1.0)), i, j))
+            scored.sort(reverse=True)
+            total = sum(s for s, _, _ in scored) or 1.0
+            pairs = tuple(
+                PairContribution(types[i], row[i], types[j], row[j], s / total)
+                for s, i, j in scored[:top_k]
+            )
+            explanations.append(Explanation(pairs=pairs, rarity=rarity))
+        return explanations
+
+    # -- state ----------------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays: dict[str, np.ndarray] = {}
+        values: list[list[str]] = []
+        for j, counts in enumerate(self.counts_):
+            values.append(list(counts))
+            arrays[f"counts.{j}"] = np.fromiter(counts.values(), np.float64, len(counts))
+        pair_keys: list[list[list[str]]] = []
+        for p, counter in enumerate(self.pair_counts_):
+            pair_keys.append([list(k) for k in counter])
+            arrays[f"pair_counts.{p}"] = np.fromiter(counter.values(), np.float64, len(counter))
+        meta = {
+            "detector": self.name,
+            "state_format": STATE_FORMAT,
+            "entity_types": list(self.entity_types),
+            "half_life_events": self.half_life_events,
+            "events_seen": self.events_seen_,
+            "values": values,
+            "pair_keys": pair_keys,
+        }
+        return arrays, meta
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> FrequencyDetector:
+        if meta.get("detector") != cls.name or meta.get("state_format") != STATE_FORMAT:
+            raise ValueError(
+                f"state is for {meta.get('detector')!r} format {meta.get('state_format')!r}, "
+                f"not {cls.name!r} format {STATE_FORMAT}"
+            )
+        det = cls(meta["entity_types"], half_life_events=meta["half_life_events"])
+        det.events_seen_ = float(meta["events_seen"])
+        for j, values in enumerate(meta["values"]):
+            counts = arrays[f"counts.{j}"]
+            if len(counts) != len(values):
+                raise ValueError(f"counts.{j} has {len(counts)} entries for {len(values)} values")
+            det.counts_[j] = Counter(dict(zip(values, counts.tolist(), strict=True)))
+        if len(meta["pair_keys"]) != len(det._pairs):
+            raise ValueError(f"{len(meta['pair_keys'])} pair tables for {len(det._pairs)} pairs")
+        for p, keys in enumerate(meta["pair_keys"]):
+            counts = arrays[f"pair_counts.{p}"]
+            if len(counts) != len(keys):
+                raise ValueError(f"pair_counts.{p} does not match its keys")
+            det.pair_counts_[p] = Counter(
+                {(a, b): c for (a, b), c in zip(keys, counts.tolist(), strict=True)}
+            )
+        return det

@@ -1,0 +1,87 @@
+"""Scored outputs: an alert for each flagged event, and optionally a score for every event."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import Field
+
+from schemas.base import SCHEMA_VERSION, OutputModel
+
+
+class Severity(str, Enum):
+    """Calibrated severity: the same percentile means the same severity for every kind."""
+
+    low = "low"  #: above the alert threshold, below the 'medium' percentile
+    medium = "medium"  #: unusual for this kind; worth a look in a quiet shift
+    high = "high"  #: rare for this kind; triage today
+    critical = "critical"  #: among the rarest events this model has scored; triage now
+
+
+class ModelRef(OutputModel):
+    """Which model scored an event: replaying with the same version reproduces the score."""
+
+    name: str
+    version: str
+
+
+class Origin(OutputModel):
+    """Where the scored event came from; with the model version it determines the alert id."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+
+
+class PairExplanation(OutputModel):
+    """Two entities of the event that the model finds unusual together."""
+
+    type_a: str
+    value_a: str
+    type_b: str
+    value_b: str
+    contribution: float = Field(description="share of the anomaly score, higher = more to blame")
+
+
+class EntityInfo(OutputModel):
+    """How often the model has seen one entity value of this kind of event."""
+
+    type: str
+    value: str
+    count: float
+    frequency: float
+
+
+class Alert(OutputModel):
+    """One flagged event, explained. `alert_id` is a function of origin and model version."""
+
+    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    alert_id: str
+    group_id: str = Field(description="same anomalous entity pattern -> same group")
+    kind: str
+    event_time: float
+    detected_at: float
+    score: float
+    percentile: float = Field(ge=0, le=100)
+    severity: Severity
+    model: ModelRef
+    entities: dict[str, str]
+    explanation: list[PairExplanation]
+    rarity: list[EntityInfo]
+    origin: Origin
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScoreRecord(OutputModel):
+    """The score of every event (optional scores topic), for dashboards and offline study."""
+
+    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    kind: str
+    event_time: float
+    score: float
+    percentile: float
+    alerted: bool
+    model: ModelRef
+    origin: Origin

@@ -1,0 +1,1 @@
+"""The running Outrider service: Kafka I/O, the scoring chain, metrics, CLI."""

@@ -1,0 +1,173 @@
+"""The `outrider` command: serve, replay, demo, alerts.
+
+Every setting is a flag with an `OUTRIDER_*` environment twin; flags win over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.settings import Settings
+
+log = logging.getLogger("outrider")
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (each also as OUTRIDER_<NAME>)")
+    for name, info in Settings.model_fields.items():
+        group.add_argument(
+            "--" + name.replace("_", "-"), dest=f"setting_{name}", default=None, metavar="V",
+            help=info.description or f"default: {info.default!r}",
+        )
+
+
+def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
+    given = {
+        k.removeprefix("setting_"): v
+        for k, v in vars(args).items()
+        if k.startswith("setting_") and v is not None
+    }
+    return Settings(**{**given, **overrides})
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from service.app import Pipeline
+
+    settings = settings_from(args)
+    if not settings.kafka_bootstrap:
+        print("outrider serve needs --kafka-bootstrap (or OUTRIDER_KAFKA_BOOTSTRAP); "
+              "`outrider demo` starts a local broker for you", file=sys.stderr)
+        return 2
+    pipeline = Pipeline(settings)
+    port = pipeline.metrics.serve(settings.metrics_port, settings.metrics_host)
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
+    signal.signal(signal.SIGTERM, lambda *_: pipeline.stop())
+    signal.signal(signal.SIGINT, lambda *_: pipeline.stop())
+    pipeline.run()
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from kafka import KafkaProducer
+
+    from service.replay import read_records, replay
+
+    settings = settings_from(args)
+    if not settings.kafka_bootstrap:
+        print("outrider replay needs --kafka-bootstrap (or OUTRIDER_KAFKA_BOOTSTRAP)",
+              file=sys.stderr)
+        return 2
+    records = read_records(args.file, order=args.order)
+    if args.limit:
+        records = records[: args.limit]
+    producer = KafkaProducer(linger_ms=20, batch_size=512 << 10, acks="all",
+                             **settings.kafka_client_config())
+    try:
+        n = replay(producer, args.topic or settings.events_topic, records, rate=args.rate,
+                   speed=args.speed, source=args.source, progress=not args.quiet)
+    finally:
+        producer.close()
+    print(f"replayed {n} records from {args.file}", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from service.demo import run_demo
+
+    return run_demo(args, settings_from)
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from service.demo import print_top_alerts
+
+    settings = settings_from(args)
+    if not settings.kafka_bootstrap:
+        print("outrider alerts needs --kafka-bootstrap (or OUTRIDER_KAFKA_BOOTSTRAP)",
+              file=sys.stderr)
+        return 2
+    print(print_top_alerts(settings, args.top, args.wait))
+    return 0
+
+
+def default_dataset() -> Path | None:
+    """The shared AIT sample the demo replays, if this checkout sits beside shared/."""
+    env = os.environ.get("OUTRIDER_DATA")
+    roots = [Path(env)] if env else []
+    here = Path(__file__).resolve().parent.parent
+    roots += [here.parent / "shared" / "datasets", Path.cwd().parent / "shared" / "datasets"]
+    for root in roots:
+        candidate = root / "ait-ads" / "russellmitchell_alerts.csv.gz"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="outrider", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the scoring service")
+    _add_settings_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    rep = sub.add_parser("replay", help="publish a capture file to a topic")
+    rep.add_argument("file", type=Path, help="AIT CSV, Zeek conn.log TSV, or JSON lines (.gz ok)")
+    rep.add_argument("--topic", help="default: the events topic")
+    rep.add_argument("--rate", type=float, default=0.0, help="records/s; 0 = as fast as possible")
+    rep.add_argument("--speed", type=float, default=0.0,
+                     help="pace by recorded time at this multiple (e.g. 60); 0 = off")
+    rep.add_argument("--order", choices=["auto", "time", "file"], default="auto")
+    rep.add_argument("--limit", type=int, default=0, help="only the first N records")
+    rep.add_argument("--source", help="name the source mapping (header outrider-source)")
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_settings_flags(rep)
+    rep.set_defaults(func=cmd_replay)
+
+    demo = sub.add_parser("demo", help="local broker + service + a real sample, alerts live")
+    demo.add_argument("--dataset", type=Path, default=None,
+                      help="capture to replay (default: the shared AIT russellmitchell alerts)")
+    demo.add_argument("--rate", type=float, default=0.0, help="replay rate; 0 = max")
+    demo.add_argument("--limit", type=int, default=0)
+    demo.add_argument("--top", type=int, default=10, help="groups shown")
+    demo.add_argument("--until-done", action="store_true",
+                      help="exit once every replayed record is processed (scripts, CI)")
+    _add_settings_flags(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    alerts = sub.add_parser("alerts", help="print the top alert groups from the alerts topic")
+    alerts.add_argument("--top", type=int, default=10)
+    alerts.add_argument("--wait", type=float, default=5.0, help="seconds to read the topic")
+    _add_settings_flags(alerts)
+    alerts.set_defaults(func=cmd_alerts)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        level = settings_from(args).log_level
+    except ValidationError as exc:
+        print(f"invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    _configure_logging(level)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Decode: raw Kafka bytes -> a validated event, or a dead letter that says why not.
+
+Decoding splits the stream in two (an ok stream and an error stream, as bytewax does): every
+record ends as exactly one `DecodedEvent` or one `DeadLetter`, so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from pydantic import ValidationError
+
+from schemas import DeadLetter, DeadLetterReason, Event
+from service.sources import SourceConfig
+
+SOURCE_HEADER = "outrider-source"
+
+
+class KafkaRecord(Protocol):
+    """The parts of a consumed record decoding needs (kafka-python's ConsumerRecord fits)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] | None
+
+
+@dataclass(slots=True)
+class DecodedEvent:
+    """A valid event with its scoring row (entity values in the kind's order) and origin."""
+
+    event: Event
+    row: tuple[str, ...]
+    record: KafkaRecord
+
+
+class Decoder:
+    """Turns records into events using the configured kinds and source mappings."""
+
+    def __init__(self, config: SourceConfig, max_message_bytes: int) -> None:
+        self.config = config
+        self.max_message_bytes = max_message_bytes
+
+    def decode_many(
+        self, records: Sequence[KafkaRecord]
+    ) -> tuple[list[DecodedEvent], list[DeadLetter]]:
+        ok: list[DecodedEvent] = []
+        dead: list[DeadLetter] = []
+        for rec in records:
+            result = self.decode(rec)
+            (ok if isinstance(result, DecodedEvent) else dead).append(result)  # type: ignore[arg-type]
+        return ok, dead
+
+    def decode(self, rec: KafkaRecord) -> DecodedEvent | DeadLetter:
+        value = rec.value or b""
+        if len(value) > self.max_message_bytes:
+            return dead_letter(
+                rec, DeadLetterReason.oversized,
+                f"{len(value)} bytes exceeds the limit of {self.max_message_bytes}",
+            )
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            return dead_letter(rec, DeadLetterReason.malformed_json, f"not valid JSON: {exc}")
+        if not isinstance(obj, dict):
+            return dead_letter(
+                rec, DeadLetterReason.not_an_object,
+                f"expected a JSON object, got {type(obj).__name__}",
+            )
+        mapped = self._to_canonical(obj, rec)
+        if isinstance(mapped, DeadLetter):
+            return mapped
+        try:
+            event = Event.model_validate(mapped)
+        except ValidationError as exc:
+            return dead_letter(rec, DeadLetterReason.invalid_event, summarize(exc))
+        spec = self.config.kinds.get(event.kind)
+        if spec is None:
+            return dead_letter(
+                rec, DeadLetterReason.unknown_kind,
+                f"event kind {clip(event.kind)!r} is not configured",
+            )
+        ents = event.entities
+        missing = [t for t in spec.entities if t not in ents and t not in spec.optional]
+        if missing:
+            return dead_letter(
+                rec, DeadLetterReason.missing_entity,
+                f"kind {event.kind!r} requires entity types {missing}",
+            )
+        return DecodedEvent(event, tuple(ents.get(t, "") for t in spec.entities), rec)
+
+    def _to_canonical(self, obj: dict[str, Any], rec: KafkaRecord) -> dict[str, Any] | DeadLetter:
+        named = header(rec, SOURCE_HEADER)
+        if named is not None:
+            src = self.config.sources.get(named)
+            if src is None:
+                return dead_letter(
+                    rec, DeadLetterReason.unknown_kind,
+                    f"header {SOURCE_HEADER}={clip(named)!r} names no configured source",
+                )
+            mapped = src.to_event(obj)
+        elif "kind" in obj and "entities" in obj:
+            mapped = obj
+        else:
+            src = self.config.match(obj)
+            if src is None:
+                keys = ", ".join(clip(str(k), 40) for k in list(obj)[:8])
+                return dead_letter(
+                    rec, DeadLetterReason.unknown_kind,
+                    f"no event kind and no source mapping matches (fields: {keys})",
+                )
+            mapped = src.to_event(obj)
+        if "time" not in mapped and rec.timestamp is not None:
+            mapped = {**mapped, "time": rec.timestamp / 1000.0}
+        return mapped
+
+
+def header(rec: KafkaRecord, name: str) -> str | None:
+    for key, val in rec.headers or ():
+        if key == name:
+            return val.decode("utf-8", "replace") if isinstance(val, bytes) else str(val)
+    return None
+
+
+def clip(text: str, limit: int = 80) -> str:
+    """Bound hostile text before it goes into a reason string."""
+    return text if len(text) <= limit else text[:limit] + f"...(+{len(text) - limit} chars)"
+
+
+def summarize(exc: ValidationError, limit: int = 3) -> str:
+    """The first validation errors as 'field.path: message', without echoing the input."""
+    parts = []
+    for err in exc.errors(include_input=False)[:limit]:
+        loc = ".".join(clip(str(p), 40) for p in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    more = exc.error_count() - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def dead_letter(rec: KafkaRecord, reason: DeadLetterReason, detail: str) -> DeadLetter:
+    value = rec.value or b""
+    return DeadLetter(
+        reason=reason,
+        detail=detail,
+        topic=rec.topic,
+        partition=rec.partition,
+        offset=rec.offset,
+        timestamp_ms=rec.timestamp,
+        original_size=len(value),
+        original_b64=base64.b64encode(value).decode("ascii"),
+        failed_at=time.time(),
+    )

@@ -1,0 +1,181 @@
+"""Kafka I/O for the chain: bounded batch polls, acknowledged publishes, explicit commits.
+
+The chain's delivery promise lives here: outputs are sent, `flush_or_raise` waits until the
+broker acknowledged every one of them (acks=all), and only then are the batch's offsets
+committed. A refused publish rewinds the consumer to the batch start so the batch is redone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class PublishError(RuntimeError):
+    """The broker did not acknowledge a batch's outputs; nothing of it may be committed."""
+
+
+class KafkaIO:
+    """The consumer of the events topic and the producer of every output topic."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        common = settings.kafka_client_config()
+        self.consumer = KafkaConsumer(
+            settings.events_topic,
+            group_id=settings.group_id,
+            client_id=f"{settings.client_id}-consumer",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=settings.batch_max_events,
+            fetch_max_bytes=50 << 20,
+            max_partition_fetch_bytes=max(10 << 20, settings.max_message_bytes * 2),
+            **common,
+        )
+        self.producer = KafkaProducer(
+            client_id=f"{settings.client_id}-producer",
+            acks="all",
+            linger_ms=5,
+            batch_size=256 << 10,
+            max_request_size=4 << 20,
+            compression_type=None,
+            **common,
+        )
+        self._pending: list[Any] = []
+
+    # -- input ----------------------------------------------------------------------------
+    def poll_batch(self, max_events: int, max_wait_s: float) -> list[Any]:
+        """Up to `max_events` records, waiting at most `max_wait_s` for the batch to fill."""
+        deadline = time.monotonic() + max_wait_s
+        batch: list[Any] = []
+        while len(batch) < max_events:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0 and batch:
+                break
+            polled = self.consumer.poll(
+                timeout_ms=max(left_ms, 0), max_records=max_events - len(batch)
+            )
+            for records in polled.values():
+                batch.extend(records)
+            if left_ms <= 0:
+                break
+        return batch
+
+    # -- output ---------------------------------------------------------------------------
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        self._pending.append(self.producer.send(topic, value=value, key=key, headers=headers))
+
+    def flush_or_raise(self, timeout_s: float = 30.0) -> None:
+        """Block until every output sent since the last call is acknowledged."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            self.producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            raise PublishError(f"flush failed: {exc}") from exc
+        for fut in pending:
+            if not fut.is_done:
+                raise PublishError("an output was not acknowledged in time")
+            if fut.failed():
+                raise PublishError(f"the broker refused an output: {fut.exception}")
+
+    # -- offsets --------------------------------------------------------------------------
+    @staticmethod
+    def next_offsets(records: Sequence[Any]) -> dict[TopicPartition, int]:
+        """Per partition, the offset after the last record of the batch."""
+        nxt: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            if r.offset + 1 > nxt.get(tp, -1):
+                nxt[tp] = r.offset + 1
+        return nxt
+
+    def commit(self, records: Sequence[Any]) -> bool:
+        """Commit the batch; False when a rebalance took its partitions (work is redone)."""
+        offsets = {
+            tp: OffsetAndMetadata(off, "", -1) for tp, off in self.next_offsets(records).items()
+        }
+        if not offsets:
+            return True
+        try:
+            self.consumer.commit(offsets)
+        except CommitFailedError as exc:
+            log.warning("offset commit refused (rebalance?); the batch will be redone: %s", exc)
+            return False
+        return True
+
+    def rewind(self, records: Sequence[Any]) -> None:
+        """Seek back to the first record of the batch on each partition we still own."""
+        first: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            first[tp] = min(first.get(tp, r.offset), r.offset)
+        owned = self.consumer.assignment()
+        for tp, off in first.items():
+            if tp in owned:
+                self.consumer.seek(tp, off)
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records behind the partition end, from the consumer's last fetch metadata."""
+        out: dict[TopicPartition, int] = {}
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                pos = self.consumer.position(tp, timeout_ms=0)
+            except Exception:  # position unknown right after a rebalance
+                continue
+            if pos is not None:
+                out[tp] = max(high - pos, 0)
+        return out
+
+    def close(self) -> None:
+        try:
+            self.producer.flush(timeout=10)
+        finally:
+            self.producer.close(timeout=10)
+            self.consumer.close(autocommit=False)
+
+
+def ensure_topics(settings: Settings, partitions: int = 4) -> None:
+    """Create Outrider's topics if missing (the models topic compacted)."""
+    admin = KafkaAdminClient(client_id=f"{settings.client_id}-admin",
+                             **settings.kafka_client_config())
+    try:
+        wanted = [
+            NewTopic(settings.events_topic, partitions, 1),
+            NewTopic(settings.alerts_topic, partitions, 1),
+            NewTopic(settings.dead_letter_topic, 1, 1),
+            NewTopic(settings.feedback_topic, 1, 1),
+            NewTopic(settings.models_topic, 1, 1, topic_configs={"cleanup.policy": "compact"}),
+        ]
+        if settings.scores_topic:
+            wanted.append(NewTopic(settings.scores_topic, partitions, 1))
+        existing = set(admin.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()

@@ -1,0 +1,75 @@
+"""One frozen settings object, from `OUTRIDER_*` environment variables and CLI flags.
+
+Every CLI flag has an environment twin (bytewax's habit): `--batch-max-events 500` and
+`OUTRIDER_BATCH_MAX_EVENTS=500` mean the same. Settings are passed down explicitly; no module
+reads the environment on its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set."""
+
+    model_config = SettingsConfigDict(env_prefix="OUTRIDER_", frozen=True, extra="forbid")
+
+    # -- Kafka ----------------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        default="", description="host:port[,host:port]; empty = start a local broker (demo)")
+    client_id: str = "outrider"
+    group_id: str = Field(default="outrider-scorer", description="consumer group of scorers")
+    events_topic: str = "outrider.events"
+    alerts_topic: str = "outrider.alerts"
+    scores_topic: str = Field(default="", description="every event's score; empty = off")
+    dead_letter_topic: str = "outrider.dead-letter"
+    feedback_topic: str = "outrider.feedback"
+    models_topic: str = "outrider.models"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+
+    # -- the chain ------------------------------------------------------------------------
+    batch_max_events: int = Field(default=2000, ge=1, le=100_000)
+    batch_max_wait_ms: int = Field(default=100, ge=1, le=60_000)
+    max_message_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="larger input records are dead-lettered")
+    sources_config: Path | None = Field(
+        default=None, description="TOML of kinds and source mappings; empty = packaged default")
+
+    # -- the model ------------------------------------------------------------------------
+    detector: Literal["frequency"] = "frequency"
+    alert_percentile: float = Field(default=99.0, ge=0, le=100)
+    calibration_window: int = Field(default=50_000, ge=100)
+    calibration_min_samples: int = Field(
+        default=1000, ge=1, description="scores seen per kind before any alert is raised")
+    state_dir: Path = Field(
+        default=Path("outrider-state"), description="checkpoint store and local state")
+    checkpoint_interval_s: float = Field(default=60.0, gt=0)
+
+    # -- operations -----------------------------------------------------------------------
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 = any free port")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def kafka_client_config(self) -> dict[str, object]:
+        """Connection settings shared by every Kafka client; secrets are never logged."""
+        cfg: dict[str, object] = {
+            "bootstrap_servers": self.kafka_bootstrap.split(","),
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            cfg["sasl_mechanism"] = self.sasl_mechanism
+            cfg["sasl_plain_username"] = self.sasl_username
+            cfg["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None)
+        if self.ssl_cafile:
+            cfg["ssl_cafile"] = str(self.ssl_cafile)
+        return cfg
