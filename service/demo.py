@@ -19,6 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from service.app import Pipeline
 from service.board import AlertBoard
+from service.kafka_io import ensure_topics
 from service.replay import read_records, replay
 from service.settings import Settings
 
@@ -83,6 +84,7 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
     records = read_records(dataset)
     if args.limit:
         records = records[: args.limit]
+    ensure_topics(settings)  # before the replay, so it never races topic creation
     pipeline = Pipeline(settings)
     try:
         port = pipeline.metrics.serve(settings.metrics_port, settings.metrics_host)

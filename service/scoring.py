@@ -92,7 +92,8 @@ class Scorer:
                 sub = EventBatch(batch.entity_types, [batch.rows[i] for i in flagged],
                                  batch.times[flagged])
                 explanations = dict(zip(flagged.tolist(), det.explain_many(sub), strict=True))
-            cal.update(scores)
+            if det.events_seen_ > 0:  # an empty model's scores would skew calibration
+                cal.update(scores)
             keep = np.flatnonzero(~alerted)
             if len(keep) == len(evs):
                 det.learn_many(batch)

@@ -24,7 +24,9 @@
 #   JAVA_HOME                      which Java to use (default: java on PATH)
 #
 # Files in STATE_DIR: server.properties, log4j2.xml, data/ (log.dirs), broker.log (the
-# broker's log), console.log (JVM stdout/stderr, WARN and above), pid, bootstrap, .lock.
+# broker's log), console.log (JVM stdout/stderr, WARN and above), pid, bootstrap, .lock, and
+# format.log only if formatting failed. On a failed start the script prints the relevant log
+# lines to stderr and exits 1.
 # Linux only (setsid, flock, ps).
 set -euo pipefail
 
@@ -268,14 +270,25 @@ bootstrap_of() {
   echo "127.0.0.1:$port"
 }
 
+# On failure: the format output, this launch's WARN/ERROR message lines from the console (stack
+# traces left out) and the end of broker.log. CONSOLE_OFFSET = console.log's size at launch.
 show_logs() {
-  local dir=$1 f
-  for f in "$dir/format.log" "$dir/console.log" "$dir/broker.log"; do
-    if [[ -s $f ]]; then
-      echo "----- tail of $f -----" >&2
-      tail -n 40 "$f" >&2
+  local dir=$1 offset=${2:-0}
+  {
+    if [[ -s $dir/format.log ]]; then
+      echo "----- $dir/format.log -----"
+      tail -n 20 "$dir/format.log"
     fi
-  done
+    if [[ -s $dir/console.log ]]; then
+      echo "----- warnings and errors ($dir/console.log) -----"
+      tail -c "+$((offset + 1))" "$dir/console.log" | grep -E '^(\[|Caused by)' |
+        tail -n 15 | cut -c1-500 || true
+    fi
+    if [[ -s $dir/broker.log ]]; then
+      echo "----- tail of $dir/broker.log -----"
+      tail -n 20 "$dir/broker.log" | cut -c1-500
+    fi
+  } >&2
 }
 
 # Stop the broker of DIR if one runs: SIGTERM (a clean shutdown flushes logs and offsets), up to
@@ -340,11 +353,14 @@ start_locked() {
       die "formatting the log dir failed"
     fi
   fi
+  rm -f "$dir/format.log" # kept only when formatting fails
   bootstrap=$(bootstrap_of "$dir")
 
   # Detached (own session, stdio to files, lock fds closed) so it outlives this script and
   # never holds a caller's pipe open; the child writes its own pid before exec'ing java.
   rm -f "$dir/pid"
+  local console_offset=0
+  [[ -f $dir/console.log ]] && console_offset=$(stat -c %s "$dir/console.log")
   (cd "$dir" && exec setsid bash -c 'echo $$ >"$0"; exec "$@"' "$dir/pid" \
     "$JAVA" "${HEAP_OPTS[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:+ExitOnOutOfMemoryError "${opts[@]}" -cp "$LIBS/*" \
@@ -364,7 +380,7 @@ start_locked() {
     else
       log "the broker did not answer within ${START_TIMEOUT}s"
     fi
-    show_logs "$dir"
+    show_logs "$dir" "$console_offset"
     stop_locked "$dir"
     exit 1
   fi

@@ -1,0 +1,94 @@
+"""Time context: how surprising a pattern's rate is now, against its own history.
+
+For an event of pattern p (its entity tuple) at time t: x = events of p in (t - window, t],
+lam = window * (earlier count + 0.5) / elapsed seconds before the window, and the surprise is
+s = -log P(X >= x) for X ~ Poisson(lam). Causal and cheap; a burst of something ordinarily quiet
+scores high, a steady stream scores ~0. The +0.5 keeps a never-seen pattern finite.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy.special import gammainc, gammaln
+
+_SEP = "\x1f"
+
+
+def poisson_surprise(x: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """-log P(X >= x), X ~ Poisson(lam); stable in the far tail (pmf bound)."""
+    x = np.asarray(x, np.float64)
+    lam = np.maximum(np.asarray(lam, np.float64), 1e-12)
+    sf = gammainc(x, lam)  # regularised lower incomplete gamma = P(X >= x) for x >= 1
+    tail = x * np.log(lam) - lam - gammaln(x + 1.0)
+    out = -np.where(sf > 1e-300, np.log(np.maximum(sf, 1e-300)), tail)
+    return np.where(x <= 0, 0.0, out)
+
+
+class RateContext:
+    """Per-pattern counts with a sliding window; `observe` returns each event's surprise."""
+
+    def __init__(self, window_s: float = 600.0) -> None:
+        self.window_s = float(window_s)
+        self.start: float | None = None
+        self.clock = -np.inf  # latest time observed
+        self.total: dict[str, int] = {}
+        self.recent: dict[str, deque[float]] = {}
+
+    def observe(self, rows: Sequence[Sequence[str]], times: np.ndarray) -> np.ndarray:
+        """Surprise of each event given all earlier ones, then remember them (in time order)."""
+        n = len(rows)
+        xs = np.zeros(n)
+        lam = np.ones(n)
+        if n == 0:
+            return xs
+        w = self.window_s
+        for i in np.argsort(times, kind="stable").tolist():
+            t = float(times[i])
+            if self.start is None:
+                self.start = t
+            key = _SEP.join(rows[i])
+            d = self.recent.get(key)
+            if d is None:
+                d = self.recent[key] = deque()
+            while d and d[0] <= t - w:
+                d.popleft()
+            earlier = self.total.get(key, 0) - len(d)
+            xs[i] = len(d) + 1
+            lam[i] = w * (earlier + 0.5) / max(t - w - self.start, w)
+            d.append(t)
+            self.total[key] = self.total.get(key, 0) + 1
+            self.clock = max(self.clock, t)
+        return poisson_surprise(xs, lam)
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        keys = list(self.total)
+        recent = [list(self.recent.get(k, ())) for k in keys]
+        arrays = {
+            "ctx.total": np.array([self.total[k] for k in keys], np.int64),
+            "ctx.recent_len": np.array([len(r) for r in recent], np.int64),
+            "ctx.recent": np.array([t for r in recent for t in r], np.float64),
+        }
+        meta = {"window_s": self.window_s, "start": self.start, "keys": keys}
+        return arrays, meta
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> RateContext:
+        ctx = cls(meta["window_s"])
+        ctx.start = meta["start"]
+        keys = meta["keys"]
+        lens = arrays["ctx.recent_len"].tolist()
+        if len(keys) != len(lens) or len(arrays["ctx.total"]) != len(keys):
+            raise ValueError("rate context arrays do not match its keys")
+        flat = arrays["ctx.recent"].tolist()
+        pos = 0
+        for k, tot, ln in zip(keys, arrays["ctx.total"].tolist(), lens, strict=True):
+            ctx.total[k] = int(tot)
+            ctx.recent[k] = deque(flat[pos : pos + ln])
+            pos += ln
+        if flat:
+            ctx.clock = max(flat)
+        return ctx

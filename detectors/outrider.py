@@ -1,0 +1,147 @@
+"""Outrider's default detector: entity rarity + APE pair likelihood, ranked by group with MMR.
+
+What each part buys (measured on AIT, protocol v2; figures in bench/README.md):
+- per-entity rarity (the mean surprisal -log p(value) of each entity, from the vocabulary's
+  decayed counts): the strongest single signal on real alert data, the one counting gets right;
+- APE's -S(e) (Chen et al. IJCAI 2016), standardised on the training data and added with weight
+  `ape_weight`: which *combinations* of known entities do not belong together, and the pair
+  explanation; on AIT it did not improve the ranking, so the default weight is small;
+- time context (detectors/context.py), off by default (`context_weight=0`): as an additive
+  per-alert term it made AIT rankings worse; when on, `score_many` advances the rate state,
+  and `learn_many` only feeds it events newer than what it has seen;
+- group ranking with time-aware MMR (detectors/ranking.py, `rank`): what moved the hard attack
+  steps up; the service should rank alert groups through `rank`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from detectors.ape import APEDetector
+from detectors.base import STATE_FORMAT, Detector, EventBatch, Explanation
+from detectors.context import RateContext
+from detectors.ranking import RankedGroups, rank_groups
+
+
+class OutriderDetector(Detector):
+    """The product detector. Score = mean entity surprisal + ape_weight * z(-S) (+ context)."""
+
+    name = "outrider"
+
+    def __init__(
+        self,
+        entity_types: Sequence[str],
+        ape_weight: float = 0.0,
+        context_weight: float = 0.0,
+        context_window_s: float = 600.0,
+        mmr_lambda: float = 1.0,
+        mmr_bucket_s: float = 3600.0,
+        **ape_kwargs: Any,
+    ) -> None:
+        super().__init__(entity_types)
+        self.config = {
+            "ape_weight": float(ape_weight), "context_weight": float(context_weight),
+            "context_window_s": float(context_window_s), "mmr_lambda": float(mmr_lambda),
+            "mmr_bucket_s": float(mmr_bucket_s),
+        }  # fmt: skip
+        self.ape = APEDetector(entity_types, **ape_kwargs)
+        self.context = RateContext(context_window_s)
+        self.ape_center_ = 0.0
+        self.ape_scale_ = 1.0
+
+    # -- learning -------------------------------------------------------------------------
+    def learn_many(self, batch: EventBatch) -> None:
+        self._check(batch)
+        if len(batch) == 0:
+            return
+        if self.config["ape_weight"] != 0.0:
+            self.ape.learn_many(batch)
+            s = self.ape.score_many(batch)
+            self.ape_center_, self.ape_scale_ = float(np.median(s)), float(s.std() + 1e-9)
+        else:  # counts only: the vocabulary is the rarity model
+            self.ape.vocab.observe(batch.rows)
+            self.ape.model.grow(len(self.ape.vocab))
+        self.events_seen_ = self.ape.vocab.events_seen
+        if self.config["context_weight"] != 0.0:
+            newer = batch.times > self.context.clock
+            if newer.any():
+                idx = np.flatnonzero(newer)
+                self.context.observe([batch.rows[i] for i in idx], batch.times[idx])
+
+    # -- scoring --------------------------------------------------------------------------
+    def surprisal(self, batch: EventBatch) -> np.ndarray:
+        """Mean over entity types of -log p(value), add-one smoothed (unseen = finite, high)."""
+        voc = self.ape.vocab
+        n = len(batch)
+        out = np.zeros(n)
+        if n == 0:
+            return out
+        cols = list(zip(*batch.rows, strict=True))
+        seen = voc.events_seen
+        for j in range(len(self.entity_types)):
+            index, pend, counts = voc.index[j], voc.pending[j], voc.counts
+            c = np.fromiter(
+                (counts[index[v]] if v in index else pend.get(v, 0.0) for v in cols[j]),
+                np.float64, n,
+            )  # fmt: skip
+            total = seen + voc.size(j) + len(pend) + 1.0
+            out += -np.log((c + 1.0) / total)
+        return out / len(self.entity_types)
+
+    def score_many(self, batch: EventBatch) -> np.ndarray:
+        self._check(batch)
+        score = self.surprisal(batch)
+        if len(batch) == 0:
+            return score
+        cfg = self.config
+        if cfg["ape_weight"] != 0.0:
+            z = (self.ape.score_many(batch) - self.ape_center_) / self.ape_scale_
+            score = score + cfg["ape_weight"] * z
+        if cfg["context_weight"] != 0.0:
+            score = score + cfg["context_weight"] * self.context.observe(batch.rows, batch.times)
+        return score
+
+    def rank(self, batch: EventBatch, scores: np.ndarray | None = None) -> RankedGroups:
+        """Alert groups of a batch in the order the analyst should read them."""
+        if scores is None:
+            scores = self.score_many(batch)
+        return rank_groups(batch.rows, batch.times, scores, lam=self.config["mmr_lambda"],
+                           bucket_s=self.config["mmr_bucket_s"])  # fmt: skip
+
+    def explain_many(self, batch: EventBatch, top_k: int = 3) -> list[Explanation]:
+        return self.ape.explain_many(batch, top_k)
+
+    # -- state ----------------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays, ape_meta = self.ape.state_dict()
+        carr, cmeta = self.context.state()
+        arrays.update(carr)
+        meta = {
+            "detector": self.name,
+            "state_format": STATE_FORMAT,
+            "entity_types": list(self.entity_types),
+            "config": self.config,
+            "ape": ape_meta,
+            "context": cmeta,
+            "ape_center": self.ape_center_,
+            "ape_scale": self.ape_scale_,
+        }
+        return arrays, meta
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> OutriderDetector:
+        if meta.get("detector") != cls.name or meta.get("state_format") != STATE_FORMAT:
+            raise ValueError(
+                f"state is for {meta.get('detector')!r} format {meta.get('state_format')!r}, "
+                f"not {cls.name!r} format {STATE_FORMAT}"
+            )
+        det = cls(meta["entity_types"], **meta["config"], **meta["ape"]["config"])
+        det.ape.load_arrays(arrays, meta["ape"])
+        det.context = RateContext.from_state(arrays, meta["context"])
+        det.ape_center_ = float(meta["ape_center"])
+        det.ape_scale_ = float(meta["ape_scale"])
+        det.events_seen_ = det.ape.vocab.events_seen
+        return det

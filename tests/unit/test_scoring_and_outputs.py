@@ -1,0 +1,104 @@
+"""Scoring through the service's Scorer and the shape of what it publishes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from schemas import Alert, ModelRef, ScoreRecord
+from service.decode import DecodedEvent, Decoder
+from service.outputs import alert_id, build_alerts, dead_letter_headers, group_id, score_records
+from service.scoring import Scorer
+from service.sources import SourceConfig
+from tests.conftest import records_of
+
+CONFIG = SourceConfig.load()
+DECODER = Decoder(CONFIG, 1 << 16)
+MODEL = ModelRef(name="frequency", version="v1")
+
+
+def _events(n: int, odd_every: int = 0) -> list[DecodedEvent]:
+    values = []
+    for i in range(n):
+        odd = odd_every and i % odd_every == odd_every - 1
+        ent = {"name": "rare thing" if odd else "login ok", "short": "X" if odd else "A",
+               "ip": f"10.0.0.{i % 3}", "host": "evil" if odd else "web"}
+        values.append(orjson.dumps({"kind": "ids_alert", "time": 1000 + i, "entities": ent}))
+    ok, dead = DECODER.decode_many(records_of(values))
+    assert not dead
+    return ok
+
+
+def _scorer() -> Scorer:
+    return Scorer(CONFIG, calibration_window=5000, calibration_min_samples=200)
+
+
+def _warm_scorer() -> Scorer:
+    """A scorer past its cold start: the model has data and the calibrator enough scores."""
+    scorer = _scorer()
+    scorer.score(_events(100))
+    scorer.score(_events(2000))
+    return scorer
+
+
+def test_no_alert_before_calibration_then_rare_events_alert() -> None:
+    scorer = _scorer()
+    for n in (100, 150):
+        first = scorer.score(_events(n, odd_every=10))[0]
+        assert np.isnan(first.percentiles).all() and not first.alerted.any()
+    scorer.score(_events(2000))
+    part = scorer.score(_events(500, odd_every=100))[0]
+    flagged = set(np.flatnonzero(part.alerted).tolist())
+    assert flagged == {99, 199, 299, 399, 499}
+    assert all(part.severity(i) in {"medium", "high", "critical"} for i in flagged)
+
+
+def test_flagged_events_are_not_learned() -> None:
+    scorer = _warm_scorer()
+    det = scorer.detectors["ids_alert"]
+    part = scorer.score(_events(500, odd_every=100))[0]
+    assert part.alerted.sum() == 5
+    assert det.counts_[3].get("evil", 0) == 0  # type: ignore[attr-defined]
+
+
+def test_checkpoint_restore_gives_identical_scores(tmp_path: Path) -> None:
+    scorer = _scorer()
+    scorer.score(_events(3000, odd_every=500))
+    scorer.save(tmp_path)
+    again = _scorer()
+    assert again.restore(tmp_path)
+    assert again.version == scorer.version
+    probe = _events(300, odd_every=50)
+    a, b = scorer.score(probe)[0], again.score(probe)[0]
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.percentiles, b.percentiles)
+
+
+def test_alerts_are_explained_valid_and_ids_deterministic() -> None:
+    scorer = _warm_scorer()
+    part = scorer.score(_events(300, odd_every=100))[0]
+    alerts = list(build_alerts(part, MODEL))
+    assert len(alerts) == 3
+    for alert in alerts:
+        Alert.model_validate(alert.model_dump())
+        assert alert.explanation and alert.rarity
+        assert alert.alert_id == alert_id("events", 0, alert.origin.offset, "v1")
+        assert alert.group_id == group_id("ids_alert", alert.entities)
+    assert alert_id("t", 0, 1, "v1") != alert_id("t", 0, 1, "v2")
+    assert alert_id("t", 0, 1, "v1") != alert_id("t", 1, 1, "v1")
+
+
+def test_score_records_match_their_schema() -> None:
+    part = _scorer().score(_events(50))[0]
+    for raw in score_records(part, MODEL):
+        ScoreRecord.model_validate_json(raw, strict=False)
+
+
+def test_dead_letter_headers_follow_kafka_connect() -> None:
+    _, dead = DECODER.decode_many(records_of([b"nope"]))
+    headers = dict(dead_letter_headers(dead[0]))
+    assert headers["__connect.errors.topic"] == b"events"
+    assert headers["__connect.errors.offset"] == b"0"
+    assert headers["__connect.errors.exception.class.name"] == b"outrider.malformed_json"
