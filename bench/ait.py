@@ -35,7 +35,7 @@ class Split:
         return np.array([s != "-" for s in self.steps], dtype=bool)
 
 
-def _open(path: Path):  # noqa: ANN202 - text stream
+def _open(path: Path):
     return gzip.open(path, "rt", newline="") if path.suffix == ".gz" else path.open(newline="")
 
 

@@ -115,13 +115,13 @@ def load_checkpoint(path: str | Path) -> tuple[str, dict[str, Detector], dict[st
         if cls is None:
             raise CheckpointError(f"{path}: unknown detector {meta.get('detector')!r} for {kind}")
         prefix = f"{kind}/"
-        own = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
         try:
             detectors[kind] = cls.from_state(own, meta)
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"{path}: bad state for {kind}: {exc}") from exc
     extra = dict(manifest.get("extra", {}))
-    extra["_aux"] = {k[len(AUX_PREFIX):]: v for k, v in arrays.items() if k.startswith(AUX_PREFIX)}
+    extra["_aux"] = {k[len(AUX_PREFIX) :]: v for k, v in arrays.items() if k.startswith(AUX_PREFIX)}
     return manifest["version"], detectors, extra
 
 

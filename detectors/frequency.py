@@ -25,6 +25,7 @@ from detectors.base import (
     PairContribution,
 )
 
+
 class FrequencyDetector(Detector):
     """Mean per-field surprisal; counts optionally decay so old traffic fades."""
 
@@ -83,8 +84,12 @@ class FrequencyDetector(Detector):
         explanations = []
         for row in batch.rows:
             rarity = tuple(
-                EntityRarity(t, row[j], self.counts_[j].get(row[j], 0.0),
-                             self.counts_[j].get(row[j], 0.0) / seen)
+                EntityRarity(
+                    t,
+                    row[j],
+                    self.counts_[j].get(row[j], 0.0),
+                    self.counts_[j].get(row[j], 0.0) / seen,
+                )
                 for j, t in enumerate(types)
             )
             scored = []

@@ -5,7 +5,15 @@ outputs are strict and carry `schema_version`. `python -m schemas.export` writes
 of each model to `schemas/json/` for producers and consumers in other languages.
 """
 
-from schemas.alerts import Alert, EntityInfo, ModelRef, Origin, PairExplanation, ScoreRecord, Severity
+from schemas.alerts import (
+    Alert,
+    EntityInfo,
+    ModelRef,
+    Origin,
+    PairExplanation,
+    ScoreRecord,
+    Severity,
+)
 from schemas.deadletter import DeadLetter, DeadLetterReason
 from schemas.events import Event
 from schemas.feedback import Feedback, Verdict, VerdictReason

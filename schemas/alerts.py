@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import Field
@@ -10,7 +10,7 @@ from pydantic import Field
 from schemas.base import SCHEMA_VERSION, OutputModel
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     """Calibrated severity: the same percentile means the same severity for every kind."""
 
     low = "low"  #: above the alert threshold, below the 'medium' percentile

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field
@@ -10,7 +10,7 @@ from pydantic import Field
 from schemas.base import SCHEMA_VERSION, OutputModel
 
 
-class DeadLetterReason(str, Enum):
+class DeadLetterReason(StrEnum):
     """Why a record was not scored; a bounded set, used as a metric label."""
 
     oversized = "oversized"  #: larger than the configured message limit

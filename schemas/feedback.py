@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field
@@ -10,7 +10,7 @@ from pydantic import Field
 from schemas.base import SCHEMA_VERSION, InputModel
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     """The analyst's call on an alert or group."""
 
     true_positive = "true_positive"  #: malicious: train as an anomaly
@@ -21,7 +21,7 @@ class Verdict(str, Enum):
     other = "other"  #: no training signal
 
 
-class VerdictReason(str, Enum):
+class VerdictReason(StrEnum):
     """Why the analyst decided so."""
 
     suspicious_activity = "suspicious_activity"

@@ -53,6 +53,8 @@ class Pipeline:
         self.checkpoints = Path(settings.state_dir) / "checkpoints"
         if self.scorer.restore(self.checkpoints):
             log.info("restored model %s from %s", self.scorer.version, self.checkpoints)
+        else:  # make the version durable now: a redo after a crash must mint the same ids
+            self.scorer.save(self.checkpoints)
         self.stopping = threading.Event()
         self.on_batch: BatchHook | None = None  # benchmarks and tests observe batches here
         self._last_checkpoint = time.monotonic()
@@ -101,14 +103,20 @@ class Pipeline:
             m.events_scored.labels(part.kind).inc(len(part.events))
             for alert in build_alerts(part, model):
                 alerts.append(alert)
-                io.send(s.alerts_topic, orjson.dumps(alert.model_dump(mode="json")),
-                        key=alert.group_id.encode())
+                io.send(
+                    s.alerts_topic,
+                    orjson.dumps(alert.model_dump(mode="json")),
+                    key=alert.group_id.encode(),
+                )
             if s.scores_topic:
                 for value in score_records(part, model):
                     io.send(s.scores_topic, value)
         for dl in dead:
-            io.send(s.dead_letter_topic, orjson.dumps(dl.model_dump(mode="json")),
-                    headers=dead_letter_headers(dl))
+            io.send(
+                s.dead_letter_topic,
+                orjson.dumps(dl.model_dump(mode="json")),
+                headers=dead_letter_headers(dl),
+            )
 
         # commit: only once the broker acknowledged every output of the batch
         try:
@@ -148,8 +156,6 @@ class Pipeline:
 
     def _checkpoint(self) -> None:
         self._last_checkpoint = time.monotonic()
-        if not self.scorer.detectors:
-            return
         try:
             self.scorer.save(self.checkpoints)
             self.metrics.checkpoints.labels("ok").inc()

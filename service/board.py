@@ -42,8 +42,14 @@ class AlertBoard:
         g = self.groups.get(gid)
         if g is None:
             g = self.groups[gid] = Group(
-                gid, alert["kind"], alert["entities"], alert["score"], alert["percentile"],
-                alert["severity"], first_seen=alert["event_time"], last_seen=alert["event_time"],
+                gid,
+                alert["kind"],
+                alert["entities"],
+                alert["score"],
+                alert["percentile"],
+                alert["severity"],
+                first_seen=alert["event_time"],
+                last_seen=alert["event_time"],
             )
         if alert["alert_id"] in g.alert_ids:
             self.duplicates += 1
@@ -83,8 +89,7 @@ class AlertBoard:
 def explain_line(alert: dict[str, Any]) -> str:
     """'a=x with b=y (62%); ...; rarest: host=z seen 0x' from an alert's explanation."""
     pairs = "; ".join(
-        f"{p['type_a']}={p['value_a']} with {p['type_b']}={p['value_b']} "
-        f"({p['contribution']:.0%})"
+        f"{p['type_a']}={p['value_a']} with {p['type_b']}={p['value_b']} ({p['contribution']:.0%})"
         for p in alert.get("explanation", [])[:2]
     )
     rarest = min(alert.get("rarity", []), key=lambda r: r["count"], default=None)

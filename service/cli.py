@@ -25,7 +25,10 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (each also as OUTRIDER_<NAME>)")
     for name, info in Settings.model_fields.items():
         group.add_argument(
-            "--" + name.replace("_", "-"), dest=f"setting_{name}", default=None, metavar="V",
+            "--" + name.replace("_", "-"),
+            dest=f"setting_{name}",
+            default=None,
+            metavar="V",
             help=info.description or f"default: {info.default!r}",
         )
 
@@ -51,8 +54,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     if not settings.kafka_bootstrap:
-        print("outrider serve needs --kafka-bootstrap (or OUTRIDER_KAFKA_BOOTSTRAP); "
-              "`outrider demo` starts a local broker for you", file=sys.stderr)
+        print(
+            "outrider serve needs --kafka-bootstrap (or OUTRIDER_KAFKA_BOOTSTRAP); "
+            "`outrider demo` starts a local broker for you",
+            file=sys.stderr,
+        )
         return 2
     pipeline = Pipeline(settings)
     port = pipeline.metrics.serve(settings.metrics_port, settings.metrics_host)
@@ -70,17 +76,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     if not settings.kafka_bootstrap:
-        print("outrider replay needs --kafka-bootstrap (or OUTRIDER_KAFKA_BOOTSTRAP)",
-              file=sys.stderr)
+        print(
+            "outrider replay needs --kafka-bootstrap (or OUTRIDER_KAFKA_BOOTSTRAP)", file=sys.stderr
+        )
         return 2
     records = read_records(args.file, order=args.order)
     if args.limit:
         records = records[: args.limit]
-    producer = KafkaProducer(linger_ms=20, batch_size=512 << 10, acks="all",
-                             **settings.kafka_client_config())
+    producer = KafkaProducer(
+        linger_ms=20, batch_size=512 << 10, acks="all", **settings.kafka_client_config()
+    )
     try:
-        n = replay(producer, args.topic or settings.events_topic, records, rate=args.rate,
-                   speed=args.speed, source=args.source, progress=not args.quiet)
+        n = replay(
+            producer,
+            args.topic or settings.events_topic,
+            records,
+            rate=args.rate,
+            speed=args.speed,
+            source=args.source,
+            progress=not args.quiet,
+        )
     finally:
         producer.close()
     print(f"replayed {n} records from {args.file}", file=sys.stderr)
@@ -98,8 +113,9 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     if not settings.kafka_bootstrap:
-        print("outrider alerts needs --kafka-bootstrap (or OUTRIDER_KAFKA_BOOTSTRAP)",
-              file=sys.stderr)
+        print(
+            "outrider alerts needs --kafka-bootstrap (or OUTRIDER_KAFKA_BOOTSTRAP)", file=sys.stderr
+        )
         return 2
     print(print_top_alerts(settings, args.top, args.wait))
     return 0
@@ -130,8 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("file", type=Path, help="AIT CSV, Zeek conn.log TSV, or JSON lines (.gz ok)")
     rep.add_argument("--topic", help="default: the events topic")
     rep.add_argument("--rate", type=float, default=0.0, help="records/s; 0 = as fast as possible")
-    rep.add_argument("--speed", type=float, default=0.0,
-                     help="pace by recorded time at this multiple (e.g. 60); 0 = off")
+    rep.add_argument(
+        "--speed",
+        type=float,
+        default=0.0,
+        help="pace by recorded time at this multiple (e.g. 60); 0 = off",
+    )
     rep.add_argument("--order", choices=["auto", "time", "file"], default="auto")
     rep.add_argument("--limit", type=int, default=0, help="only the first N records")
     rep.add_argument("--source", help="name the source mapping (header outrider-source)")
@@ -140,13 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_replay)
 
     demo = sub.add_parser("demo", help="local broker + service + a real sample, alerts live")
-    demo.add_argument("--dataset", type=Path, default=None,
-                      help="capture to replay (default: the shared AIT russellmitchell alerts)")
+    demo.add_argument(
+        "--dataset",
+        type=Path,
+        default=None,
+        help="capture to replay (default: the shared AIT russellmitchell alerts)",
+    )
     demo.add_argument("--rate", type=float, default=0.0, help="replay rate; 0 = max")
     demo.add_argument("--limit", type=int, default=0)
     demo.add_argument("--top", type=int, default=10, help="groups shown")
-    demo.add_argument("--until-done", action="store_true",
-                      help="exit once every replayed record is processed (scripts, CI)")
+    demo.add_argument(
+        "--until-done",
+        action="store_true",
+        help="exit once every replayed record is processed (scripts, CI)",
+    )
     _add_settings_flags(demo)
     demo.set_defaults(func=cmd_demo)
 

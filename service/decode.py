@@ -62,7 +62,8 @@ class Decoder:
         value = rec.value or b""
         if len(value) > self.max_message_bytes:
             return dead_letter(
-                rec, DeadLetterReason.oversized,
+                rec,
+                DeadLetterReason.oversized,
                 f"{len(value)} bytes exceeds the limit of {self.max_message_bytes}",
             )
         try:
@@ -71,7 +72,8 @@ class Decoder:
             return dead_letter(rec, DeadLetterReason.malformed_json, f"not valid JSON: {exc}")
         if not isinstance(obj, dict):
             return dead_letter(
-                rec, DeadLetterReason.not_an_object,
+                rec,
+                DeadLetterReason.not_an_object,
                 f"expected a JSON object, got {type(obj).__name__}",
             )
         mapped = self._to_canonical(obj, rec)
@@ -84,14 +86,16 @@ class Decoder:
         spec = self.config.kinds.get(event.kind)
         if spec is None:
             return dead_letter(
-                rec, DeadLetterReason.unknown_kind,
+                rec,
+                DeadLetterReason.unknown_kind,
                 f"event kind {clip(event.kind)!r} is not configured",
             )
         ents = event.entities
         missing = [t for t in spec.entities if t not in ents and t not in spec.optional]
         if missing:
             return dead_letter(
-                rec, DeadLetterReason.missing_entity,
+                rec,
+                DeadLetterReason.missing_entity,
                 f"kind {event.kind!r} requires entity types {missing}",
             )
         return DecodedEvent(event, tuple(ents.get(t, "") for t in spec.entities), rec)
@@ -102,7 +106,8 @@ class Decoder:
             src = self.config.sources.get(named)
             if src is None:
                 return dead_letter(
-                    rec, DeadLetterReason.unknown_kind,
+                    rec,
+                    DeadLetterReason.unknown_kind,
                     f"header {SOURCE_HEADER}={clip(named)!r} names no configured source",
                 )
             mapped = src.to_event(obj)
@@ -113,7 +118,8 @@ class Decoder:
             if src is None:
                 keys = ", ".join(clip(str(k), 40) for k in list(obj)[:8])
                 return dead_letter(
-                    rec, DeadLetterReason.unknown_kind,
+                    rec,
+                    DeadLetterReason.unknown_kind,
                     f"no event kind and no source mapping matches (fields: {keys})",
                 )
             mapped = src.to_event(obj)

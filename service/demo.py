@@ -37,8 +37,11 @@ def _drain_alerts(consumer: KafkaConsumer, board: AlertBoard, timeout_ms: int = 
 
 def _alerts_consumer(settings: Settings) -> KafkaConsumer:
     return KafkaConsumer(
-        settings.alerts_topic, group_id=None, auto_offset_reset="earliest",
-        enable_auto_commit=False, **settings.kafka_client_config(),
+        settings.alerts_topic,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **settings.kafka_client_config(),
     )
 
 
@@ -61,15 +64,20 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
 
     dataset = args.dataset or default_dataset()
     if dataset is None or not Path(dataset).exists():
-        print("no dataset: pass --dataset FILE (AIT CSV, Zeek TSV or JSON lines), or set "
-              "OUTRIDER_DATA to the shared datasets folder", file=sys.stderr)
+        print(
+            "no dataset: pass --dataset FILE (AIT CSV, Zeek TSV or JSON lines), or set "
+            "OUTRIDER_DATA to the shared datasets folder",
+            file=sys.stderr,
+        )
         return 2
     base = settings_from(args)
     broker = None
     bootstrap = base.kafka_bootstrap
     if not bootstrap:
-        print("starting a local Apache Kafka broker (first run fetches it from Maven Central)...",
-              file=sys.stderr)
+        print(
+            "starting a local Apache Kafka broker (first run fetches it from Maven Central)...",
+            file=sys.stderr,
+        )
         broker = LocalBroker()
         bootstrap = broker.start()
     run_id = uuid.uuid4().hex[:8]
@@ -100,15 +108,19 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
     worker.start()
     producer = KafkaProducer(linger_ms=20, batch_size=512 << 10, **settings.kafka_client_config())
     replayer = threading.Thread(
-        target=replay, name="replay", daemon=True,
+        target=replay,
+        name="replay",
+        daemon=True,
         args=(producer, settings.events_topic, records),
         kwargs={"rate": args.rate, "progress": False},
     )
     replayer.start()
-    print(f"replaying {len(records)} records from {dataset}\n"
-          f"broker {bootstrap} | events -> {settings.events_topic} | alerts -> "
-          f"{settings.alerts_topic}\nmetrics: http://{settings.metrics_host}:{port}/metrics",
-          file=sys.stderr)
+    print(
+        f"replaying {len(records)} records from {dataset}\n"
+        f"broker {bootstrap} | events -> {settings.events_topic} | alerts -> "
+        f"{settings.alerts_topic}\nmetrics: http://{settings.metrics_host}:{port}/metrics",
+        file=sys.stderr,
+    )
 
     board = AlertBoard()
     consumer = _alerts_consumer(settings)
@@ -122,8 +134,10 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
                 last_render = time.monotonic()
                 if tty:
                     sys.stdout.write("\x1b[2J\x1b[H")
-                print(f"processed {processed['n']}/{len(records)} events "
-                      f"| model {pipeline.model.version}")
+                print(
+                    f"processed {processed['n']}/{len(records)} events "
+                    f"| model {pipeline.model.version}"
+                )
                 print(board.render(args.top), flush=True)
             if done and args.until_done:
                 _drain_alerts(consumer, board, timeout_ms=1000)

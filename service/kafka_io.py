@@ -7,6 +7,7 @@ committed. A refused publish rewinds the consumer to the batch start so the batc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -158,8 +159,9 @@ class KafkaIO:
 
 def ensure_topics(settings: Settings, partitions: int = 4) -> None:
     """Create Outrider's topics if missing (the models topic compacted)."""
-    admin = KafkaAdminClient(client_id=f"{settings.client_id}-admin",
-                             **settings.kafka_client_config())
+    admin = KafkaAdminClient(
+        client_id=f"{settings.client_id}-admin", **settings.kafka_client_config()
+    )
     try:
         wanted = [
             NewTopic(settings.events_topic, partitions, 1),
@@ -173,9 +175,7 @@ def ensure_topics(settings: Settings, partitions: int = 4) -> None:
         existing = set(admin.list_topics())
         missing = [t for t in wanted if t.name not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another scorer was faster
                 admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()

@@ -23,55 +23,83 @@ class Metrics:
         r = self.registry
         # Input rate; flat while lag grows = the scorer is stuck or too slow: scale out.
         self.events_consumed = Counter(
-            "outrider_events_consumed_total", "Records read from the events topic.",
-            ["topic"], registry=r)
+            "outrider_events_consumed_total",
+            "Records read from the events topic.",
+            ["topic"],
+            registry=r,
+        )
         # Events that passed validation and were scored, per kind.
         self.events_scored = Counter(
-            "outrider_events_scored_total", "Events scored.", ["kind"], registry=r)
+            "outrider_events_scored_total", "Events scored.", ["kind"], registry=r
+        )
         # Bad input by reason; a spike = a producer changed its format: read the dead letters.
         self.dead_letters = Counter(
-            "outrider_dead_letters_total", "Records sent to the dead-letter topic.",
-            ["reason"], registry=r)
+            "outrider_dead_letters_total",
+            "Records sent to the dead-letter topic.",
+            ["reason"],
+            registry=r,
+        )
         # Alerts by kind and severity; a flood = drift or an attack: check the triage page.
         self.alerts = Counter(
-            "outrider_alerts_total", "Alerts published.", ["kind", "severity"], registry=r)
+            "outrider_alerts_total", "Alerts published.", ["kind", "severity"], registry=r
+        )
         # Batch fill; always at the maximum = the scorer is behind (see lag).
         self.batch_size = Histogram(
-            "outrider_batch_size_events", "Records per processed batch.",
-            buckets=_BATCH_BUCKETS, registry=r)
+            "outrider_batch_size_events",
+            "Records per processed batch.",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
         # Model time per batch; growing = model or vocabulary too big, or CPU contention.
         self.scoring_seconds = Histogram(
-            "outrider_scoring_seconds", "Time to score (and learn from) one batch.",
-            buckets=_LATENCY_BUCKETS, registry=r)
+            "outrider_scoring_seconds",
+            "Time to score (and learn from) one batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         # Whole-batch time from poll to commit.
         self.batch_seconds = Histogram(
-            "outrider_batch_seconds", "Time to process one batch, poll to commit.",
-            buckets=_LATENCY_BUCKETS, registry=r)
+            "outrider_batch_seconds",
+            "Time to process one batch, poll to commit.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         # Record timestamp to outputs acknowledged; p99 above a few seconds = behind.
         self.end_to_end_seconds = Histogram(
             "outrider_end_to_end_latency_seconds",
             "From the input record's timestamp to its outputs being acknowledged.",
-            buckets=_LATENCY_BUCKETS, registry=r)
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         # Records behind the end of each partition; growing = add scorers (up to partitions).
         self.consumer_lag = Gauge(
-            "outrider_consumer_lag_events", "Records not yet processed, per partition.",
-            ["topic", "partition"], registry=r)
+            "outrider_consumer_lag_events",
+            "Records not yet processed, per partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
         # Offset commits by outcome; failures = rebalances or broker trouble (work is redone).
         self.commits = Counter(
-            "outrider_offset_commits_total", "Offset commits.", ["outcome"], registry=r)
+            "outrider_offset_commits_total", "Offset commits.", ["outcome"], registry=r
+        )
         # Output publish failures; the batch is retried, nothing is committed past it.
         self.publish_failures = Counter(
-            "outrider_publish_failures_total", "Batches whose outputs the broker refused.",
-            registry=r)
+            "outrider_publish_failures_total",
+            "Batches whose outputs the broker refused.",
+            registry=r,
+        )
         # Time of the last processed record; stale while input flows = the scorer is stuck.
         self.last_processed = Gauge(
             "outrider_last_processed_timestamp_seconds",
-            "Kafka timestamp of the newest record processed.", registry=r)
+            "Kafka timestamp of the newest record processed.",
+            registry=r,
+        )
         # Which model scores now; changes on every hot swap.
         self.model_info = Info("outrider_model", "The model that scores events.", registry=r)
         # Checkpoints written by outcome; failures = the checkpoint store is full or unwritable.
         self.checkpoints = Counter(
-            "outrider_checkpoints_total", "Model checkpoints written.", ["outcome"], registry=r)
+            "outrider_checkpoints_total", "Model checkpoints written.", ["outcome"], registry=r
+        )
 
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Expose /metrics over HTTP; returns the bound port (0 picks a free one)."""

@@ -32,7 +32,9 @@ MAX_ATTRIBUTE_CHARS = 1024
 
 
 def alert_id(topic: str, partition: int, offset: int, model_version: str) -> str:
-    return hashlib.sha256(f"{topic}\x1f{partition}\x1f{offset}\x1f{model_version}".encode()).hexdigest()[:32]
+    return hashlib.sha256(
+        f"{topic}\x1f{partition}\x1f{offset}\x1f{model_version}".encode()
+    ).hexdigest()[:32]
 
 
 def group_id(kind: str, entities: dict[str, str]) -> str:
@@ -73,17 +75,30 @@ def build_alerts(scored: ScoredKind, model: ModelRef) -> Iterator[Alert]:
             model=model,
             entities=entities,
             explanation=[
-                PairExplanation(type_a=p.type_a, value_a=p.value_a, type_b=p.type_b,
-                                value_b=p.value_b, contribution=float(p.contribution))
+                PairExplanation(
+                    type_a=p.type_a,
+                    value_a=p.value_a,
+                    type_b=p.type_b,
+                    value_b=p.value_b,
+                    contribution=float(p.contribution),
+                )
                 for p in expl.pairs
             ],
             rarity=[
-                EntityInfo(type=r.entity_type, value=r.value, count=float(r.count),
-                           frequency=float(r.frequency))
+                EntityInfo(
+                    type=r.entity_type,
+                    value=r.value,
+                    count=float(r.count),
+                    frequency=float(r.frequency),
+                )
                 for r in expl.rarity
             ],
-            origin=Origin(topic=rec.topic, partition=rec.partition, offset=rec.offset,
-                          timestamp_ms=rec.timestamp),
+            origin=Origin(
+                topic=rec.topic,
+                partition=rec.partition,
+                offset=rec.offset,
+                timestamp_ms=rec.timestamp,
+            ),
             attributes=_bounded(dict(ev.event.attributes)),
         )
 
@@ -94,17 +109,23 @@ def score_records(scored: ScoredKind, model: ModelRef) -> Iterator[bytes]:
     for i, ev in enumerate(scored.events):
         rec = ev.record
         pct = float(scored.percentiles[i])
-        yield orjson.dumps({
-            "schema_version": ScoreRecord.model_fields["schema_version"].default,
-            "kind": scored.kind,
-            "event_time": ev.event.time,
-            "score": float(scored.scores[i]),
-            "percentile": pct if pct == pct else 0.0,
-            "alerted": bool(scored.alerted[i]),
-            "model": model_d,
-            "origin": {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset,
-                       "timestamp_ms": rec.timestamp},
-        })
+        yield orjson.dumps(
+            {
+                "schema_version": ScoreRecord.model_fields["schema_version"].default,
+                "kind": scored.kind,
+                "event_time": ev.event.time,
+                "score": float(scored.scores[i]),
+                "percentile": pct if pct == pct else 0.0,
+                "alerted": bool(scored.alerted[i]),
+                "model": model_d,
+                "origin": {
+                    "topic": rec.topic,
+                    "partition": rec.partition,
+                    "offset": rec.offset,
+                    "timestamp_ms": rec.timestamp,
+                },
+            }
+        )
 
 
 def dead_letter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:

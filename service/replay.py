@@ -8,6 +8,7 @@ exactly as it would map the live source.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -95,10 +96,8 @@ def read_csv(f: IO[str]) -> Iterator[dict[str, Any]]:
     for row in csv.DictReader(f):
         t = row.get("time")
         if t is not None:
-            try:
+            with contextlib.suppress(ValueError):  # not a number: the mapping will say so
                 row["time"] = int(t) if t.isdigit() else float(t)  # type: ignore[assignment]
-            except ValueError:
-                pass
         yield row
 
 

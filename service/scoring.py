@@ -89,8 +89,9 @@ class Scorer:
             flagged = np.flatnonzero(alerted)
             explanations: dict[int, Explanation] = {}
             if len(flagged):
-                sub = EventBatch(batch.entity_types, [batch.rows[i] for i in flagged],
-                                 batch.times[flagged])
+                sub = EventBatch(
+                    batch.entity_types, [batch.rows[i] for i in flagged], batch.times[flagged]
+                )
                 explanations = dict(zip(flagged.tolist(), det.explain_many(sub), strict=True))
             if det.events_seen_ > 0:  # an empty model's scores would skew calibration
                 cal.update(scores)
@@ -98,8 +99,9 @@ class Scorer:
             if len(keep) == len(evs):
                 det.learn_many(batch)
             elif len(keep):
-                det.learn_many(EventBatch(batch.entity_types, [batch.rows[i] for i in keep],
-                                          batch.times[keep]))
+                det.learn_many(
+                    EventBatch(batch.entity_types, [batch.rows[i] for i in keep], batch.times[keep])
+                )
             out.append(ScoredKind(kind, evs, scores, pct, alerted, explanations))
         return out
 
@@ -111,8 +113,11 @@ class Scorer:
             arrays, cal_meta[kind] = cal.state_dict()
             aux.update({f"calibration/{kind}/{k}": v for k, v in arrays.items()})
         return save_checkpoint(
-            store, self.version, self.detectors,
-            extra={"detector": self.detector_name, "calibrators": cal_meta}, aux=aux,
+            store,
+            self.version,
+            self.detectors,
+            extra={"detector": self.detector_name, "calibrators": cal_meta},
+            aux=aux,
         )
 
     def restore(self, store: Path) -> bool:
@@ -128,8 +133,13 @@ class Scorer:
         aux = extra["_aux"]
         self.calibrators = {
             kind: QuantileCalibrator.from_state(
-                {k.rsplit("/", 1)[1]: v for k, v in aux.items()
-                 if k.startswith(f"calibration/{kind}/")}, meta)
+                {
+                    k.rsplit("/", 1)[1]: v
+                    for k, v in aux.items()
+                    if k.startswith(f"calibration/{kind}/")
+                },
+                meta,
+            )
             for kind, meta in extra.get("calibrators", {}).items()
         }
         for kind in self.detectors:

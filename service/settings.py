@@ -21,7 +21,8 @@ class Settings(BaseSettings):
 
     # -- Kafka ----------------------------------------------------------------------------
     kafka_bootstrap: str = Field(
-        default="", description="host:port[,host:port]; empty = start a local broker (demo)")
+        default="", description="host:port[,host:port]; empty = start a local broker (demo)"
+    )
     client_id: str = "outrider"
     group_id: str = Field(default="outrider-scorer", description="consumer group of scorers")
     events_topic: str = "outrider.events"
@@ -40,18 +41,22 @@ class Settings(BaseSettings):
     batch_max_events: int = Field(default=2000, ge=1, le=100_000)
     batch_max_wait_ms: int = Field(default=100, ge=1, le=60_000)
     max_message_bytes: int = Field(
-        default=256 * 1024, ge=1024, description="larger input records are dead-lettered")
+        default=256 * 1024, ge=1024, description="larger input records are dead-lettered"
+    )
     sources_config: Path | None = Field(
-        default=None, description="TOML of kinds and source mappings; empty = packaged default")
+        default=None, description="TOML of kinds and source mappings; empty = packaged default"
+    )
 
     # -- the model ------------------------------------------------------------------------
     detector: Literal["frequency"] = "frequency"
     alert_percentile: float = Field(default=99.0, ge=0, le=100)
     calibration_window: int = Field(default=50_000, ge=100)
     calibration_min_samples: int = Field(
-        default=1000, ge=1, description="scores seen per kind before any alert is raised")
+        default=1000, ge=1, description="scores seen per kind before any alert is raised"
+    )
     state_dir: Path = Field(
-        default=Path("outrider-state"), description="checkpoint store and local state")
+        default=Path("outrider-state"), description="checkpoint store and local state"
+    )
     checkpoint_interval_s: float = Field(default=60.0, gt=0)
 
     # -- operations -----------------------------------------------------------------------
@@ -69,7 +74,8 @@ class Settings(BaseSettings):
             cfg["sasl_mechanism"] = self.sasl_mechanism
             cfg["sasl_plain_username"] = self.sasl_username
             cfg["sasl_plain_password"] = (
-                self.sasl_password.get_secret_value() if self.sasl_password else None)
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
         if self.ssl_cafile:
             cfg["ssl_cafile"] = str(self.ssl_cafile)
         return cfg

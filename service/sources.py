@@ -139,9 +139,7 @@ class SourceConfig(BaseModel):
     @classmethod
     def from_toml(cls, text: str) -> SourceConfig:
         raw = tomllib.loads(text)
-        sources = {
-            name: {"name": name, **body} for name, body in raw.get("sources", {}).items()
-        }
+        sources = {name: {"name": name, **body} for name, body in raw.get("sources", {}).items()}
         return cls.model_validate({"kinds": raw.get("kinds", {}), "sources": sources})
 
     @classmethod

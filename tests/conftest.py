@@ -38,5 +38,7 @@ class Record(NamedTuple):
     headers: list[tuple[str, bytes]] | None = None
 
 
-def records_of(values: list[bytes], topic: str = "events", ts: int = 1_700_000_000_000) -> list[Record]:
+def records_of(
+    values: list[bytes], topic: str = "events", ts: int = 1_700_000_000_000
+) -> list[Record]:
     return [Record(topic, 0, i, ts + i, v) for i, v in enumerate(values)]

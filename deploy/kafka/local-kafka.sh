@@ -31,7 +31,8 @@
 set -euo pipefail
 
 readonly KAFKA_VERSION=4.1.1
-readonly SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly SCRIPT_DIR
 readonly CACHE=${OUTRIDER_CACHE:-$HOME/.cache/outrider}
 readonly KAFKA_HOME=$CACHE/kafka-$KAFKA_VERSION
 readonly LIBS=$KAFKA_HOME/libs
@@ -361,6 +362,7 @@ start_locked() {
   rm -f "$dir/pid"
   local console_offset=0
   [[ -f $dir/console.log ]] && console_offset=$(stat -c %s "$dir/console.log")
+  # shellcheck disable=SC2016 # $$ and $@ are meant for the inner bash
   (cd "$dir" && exec setsid bash -c 'echo $$ >"$0"; exec "$@"' "$dir/pid" \
     "$JAVA" "${HEAP_OPTS[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:+ExitOnOutOfMemoryError "${opts[@]}" -cp "$LIBS/*" \

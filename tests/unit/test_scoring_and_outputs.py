@@ -23,8 +23,12 @@ def _events(n: int, odd_every: int = 0) -> list[DecodedEvent]:
     values = []
     for i in range(n):
         odd = odd_every and i % odd_every == odd_every - 1
-        ent = {"name": "rare thing" if odd else "login ok", "short": "X" if odd else "A",
-               "ip": f"10.0.0.{i % 3}", "host": "evil" if odd else "web"}
+        ent = {
+            "name": "rare thing" if odd else "login ok",
+            "short": "X" if odd else "A",
+            "ip": f"10.0.0.{i % 3}",
+            "host": "evil" if odd else "web",
+        }
         values.append(orjson.dumps({"kind": "ids_alert", "time": 1000 + i, "entities": ent}))
     ok, dead = DECODER.decode_many(records_of(values))
     assert not dead

@@ -66,8 +66,12 @@ def test_lookup_prefers_literal_dotted_keys() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [(1700000000, 1700000000.0), (1700000000123, 1700000000.123), ("1.5", 1.5),
-     ("2024-01-01T00:00:00+00:00", 1704067200.0)],
+    [
+        (1700000000, 1700000000.0),
+        (1700000000123, 1700000000.123),
+        ("1.5", 1.5),
+        ("2024-01-01T00:00:00+00:00", 1704067200.0),
+    ],
 )
 def test_parse_time(raw: object, expected: float) -> None:
     assert parse_time(raw) == pytest.approx(expected)

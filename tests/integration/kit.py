@@ -1,0 +1,116 @@
+"""Helpers for integration tests: settings on fresh topics, a pipeline in a thread, and
+producing/consuming whole topics against the real broker."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import TopicPartition
+
+from service.app import Pipeline
+from service.kafka_io import ensure_topics
+from service.settings import Settings
+
+
+def fresh_settings(bootstrap: str, state_dir: Path, **overrides: Any) -> Settings:
+    run = uuid.uuid4().hex[:10]
+    base: dict[str, Any] = {
+        "kafka_bootstrap": bootstrap,
+        "events_topic": f"it-events-{run}",
+        "alerts_topic": f"it-alerts-{run}",
+        "scores_topic": f"it-scores-{run}",
+        "dead_letter_topic": f"it-dlq-{run}",
+        "feedback_topic": f"it-feedback-{run}",
+        "models_topic": f"it-models-{run}",
+        "group_id": f"it-group-{run}",
+        "state_dir": state_dir,
+        "metrics_port": 0,
+        "calibration_min_samples": 500,
+    }
+    settings = Settings(**{**base, **overrides})
+    ensure_topics(settings)
+    return settings
+
+
+@contextmanager
+def running(settings: Settings) -> Iterator[Pipeline]:
+    """A pipeline consuming in a background thread; stopped and joined on exit."""
+    pipeline = Pipeline(settings)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pipeline.run()
+        except BaseException as exc:  # surfaced to the test below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield pipeline
+    finally:
+        pipeline.stop()
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "pipeline did not stop"
+        if errors:
+            raise errors[0]
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], **kwargs: Any) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 << 10)
+    for v in values:
+        producer.send(topic, v, **kwargs)
+    producer.flush()
+    producer.close()
+
+
+def consume_all(bootstrap: str, topic: str, expect: int, timeout_s: float = 120) -> list:
+    """Read `topic` from the start until `expect` records arrived (or time out)."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=5000,
+    )
+    got: list = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(got) < expect and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                got.extend(records)
+        # linger briefly: more than expected would mean duplicates we must see
+        for records in consumer.poll(timeout_ms=300).values():
+            got.extend(records)
+    finally:
+        consumer.close()
+    return got
+
+
+def committed_total(bootstrap: str, group: str, topic: str, partitions: int = 4) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        total = 0
+        for p in range(partitions):
+            off = consumer.committed(TopicPartition(topic, p))
+            total += off or 0
+        return total
+    finally:
+        consumer.close()
+
+
+def wait_until(predicate: Any, timeout_s: float = 120, every_s: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every_s)
+    return False

@@ -1,0 +1,105 @@
+"""What an operator sees: /metrics scraped over HTTP from a live pipeline, and the demo
+command run end to end as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+from tests.integration.kit import committed_total, fresh_settings, produce, running, wait_until
+
+
+def _sample(body: str, name: str, labels: str = "") -> float:
+    """Sum of the samples of `name` whose labels start with `labels`."""
+    head = re.escape(name) + (r"\{" + labels + r"[^}]*\}" if labels else r"(?:\{[^}]*\})?")
+    values = [float(m.group(1)) for m in re.finditer(r"^" + head + r" (\S+)$", body, re.M)]
+    assert values, f"{name}{{{labels}}} not exported"
+    return sum(values)
+
+
+def test_live_metrics_count_what_happened(kafka_bootstrap: str, tmp_path: Path) -> None:
+    s = fresh_settings(kafka_bootstrap, tmp_path, calibration_min_samples=100, batch_max_events=500)
+
+    def events(start: int, n: int, odd_every: int = 0) -> list[bytes]:
+        return [
+            orjson.dumps(
+                {
+                    "kind": "ids_alert",
+                    "time": 1_700_000_000 + i,
+                    "entities": {
+                        "name": "odd" if odd_every and i % odd_every == 0 else "x",
+                        "short": "s",
+                        "ip": "10.0.0.1",
+                        "host": "h",
+                    },
+                }
+            )
+            for i in range(start, start + n)
+        ]
+
+    bad = [
+        b"oops",
+        b"[]",
+        b'{"kind": "nope"}',
+        b'{"kind": "ids_alert", "time": "x", "entities": {}}',
+    ]
+    produce(kafka_bootstrap, s.events_topic, events(1, 2000))  # history: all normal
+    with running(s) as pipeline:
+        port = pipeline.metrics.serve(0)
+        assert wait_until(
+            lambda: committed_total(kafka_bootstrap, s.group_id, s.events_topic) == 2000
+        )
+        produce(kafka_bootstrap, s.events_topic, events(2001, 500, odd_every=100) + bad)
+        assert wait_until(
+            lambda: committed_total(kafka_bootstrap, s.group_id, s.events_topic) == 2504
+        )
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    text = body.decode()
+    assert _sample(text, "outrider_events_consumed_total", 'topic="' + s.events_topic + '"') == 2504
+    assert _sample(text, "outrider_events_scored_total", 'kind="ids_alert"') == 2500
+    assert _sample(text, "outrider_dead_letters_total", 'reason="malformed_json"') == 1
+    assert _sample(text, "outrider_dead_letters_total", 'reason="not_an_object"') == 1
+    assert _sample(text, "outrider_dead_letters_total", 'reason="invalid_event"') == 1
+    assert _sample(text, "outrider_dead_letters_total", 'reason="unknown_kind"') == 1
+    assert _sample(text, "outrider_end_to_end_latency_seconds_count") == 2504
+    assert _sample(text, "outrider_batch_size_events_sum") == 2504
+    assert 'outrider_model_info{name="frequency"' in text
+    assert "outrider_consumer_lag_events{" in text
+    assert _sample(text, "outrider_alerts_total") == 5  # the five odd events, nothing else
+
+
+def test_demo_command_runs_end_to_end(kafka_bootstrap: str, datasets: Path) -> None:
+    env = {**os.environ, "OUTRIDER_KAFKA_BOOTSTRAP": kafka_bootstrap}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "demo",
+            "--until-done",
+            "--limit",
+            "20000",
+            "--metrics-port",
+            "0",
+            "--top",
+            "5",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = proc.stdout.split("final ranking:")[-1]
+    assert "alert groups from" in final
+    ranked = [
+        line for line in final.splitlines() if re.match(r"\s+\d+ (low|medium|high|crit)", line)
+    ]
+    assert 1 <= len(ranked) <= 5
+    assert "why:" in final

@@ -1,0 +1,51 @@
+"""The chain end to end on the real broker, with a real AIT scenario."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import orjson
+from kafka import KafkaProducer
+
+from service.replay import read_records, replay
+from tests.integration.kit import committed_total, consume_all, fresh_settings, running, wait_until
+
+
+def test_every_russellmitchell_alert_is_scored_or_dead_lettered(
+    kafka_bootstrap: str, datasets: Path, tmp_path: Path
+) -> None:
+    records = read_records(datasets / "ait-ads" / "russellmitchell_alerts.csv.gz")
+    assert len(records) == 45_544
+    settings = fresh_settings(kafka_bootstrap, tmp_path)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=20, batch_size=512 << 10)
+    assert replay(producer, settings.events_topic, records, progress=False) == len(records)
+    producer.close()
+
+    with running(settings) as pipeline:
+        processed = {"n": 0}
+        pipeline.on_batch = lambda batch, _alerts: processed.__setitem__(
+            "n", processed["n"] + len(batch)
+        )
+        assert wait_until(lambda: processed["n"] >= len(records), timeout_s=240)
+
+    scores = consume_all(kafka_bootstrap, settings.scores_topic, len(records))
+    dead = consume_all(kafka_bootstrap, settings.dead_letter_topic, 0, timeout_s=5)
+    origins = Counter()
+    for r in scores:
+        o = orjson.loads(r.value)["origin"]
+        origins[(o["partition"], o["offset"])] += 1
+    assert not dead, "the AIT rows are all valid events"
+    assert len(origins) == len(records), "every input offset was scored"
+    assert committed_total(kafka_bootstrap, settings.group_id, settings.events_topic) == len(
+        records
+    )
+
+    alerts = consume_all(kafka_bootstrap, settings.alerts_topic, 1, timeout_s=30)
+    assert alerts, "a real scenario with an attack in it raises alerts"
+    first = orjson.loads(alerts[0].value)
+    assert first["model"]["version"] == pipeline.model.version
+    assert first["explanation"] and first["severity"] in {"low", "medium", "high", "critical"}
+    assert alerts[0].key == first["group_id"].encode()
+    # alerts are a minority: the analyst is not flooded
+    assert len(alerts) < 0.1 * len(records)
