@@ -137,19 +137,33 @@ class SourceConfig(BaseModel):
         return self
 
     @classmethod
-    def from_toml(cls, text: str) -> SourceConfig:
-        raw = tomllib.loads(text)
-        sources = {name: {"name": name, **body} for name, body in raw.get("sources", {}).items()}
-        return cls.model_validate({"kinds": raw.get("kinds", {}), "sources": sources})
+    def from_toml(cls, *texts: str) -> SourceConfig:
+        """Merge TOML documents in order; a kind or source declared twice is an error."""
+        kinds: dict[str, Any] = {}
+        sources: dict[str, Any] = {}
+        for text in texts:
+            raw = tomllib.loads(text)
+            for table, merged in (("kinds", kinds), ("sources", sources)):
+                for name, body in raw.get(table, {}).items():
+                    if name in merged:
+                        raise ValueError(f"{table[:-1]} {name!r} is declared twice")
+                    merged[name] = {"name": name, **body} if table == "sources" else body
+        return cls.model_validate({"kinds": kinds, "sources": sources})
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> SourceConfig:
-        """Load `path`, or the packaged default when None."""
+        """Load `path` (a TOML file, or a folder of them in name order), or the packaged
+        configuration (`service/config/*.toml`) when None. Sources match in that order."""
         if path is None:
-            text = resources.files("service").joinpath("config/default.toml").read_text()
-        else:
-            text = Path(path).read_text()
-        return cls.from_toml(text)
+            folder = resources.files("service").joinpath("config")
+            files = sorted(
+                (f for f in folder.iterdir() if f.name.endswith(".toml")), key=lambda f: f.name
+            )
+            return cls.from_toml(*(f.read_text() for f in files))
+        path = Path(path)
+        if path.is_dir():
+            return cls.from_toml(*(f.read_text() for f in sorted(path.glob("*.toml"))))
+        return cls.from_toml(path.read_text())
 
     def match(self, record: dict[str, Any]) -> SourceMapping | None:
         for src in self.sources.values():

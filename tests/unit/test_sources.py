@@ -90,3 +90,10 @@ entities = { b = "x" }
         SourceConfig.from_toml(bad)
     with pytest.raises(ValidationError, match="undeclared kind"):
         SourceConfig.from_toml(bad.replace('kind = "k"', 'kind = "nope"'))
+
+
+def test_packaged_config_merges_every_file_and_refuses_duplicates() -> None:
+    assert {"ids_alert", "network_conn"} <= set(CONFIG.kinds)
+    doc = '[kinds.k]\nentities = ["a"]\n'
+    with pytest.raises(ValueError, match="declared twice"):
+        SourceConfig.from_toml(doc, doc)
