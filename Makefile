@@ -22,7 +22,7 @@ integration:
 
 lint:
 	$(PYTHON) -m ruff check .
-	$(PYTHON) -m ruff format --check service schemas tests/unit
+	$(PYTHON) -m ruff format --check .
 
 format:
 	$(PYTHON) -m ruff format .

@@ -44,9 +44,7 @@ def load_split(path: Path) -> Split:
     with _open(path) as f:
         rows = list(csv.DictReader(f))
     rows.sort(key=lambda r: float(r["time"]))  # stable: ties keep file order
-    first = next(
-        (i for i, r in enumerate(rows) if r["time_label"] != "false_positive"), len(rows)
-    )
+    first = next((i for i, r in enumerate(rows) if r["time_label"] != "false_positive"), len(rows))
 
     def batch(part: Sequence[dict[str, str]]) -> EventBatch:
         return EventBatch(

@@ -41,7 +41,7 @@ Method = tuple[Callable[[tuple[str, ...]], Detector], float]
 
 def methods() -> dict[str, Method]:
     out: dict[str, Method] = {
-        "outrider": (lambda t: OutriderDetector(t), OutriderDetector(("a", "b")).config["mmr_lambda"]),
+        "outrider": (lambda t: OutriderDetector(t), OutriderDetector(("a", "b")).mmr_lambda),
         "outrider-no-mmr": (lambda t: OutriderDetector(t), 0.0),
         "outrider+ape": (lambda t: OutriderDetector(t, ape_weight=0.25), 1.0),
         "ape": (lambda t: APEDetector(t), 0.0),
@@ -134,10 +134,9 @@ def run_zeek(data: Path, only: set[str] | None = None) -> dict[str, Any]:
         cut = int(0.4 * len(keep))
         fit_idx, test_idx = keep[:cut], keep[cut:]
 
-        def sub(idx: np.ndarray) -> EventBatch:
-            return EventBatch(ZEEK_TYPES, [batch.rows[i] for i in idx], batch.times[idx])
-
-        fit, test, y = sub(fit_idx), sub(test_idx), labels[test_idx]
+        fit = EventBatch(ZEEK_TYPES, [batch.rows[i] for i in fit_idx], batch.times[fit_idx])
+        test = EventBatch(ZEEK_TYPES, [batch.rows[i] for i in test_idx], batch.times[test_idx])
+        y = labels[test_idx]
         res: dict[str, Any] = {"fit": len(fit), "test": len(test), "malicious": int(y.sum()),
                                "methods": {}}  # fmt: skip
         for name, (factory, lam) in methods().items():

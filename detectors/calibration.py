@@ -1,10 +1,11 @@
-"""Score calibration: raw anomaly scores -> percentile and severity, comparable across models.
+"""Streaming score calibration: raw score -> percentile in [0, 100] and a severity.
 
-Raw scores of different detectors, kinds and model versions live on different scales; an
-analyst's threshold must not. Following Merlion's post-rule idea (calibrate, then threshold),
-each event kind keeps a window of its recent raw scores; an event's percentile is its mid-rank
-in that window (ties share the middle rank, so a score seen often is never 'rare'), and the
-severity is a fixed band of percentiles.
+Raw scores mean different things per event kind and per model version (a surprisal in nats, a
+negative log-likelihood, a deviation); thresholds on them do not transfer. The calibrator keeps
+a fixed-size reservoir sample of recent raw scores (Vitter's Algorithm R, seeded) and maps a
+score to its percentile among them, after Merlion's calibrate-then-threshold post-rules. Per
+kind and model version, keep one calibrator; the percentile and severity are then comparable.
+State is two arrays and a little JSON, so it checkpoints like a detector.
 """
 
 from __future__ import annotations
@@ -13,83 +14,74 @@ from typing import Any
 
 import numpy as np
 
-#: (minimum percentile, severity), highest first.
-SEVERITY_BANDS: tuple[tuple[float, str], ...] = (
-    (99.9, "critical"),
-    (99.5, "high"),
-    (99.0, "medium"),
-    (0.0, "low"),
-)
-
-
-def severity_of(percentile: float) -> str:
-    for floor, name in SEVERITY_BANDS:
-        if percentile >= floor:
-            return name
-    return "low"
+#: Percentile thresholds of each severity (at or above).
+SEVERITIES: tuple[tuple[str, float], ...] = (
+    ("critical", 99.9), ("high", 99.0), ("medium", 95.0), ("low", 0.0),
+)  # fmt: skip
 
 
 class QuantileCalibrator:
-    """Mid-rank percentile of a score among the last `window` scores seen."""
+    """Percentile of a raw score among a reservoir of recent raw scores."""
 
-    def __init__(self, window: int = 50_000, min_samples: int = 1_000) -> None:
-        if window < 1 or min_samples < 1:
-            raise ValueError("window and min_samples must be positive")
-        self.window = window
-        self.min_samples = min(min_samples, window)
-        self._ring = np.zeros(window, dtype=np.float64)
-        self._next = 0
-        self.seen_ = 0
+    def __init__(self, size: int = 10_000, seed: int = 0) -> None:
+        if size < 1:
+            raise ValueError("size must be >= 1")
+        self.size = int(size)
+        self.seed = int(seed)
+        self.reservoir = np.zeros(0, dtype=np.float64)
+        self.seen = 0
         self._sorted: np.ndarray | None = None
 
-    @property
-    def ready(self) -> bool:
-        """True once enough scores were seen for a percentile to mean something."""
-        return self.seen_ >= self.min_samples
-
     def update(self, scores: np.ndarray) -> None:
-        scores = np.asarray(scores, dtype=np.float64)[-self.window :]
-        n = len(scores)
-        if n == 0:
+        """Add raw scores (Algorithm R: every score seen has the same chance to be kept)."""
+        scores = np.asarray(scores, dtype=np.float64).ravel()
+        scores = scores[np.isfinite(scores)]
+        if len(scores) == 0:
             return
-        end = self._next + n
-        if end <= self.window:
-            self._ring[self._next : end] = scores
-        else:
-            first = self.window - self._next
-            self._ring[self._next :] = scores[:first]
-            self._ring[: n - first] = scores[first:]
-        self._next = end % self.window
-        self.seen_ += n
+        room = self.size - len(self.reservoir)
+        if room > 0:
+            self.reservoir = np.concatenate([self.reservoir, scores[:room]])
+            self.seen += min(room, len(scores))
+            scores = scores[room:]
+        if len(scores):
+            rng = np.random.default_rng([self.seed, self.seen])
+            pos = self.seen + np.arange(1, len(scores) + 1)
+            slot = (rng.random(len(scores)) * pos).astype(np.int64)
+            hit = slot < self.size
+            self.reservoir[slot[hit]] = scores[hit]  # later scores win a shared slot
+            self.seen += len(scores)
         self._sorted = None
 
     def percentile(self, scores: np.ndarray) -> np.ndarray:
-        """Percentile in [0, 100] of each score; NaN while not `ready`."""
+        """Share (in %) of reservoir scores at or below each score; 50 before any data."""
         scores = np.asarray(scores, dtype=np.float64)
-        if not self.ready:
-            return np.full(len(scores), np.nan)
+        if len(self.reservoir) == 0:
+            return np.full(scores.shape, 50.0)
         if self._sorted is None:
-            self._sorted = np.sort(self._ring[: min(self.seen_, self.window)])
-        ref = self._sorted
-        below = np.searchsorted(ref, scores, side="left")
-        upto = np.searchsorted(ref, scores, side="right")
-        return 100.0 * (below + upto) / (2.0 * len(ref))
+            self._sorted = np.sort(self.reservoir)
+        ranks = np.searchsorted(self._sorted, scores, side="right")
+        return 100.0 * ranks / len(self._sorted)
 
-    def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return {"ring": self._ring.copy()}, {
-            "window": self.window,
-            "min_samples": self.min_samples,
-            "next": self._next,
-            "seen": self.seen_,
-        }
+    @staticmethod
+    def severity(percentiles: np.ndarray) -> list[str]:
+        out = []
+        for p in np.asarray(percentiles, dtype=np.float64).tolist():
+            out.append(next(name for name, cut in SEVERITIES if p >= cut))
+        return out
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return {"reservoir": self.reservoir.copy()}, {
+            "calibrator": "quantile", "size": self.size, "seed": self.seed, "seen": self.seen,
+        }  # fmt: skip
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> QuantileCalibrator:
-        cal = cls(window=int(meta["window"]), min_samples=int(meta["min_samples"]))
-        ring = np.asarray(arrays["ring"], dtype=np.float64)
-        if ring.shape != (cal.window,):
-            raise ValueError(f"calibration ring has shape {ring.shape}, expected ({cal.window},)")
-        cal._ring[:] = ring
-        cal._next = int(meta["next"])
-        cal.seen_ = int(meta["seen"])
+        if meta.get("calibrator") != "quantile":
+            raise ValueError(f"not a quantile calibrator state: {meta.get('calibrator')!r}")
+        cal = cls(meta["size"], meta["seed"])
+        res = np.asarray(arrays["reservoir"], dtype=np.float64)
+        if len(res) > cal.size:
+            raise ValueError("reservoir larger than its size")
+        cal.reservoir = res.copy()
+        cal.seen = int(meta["seen"])
         return cal

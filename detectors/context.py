@@ -13,13 +13,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.special import gammainc, gammaln
 
 _SEP = "\x1f"
 
 
 def poisson_surprise(x: np.ndarray, lam: np.ndarray) -> np.ndarray:
     """-log P(X >= x), X ~ Poisson(lam); stable in the far tail (pmf bound)."""
+    from scipy.special import gammainc, gammaln  # scipy only where time context is used
+
     x = np.asarray(x, np.float64)
     lam = np.maximum(np.asarray(lam, np.float64), 1e-12)
     sf = gammainc(x, lam)  # regularised lower incomplete gamma = P(X >= x) for x >= 1

@@ -52,6 +52,10 @@ class OutriderDetector(Detector):
         self.ape_center_ = 0.0
         self.ape_scale_ = 1.0
 
+    @property
+    def mmr_lambda(self) -> float:
+        return self.config["mmr_lambda"]
+
     # -- learning -------------------------------------------------------------------------
     def learn_many(self, batch: EventBatch) -> None:
         self._check(batch)

@@ -136,7 +136,7 @@ class HalfSpaceTreesOneHot(_BenchOnly):
 
     name = "hst"
 
-    def __init__(self, entity_types: Sequence[str], n_trees: int = 25, height: int = 15,
+    def __init__(self, entity_types: Sequence[str], n_trees: int = 10, height: int = 8,
                  window_size: int = 250, seed: int = 0) -> None:  # fmt: skip
         super().__init__(entity_types)
         from river.anomaly import HalfSpaceTrees

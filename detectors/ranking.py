@@ -32,9 +32,7 @@ class RankedGroups:
 def group_alerts(rows: Sequence[Sequence[str]]) -> tuple[np.ndarray, list[tuple[str, ...]]]:
     """Group id per alert (identical entity tuple, numbered in first-seen order) and keys."""
     index: dict[tuple[str, ...], int] = {}
-    ids = np.fromiter(
-        (index.setdefault(tuple(r), len(index)) for r in rows), np.int64, len(rows)
-    )
+    ids = np.fromiter((index.setdefault(tuple(r), len(index)) for r in rows), np.int64, len(rows))
     return ids, list(index)
 
 

@@ -118,9 +118,11 @@ class Vocabulary:
         for j in range(len(cols)):
             self._cap(j)
         ids = self.encode(rows)
-        self.events_seen = self.events_seen * (
-            0.5 ** (n / self.half_life_events) if self.half_life_events > 0 else 1.0
-        ) + n
+        self.events_seen = (
+            self.events_seen
+            * (0.5 ** (n / self.half_life_events) if self.half_life_events > 0 else 1.0)
+            + n
+        )
         gone = set(self.free)
         return ids, [i for i in fresh if i not in gone]
 
@@ -174,8 +176,9 @@ class Vocabulary:
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Vocabulary:
-        voc = cls(meta["entity_types"], meta["min_count"], meta["max_size"],
-                  meta["half_life_events"])
+        voc = cls(
+            meta["entity_types"], meta["min_count"], meta["max_size"], meta["half_life_events"]
+        )
         values = list(meta["values"])
         types = np.asarray(arrays["vocab.types"], np.int64)
         if len(types) != len(values) or len(arrays["vocab.counts"]) != len(values):

@@ -1,9 +1,11 @@
-"""Replay real captures onto a topic: AIT alert CSVs, Zeek conn.log TSV, JSON lines (plain or
-gzip), in order, as fast as possible, at a fixed rate, or paced by recorded time (xN).
+"""Replay real captures onto a topic: AIT alert CSVs, Zeek conn.log TSV, JSON lines, raw log
+lines (plain or gzip), in order, as fast as possible, at a fixed rate, or paced by recorded time
+(xN).
 
 Records are published as the JSON objects their source produced (a Zeek TSV row becomes the
 record Zeek's JSON writer would have written), so the service maps them by configuration
-exactly as it would map the live source.
+exactly as it would map the live source; a raw log line is published as its UTF-8 bytes
+(`encode_record`), as a syslog shipper would publish it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import csv
 import gzip
 import io
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -34,16 +37,24 @@ def _open_text(path: Path) -> IO[str]:
     return path.open(encoding="utf-8", errors="replace")
 
 
+#: A CSV header: two or more comma-separated column names (a log line has ':' or no commas).
+_CSV_HEADER = re.compile(r'^"?[A-Za-z_@][\w .@-]*"?(?:,"?[A-Za-z_@][\w .@-]*"?)+$')
+
+
 def sniff_format(path: Path) -> str:
-    """'zeek_tsv', 'csv' or 'jsonl', from the first line."""
+    """'zeek_tsv', 'csv', 'jsonl' or 'lines' (raw log lines), from the first line."""
     with _open_text(path) as f:
         first = f.readline()
+    if "\x00" in first:
+        raise ValueError(f"{path}: binary content, not a capture this tool reads")
     if first.startswith("#separator"):
         return "zeek_tsv"
     if first.lstrip().startswith("{"):
         return "jsonl"
-    if "," in first:
+    if _CSV_HEADER.match(first.strip()):
         return "csv"
+    if first.strip():
+        return "lines"
     raise ValueError(f"{path}: cannot tell the format from its first line")
 
 
@@ -109,12 +120,26 @@ def read_jsonl(f: IO[str]) -> Iterator[dict[str, Any]]:
             yield obj if isinstance(obj, dict) else {"value": obj}
 
 
-def read_records(path: str | Path, order: str = "auto") -> list[dict[str, Any]]:
-    """All records of a capture; `order` 'time' sorts by recorded time, 'file' keeps file
-    order, 'auto' sorts CSV (the AIT files are not sorted) and keeps the rest."""
+def read_lines(f: IO[str]) -> Iterator[str]:
+    """Raw log lines (BGL, HDFS, syslog files), without their line ends; blank lines skipped."""
+    for line in f:
+        line = line.rstrip("\r\n")
+        if line.strip():
+            yield line
+
+
+def read_records(path: str | Path, order: str = "auto") -> list[Any]:
+    """All records of a capture (dicts; strings for raw log lines); `order` 'time' sorts by
+    recorded time, 'file' keeps file order, 'auto' sorts CSV (the AIT files are not sorted)
+    and keeps the rest."""
     path = Path(path)
     fmt = sniff_format(path)
-    reader = {"zeek_tsv": read_zeek_tsv, "csv": read_csv, "jsonl": read_jsonl}[fmt]
+    reader: Any = {
+        "zeek_tsv": read_zeek_tsv,
+        "csv": read_csv,
+        "jsonl": read_jsonl,
+        "lines": read_lines,
+    }[fmt]
     with _open_text(path) as f:
         records = list(reader(f))
     if order == "time" or (order == "auto" and fmt == "csv"):
@@ -122,12 +147,27 @@ def read_records(path: str | Path, order: str = "auto") -> list[dict[str, Any]]:
     return records
 
 
-def record_time(record: dict[str, Any]) -> float | None:
+def record_time(record: Any) -> float | None:
+    if not isinstance(record, dict):  # a raw log line: its time is in its header, unparsed here
+        return None
     for name in TIME_FIELDS:
         if name in record:
             t = parse_time(record[name])
             return t if isinstance(t, float) else None
     return None
+
+
+def encode_record(record: Any) -> bytes:
+    """The bytes to publish: a raw log line as its UTF-8 text, anything else as JSON."""
+    if isinstance(record, str):
+        return record.encode("utf-8")
+    return orjson.dumps(record, default=str)
+
+
+def record_bytes(records: Iterable[Any]) -> Iterator[bytes]:
+    """`encode_record` of each record, in order."""
+    for rec in records:
+        yield encode_record(rec)
 
 
 class Progress:

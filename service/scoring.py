@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from detectors.base import Detector, EventBatch, Explanation
-from detectors.calibration import QuantileCalibrator, severity_of
+from detectors.calibration import QuantileCalibrator
 from detectors.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from detectors.frequency import FrequencyDetector
 from service.decode import DecodedEvent
@@ -40,7 +40,7 @@ class ScoredKind:
     explanations: dict[int, Explanation]  # by index into events, for alerted ones only
 
     def severity(self, i: int) -> str:
-        return severity_of(float(self.percentiles[i]))
+        return QuantileCalibrator.severity(self.percentiles[i : i + 1])[0]
 
 
 class Scorer:
@@ -58,7 +58,8 @@ class Scorer:
         self.detector_name = detector
         self.factory = DETECTOR_FACTORIES[detector]
         self.alert_percentile = alert_percentile
-        self._cal_args = (calibration_window, calibration_min_samples)
+        self.calibration_window = calibration_window
+        self.calibration_min_samples = calibration_min_samples
         self.detectors: dict[str, Detector] = {}
         self.calibrators: dict[str, QuantileCalibrator] = {}
         self.version = f"{detector}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
@@ -67,8 +68,11 @@ class Scorer:
         det = self.detectors.get(kind)
         if det is None:
             det = self.detectors[kind] = self.factory(self.config.kinds[kind].entities)
-            self.calibrators[kind] = QuantileCalibrator(*self._cal_args)
+            self.calibrators[kind] = self._new_calibrator()
         return det, self.calibrators[kind]
+
+    def _new_calibrator(self) -> QuantileCalibrator:
+        return QuantileCalibrator(size=self.calibration_window, seed=0)
 
     def score(self, events: Sequence[DecodedEvent]) -> list[ScoredKind]:
         """Score, calibrate, explain the flagged, then learn from the rest."""
@@ -84,7 +88,10 @@ class Scorer:
                 np.fromiter((e.event.time for e in evs), np.float64, len(evs)),
             )
             scores = det.score_many(batch)
-            pct = cal.percentile(scores)
+            if cal.seen >= self.calibration_min_samples:
+                pct = cal.percentile(scores)
+            else:  # too few scores for a percentile to mean anything: no alerts yet
+                pct = np.full(len(evs), np.nan)
             alerted = np.nan_to_num(pct, nan=-1.0) >= self.alert_percentile
             flagged = np.flatnonzero(alerted)
             explanations: dict[int, Explanation] = {}
@@ -110,7 +117,7 @@ class Scorer:
         """Checkpoint detectors and calibrators under this scorer's version."""
         cal_meta, aux = {}, {}
         for kind, cal in self.calibrators.items():
-            arrays, cal_meta[kind] = cal.state_dict()
+            arrays, cal_meta[kind] = cal.state()
             aux.update({f"calibration/{kind}/{k}": v for k, v in arrays.items()})
         return save_checkpoint(
             store,
@@ -143,5 +150,5 @@ class Scorer:
             for kind, meta in extra.get("calibrators", {}).items()
         }
         for kind in self.detectors:
-            self.calibrators.setdefault(kind, QuantileCalibrator(*self._cal_args))
+            self.calibrators.setdefault(kind, self._new_calibrator())
         return True

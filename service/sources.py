@@ -9,7 +9,7 @@ entity types the detector scores.
 from __future__ import annotations
 
 import tomllib
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,43 +35,77 @@ class KindSpec(BaseModel):
         return self
 
 
+Scalar = str | int | float | bool
+
+
 class SourceMapping(BaseModel):
-    """How records of one shape become events of one kind."""
+    """How records of one shape become events of one kind.
+
+    `where` narrows a shape shared by several event types (Suricata `event_type`, Sysmon event
+    ids): every listed path must hold one of the given values, compared as text so that 10 and
+    "10" (Winlogbeat 7 vs 8) both match. An entity path may be a list: the first present wins.
+    `before` names sources this one must be tried ahead of, whatever their file.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     kind: str
     match: tuple[str, ...] = Field(min_length=1)
+    where: dict[str, Scalar | tuple[Scalar, ...]] = Field(default_factory=dict)
+    before: tuple[str, ...] = ()
     time: str | None = None
-    entities: dict[str, str]
+    entities: dict[str, str | tuple[str, ...]]
 
     def model_post_init(self, _context: Any) -> None:
         # Precomputed for the hot path: a set test covers the flat paths at C speed.
         flat = frozenset(p for p in self.match if "." not in p)
         object.__setattr__(self, "_flat_match", flat)
         object.__setattr__(self, "_dotted_match", tuple(p for p in self.match if p not in flat))
-        object.__setattr__(self, "_entity_paths", tuple(self.entities.items()))
+        object.__setattr__(
+            self,
+            "_entity_paths",
+            tuple((t, (p,) if isinstance(p, str) else p) for t, p in self.entities.items()),
+        )
+        object.__setattr__(
+            self,
+            "_where",
+            tuple(
+                (path, frozenset(_text(v) for v in (want if isinstance(want, tuple) else (want,))))
+                for path, want in self.where.items()
+            ),
+        )
 
     def matches(self, record: dict[str, Any]) -> bool:
-        return record.keys() >= self._flat_match and all(  # type: ignore[attr-defined]
-            lookup(record, path) is not _MISSING
-            for path in self._dotted_match  # type: ignore[attr-defined]
-        )
+        if not (
+            record.keys() >= self._flat_match  # type: ignore[attr-defined]
+            and all(
+                lookup(record, path) is not _MISSING
+                for path in self._dotted_match  # type: ignore[attr-defined]
+            )
+        ):
+            return False
+        for path, allowed in self._where:  # type: ignore[attr-defined]
+            value = lookup(record, path)
+            if value is _MISSING or _text(value) not in allowed:
+                return False
+        return True
 
     def to_event(self, record: dict[str, Any]) -> dict[str, Any]:
         """The canonical event dict for `record`; fields not mapped by a flat key stay as
         attributes (nested objects are kept whole: nothing the source sent is lost)."""
         entities: dict[str, Any] = {}
         used: set[str] = set()
-        for etype, path in self._entity_paths:  # type: ignore[attr-defined]
-            value = record.get(path, _MISSING)
-            if value is _MISSING and "." in path:
-                value = lookup(record, path)
-            if value is not _MISSING and value is not None:
-                entities[etype] = value
-                if path in record:
-                    used.add(path)
+        for etype, paths in self._entity_paths:  # type: ignore[attr-defined]
+            for path in paths:
+                value = record.get(path, _MISSING)
+                if value is _MISSING and "." in path:
+                    value = lookup(record, path)
+                if value is not _MISSING and value is not None:
+                    entities[etype] = value
+                    if path in record:
+                        used.add(path)
+                    break
         event: dict[str, Any] = {"kind": self.kind, "entities": entities}
         if self.time is not None:
             t = lookup(record, self.time)
@@ -83,19 +117,25 @@ class SourceMapping(BaseModel):
         return event
 
 
+def _text(value: Any) -> str:
+    """A `where` value as text; booleans as TOML and JSON write them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def lookup(record: dict[str, Any], path: str) -> Any:
-    """Value at `path`: a literal (possibly dotted) key first, then nested objects."""
+    """Value at `path`: at each nesting level the literal remaining (possibly dotted) key
+    first, then one more level down. So `conn.id.orig_h` finds the Zeek Kafka plugin's
+    `{"conn": {"id.orig_h": ...}}` as well as ECS's nested `{"conn": {"id": {"orig_h": ...}}}`."""
     value = record.get(path, _MISSING)
     if value is not _MISSING or "." not in path:
         return value
-    node: Any = record
-    for part in path.split("."):
-        if not isinstance(node, dict):
-            return _MISSING
-        node = node.get(part, _MISSING)
-        if node is _MISSING:
-            return _MISSING
-    return node
+    head, rest = path.split(".", 1)
+    node = record.get(head, _MISSING)
+    if not isinstance(node, dict):
+        return _MISSING
+    return lookup(node, rest)
 
 
 def parse_time(value: Any) -> Any:
@@ -111,9 +151,11 @@ def parse_time(value: Any) -> Any:
         except ValueError:
             pass
         try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return value
+        # A naive time (Sysmon `UtcTime`, NXLog) is UTC, never this host's local zone.
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
     return value
 
 
@@ -134,6 +176,10 @@ class SourceConfig(BaseModel):
             unknown = set(src.entities) - set(spec.entities)
             if unknown:
                 raise ValueError(f"source {src.name!r} maps unknown entity types {unknown}")
+            missing = set(src.before) - set(self.sources)
+            if missing:
+                raise ValueError(f"source {src.name!r} comes before unknown sources {missing}")
+        object.__setattr__(self, "_order", _match_order(self.sources))
         return self
 
     @classmethod
@@ -166,7 +212,18 @@ class SourceConfig(BaseModel):
         return cls.from_toml(path.read_text())
 
     def match(self, record: dict[str, Any]) -> SourceMapping | None:
-        for src in self.sources.values():
+        for src in self._order:  # type: ignore[attr-defined]
             if src.matches(record):
                 return src
         return None
+
+
+def _match_order(sources: dict[str, SourceMapping]) -> tuple[SourceMapping, ...]:
+    """Declaration order, except that a source with `before` moves just ahead of the first
+    source it names (a later file can claim records an earlier file's source would take)."""
+    order = [s for s in sources.values() if not s.before]
+    for src in (s for s in sources.values() if s.before):
+        names = [s.name for s in order]
+        ahead = [names.index(n) for n in src.before if n in names]
+        order.insert(min(ahead) if ahead else len(order), src)
+    return tuple(order)

@@ -1,0 +1,112 @@
+"""Scoring speed: events/s of score_many per batch size, on CPU (and CUDA when present).
+
+    python -m bench.scoring --json
+
+Synthetic events of 7 entity types (the process/socket shape of DESIGN.md) over a vocabulary of
+`--entities` values; each detector is fitted once, then every batch size is timed (best of
+`--repeat`). Also reports the bytes of checkpoint state (safetensors arrays + JSON manifest)
+per million entities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from detectors.ape import APEDetector
+from detectors.base import Detector, EventBatch
+from detectors.frequency import FrequencyDetector
+from detectors.outrider import OutriderDetector
+
+TYPES = ("user", "host", "process", "parent", "dst_ip", "dst_port", "protocol")
+BATCHES = (256, 1024, 4096, 16384)
+
+
+def synthetic(n: int, entities: int, seed: int = 0) -> EventBatch:
+    rng = np.random.default_rng(seed)
+    per_type = max(entities // len(TYPES), 2)
+    ids = np.minimum(rng.zipf(1.3, size=(n, len(TYPES))) - 1, per_type - 1)
+    rows = [tuple(f"{t}{v}" for t, v in zip(TYPES, r, strict=True)) for r in ids.tolist()]
+    return EventBatch(TYPES, rows, np.arange(n, dtype=np.float64))
+
+
+def state_bytes(det: Detector) -> int:
+    arrays, meta = det.state_dict()
+    return sum(a.nbytes for a in arrays.values()) + len(json.dumps(meta).encode())
+
+
+def time_scoring(det: Detector, events: EventBatch, repeat: int) -> dict[str, float]:
+    out = {}
+    for b in BATCHES:
+        batch = EventBatch(TYPES, events.rows[:b], events.times[:b])
+        det.score_many(batch)  # warm-up
+        best = min(_timed(det, batch) for _ in range(repeat))
+        out[str(b)] = round(b / best)
+    return out
+
+
+def _timed(det: Detector, batch: EventBatch) -> float:
+    t0 = time.perf_counter()
+    det.score_many(batch)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def run(entities: int, repeat: int, threads: int) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    fit = synthetic(50_000, entities, seed=1)
+    events = synthetic(max(BATCHES), entities, seed=2)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    result: dict[str, Any] = {
+        "threads": threads,
+        "entity_types": len(TYPES),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "events_per_s": {},
+        "state_bytes_per_million_entities": {},
+    }
+    for device in devices:
+        dets: dict[str, Detector] = {
+            "outrider": OutriderDetector(TYPES, device=device, epochs=1),
+            "outrider+ape": OutriderDetector(TYPES, ape_weight=0.25, device=device, epochs=1),
+            "ape": APEDetector(TYPES, device=device, epochs=1),
+        }
+        if device == "cpu":
+            dets["frequency"] = FrequencyDetector(TYPES)
+        for name, det in dets.items():
+            det.learn_many(fit)
+            result["events_per_s"][f"{name}@{device}"] = time_scoring(det, events, repeat)
+            if device == "cpu":
+                n_ent = len(det.ape.vocab) if hasattr(det, "ape") else None
+                n_ent = n_ent or (len(det.vocab) if hasattr(det, "vocab") else None)
+                if n_ent:
+                    per_m = state_bytes(det) / n_ent * 1e6
+                    result["state_bytes_per_million_entities"][name] = round(per_m)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--entities", type=int, default=100_000)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    result = run(args.entities, args.repeat, args.threads)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for name, per in result["events_per_s"].items():
+            print(f"{name:<24}" + "".join(f"{b:>8}: {v:>10,}/s" for b, v in per.items()))
+        print("state bytes per million entities:", result["state_bytes_per_million_entities"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

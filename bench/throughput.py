@@ -1,0 +1,326 @@
+"""Pipeline throughput and latency against a real broker, with baselines from the same run.
+
+    python -m bench.throughput --events 200000 --json [--data DIR] [--peers]
+
+Measures, on one broker and one topic of AIT alert events (russellmitchell, repeated to N):
+  raw_consumer_events_per_s    kafka-python consuming the topic, no processing (the ratio's
+                               denominator: the client library's own ceiling)
+  pipeline_events_per_s        Outrider's whole chain (decode, validate, score, calibrate,
+                               explain and publish alerts, commit after acks)
+  p50/p99_latency_ms           record timestamp -> outputs acknowledged, with a producer
+                               process pacing events at half the measured pipeline rate
+  raw_confluent_events_per_s   confluent-kafka consuming the same topic (what another client
+                               library could gain), when installed
+  peer_*_events_per_s          with --peers: the peer pipelines of ../shared/bench (kafka-python
+                               + river HalfSpaceTrees, Quix Streams + river), same broker/events
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "datasets"
+
+
+def load_events(data: Path, n: int) -> list[bytes]:
+    from service.replay import read_records
+
+    files = sorted((data / "ait-ads").glob("*_alerts.csv*"))
+    if not files:
+        raise SystemExit(f"no AIT alert files under {data / 'ait-ads'}")
+    rows = read_records(files[0])
+    evs = [
+        orjson.dumps(
+            {
+                "time": r["time"],
+                "name": r["name"],
+                "ip": r["ip"],
+                "host": r["host"],
+                "short": r["short"],
+            }
+        )
+        for r in rows
+    ]
+    return (evs * (n // len(evs) + 1))[:n]
+
+
+def make_topic(bootstrap: str, partitions: int = 4) -> str:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    name = f"bench-{uuid.uuid4().hex[:10]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(name, partitions, 1)])
+    admin.close()
+    return name
+
+
+def produce_all(bootstrap: str, topic: str, events: list[bytes]) -> None:
+    try:
+        from confluent_kafka import Producer
+    except ImportError:
+        from kafka import KafkaProducer
+
+        p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20)
+        for e in events:
+            p.send(topic, e)
+        p.flush()
+        p.close()
+        return
+    cp = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 20, "queue.buffering.max.messages": 1_000_000}
+    )
+    for i, e in enumerate(events):
+        while True:
+            try:
+                cp.produce(topic, e)
+                break
+            except BufferError:
+                cp.poll(0.05)
+        if i % 10_000 == 0:
+            cp.poll(0)
+    cp.flush(60)
+
+
+def raw_kafka_python(bootstrap: str, topic: str, n: int, batch: int) -> float:
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"raw-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=batch,
+        fetch_max_bytes=50 << 20,
+        max_partition_fetch_bytes=10 << 20,
+    )
+    got, t0 = 0, None
+    while got < n:
+        recs = c.poll(1000)
+        if recs and t0 is None:
+            t0 = time.perf_counter()
+        got += sum(len(v) for v in recs.values())
+    dt = time.perf_counter() - (t0 or time.perf_counter())
+    c.close()
+    return got / dt
+
+
+def raw_confluent(bootstrap: str, topic: str, n: int) -> float | None:
+    try:
+        from confluent_kafka import Consumer
+    except ImportError:
+        return None
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"rawc-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    c.subscribe([topic])
+    got, t0 = 0, None
+    while got < n:
+        ms = c.consume(10_000, 1.0)
+        if ms and t0 is None:
+            t0 = time.perf_counter()
+        got += sum(1 for m in ms if m.error() is None)
+    dt = time.perf_counter() - (t0 or time.perf_counter())
+    c.close()
+    return got / dt
+
+
+def run_pipeline(
+    bootstrap: str,
+    topic: str,
+    n: int,
+    batch: int,
+    state: Path,
+    latencies: list[float] | None = None,
+    timeout_s: float = 600,
+) -> float:
+    """Outrider's chain over `n` records of `topic`; events/s from first batch to last."""
+    from service.app import Pipeline
+    from service.settings import Settings
+
+    run = uuid.uuid4().hex[:8]
+    settings = Settings(
+        kafka_bootstrap=bootstrap,
+        events_topic=topic,
+        alerts_topic=f"{topic}-alerts",
+        dead_letter_topic=f"{topic}-dlq",
+        feedback_topic=f"{topic}-fb",
+        models_topic=f"{topic}-models",
+        group_id=f"bench-{run}",
+        state_dir=state / run,
+        batch_max_events=batch,
+        metrics_port=0,
+        log_level="WARNING",
+    )
+    pipeline = Pipeline(settings)
+    seen = {"n": 0, "t0": 0.0, "t1": 0.0}
+    done = threading.Event()
+
+    def on_batch(records: list, _alerts: list) -> None:
+        now = time.time()
+        if not seen["n"]:
+            seen["t0"] = time.perf_counter()
+        seen["n"] += len(records)
+        if latencies is not None:
+            latencies.extend(now - r.timestamp / 1000.0 for r in records)
+        if seen["n"] >= n:
+            seen["t1"] = time.perf_counter()
+            done.set()
+
+    pipeline.on_batch = on_batch
+    worker = threading.Thread(target=pipeline.run, daemon=True)
+    worker.start()
+    finished = done.wait(timeout_s)
+    pipeline.stop()
+    worker.join(60)
+    if not finished:
+        raise RuntimeError(f"pipeline processed {seen['n']} of {n} in {timeout_s} s")
+    return n / max(seen["t1"] - seen["t0"], 1e-9)
+
+
+def _paced_producer(bootstrap: str, topic: str, events: list[bytes], rate: float) -> None:
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
+    start = time.monotonic()
+    for i, e in enumerate(events):
+        wait = start + i / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        p.send(topic, e)
+    p.flush()
+    p.close()
+
+
+def latency_at(
+    bootstrap: str, events: list[bytes], rate: float, batch: int, state: Path
+) -> dict[str, float]:
+    """Latency percentiles while a separate process produces at `rate` events/s."""
+    topic = make_topic(bootstrap)
+    lat: list[float] = []
+    proc = mp.get_context("spawn").Process(
+        target=_paced_producer, args=(bootstrap, topic, events, rate), daemon=True
+    )
+    proc.start()
+    run_pipeline(
+        bootstrap,
+        topic,
+        len(events),
+        batch,
+        state,
+        latencies=lat,
+        timeout_s=len(events) / rate + 120,
+    )
+    proc.join(30)
+    arr = np.asarray(lat[len(lat) // 10 :]) * 1000.0  # the first 10% include start-up
+    return {
+        "p50_latency_ms": float(np.percentile(arr, 50)),
+        "p99_latency_ms": float(np.percentile(arr, 99)),
+        "latency_rate_events_per_s": rate,
+    }
+
+
+def peers(bootstrap: str, topic: str, n: int) -> dict[str, float]:
+    path = REPO.parent / "shared" / "bench" / "peer_pipeline.py"
+    if not path.exists():
+        return {}
+    spec = importlib.util.spec_from_file_location("peer_pipeline", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = {}
+    for name in ("kp_river", "quix_river"):
+        try:
+            out[f"peer_{name}_events_per_s"] = round(getattr(mod, name)(bootstrap, topic, n))
+        except Exception as exc:  # a missing optional peer dependency must not hide our figures
+            print(f"peer {name} failed: {exc}", file=sys.stderr)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--batch", type=int, default=2000, help="pipeline batch / poll size")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=20.0,
+        help="how long the paced latency run produces",
+    )
+    ap.add_argument("--peers", action="store_true", help="also run ../shared/bench peers")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+
+    from service.app import tune_gc
+    from service.local_broker import LocalBroker
+
+    broker = None
+    bootstrap = os.environ.get("OUTRIDER_KAFKA_BOOTSTRAP", "")
+    state = Path(tempfile.mkdtemp(prefix="outrider-bench-"))
+    if not bootstrap:
+        broker = LocalBroker(state / "broker")
+        bootstrap = broker.start()
+    try:
+        tune_gc()
+        events = load_events(a.data, a.events)
+        topic = make_topic(bootstrap)
+        produce_all(bootstrap, topic, events)
+        res: dict[str, Any] = {
+            "events": a.events,
+            "batch": a.batch,
+            "machine": f"{os.cpu_count()} cores",
+        }
+        res["raw_consumer_events_per_s"] = round(
+            raw_kafka_python(bootstrap, topic, a.events, a.batch)
+        )
+        res["pipeline_events_per_s"] = round(
+            run_pipeline(bootstrap, topic, a.events, a.batch, state)
+        )
+        res["ratio"] = round(res["pipeline_events_per_s"] / res["raw_consumer_events_per_s"], 3)
+        conf = raw_confluent(bootstrap, topic, a.events)
+        if conf is not None:
+            res["raw_confluent_events_per_s"] = round(conf)
+        half = res["pipeline_events_per_s"] / 2
+        paced = events[: int(half * a.latency_seconds)]
+        res.update(
+            {k: round(v, 1) for k, v in latency_at(bootstrap, paced, half, a.batch, state).items()}
+        )
+        if a.peers:
+            res.update(peers(bootstrap, topic, a.events))
+            for k in [k for k in res if k.startswith("peer_")]:
+                res[k.replace("_events_per_s", "_speedup")] = round(
+                    res["pipeline_events_per_s"] / res[k], 2
+                )
+    finally:
+        if broker is not None:
+            broker.stop()
+    if a.json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            print(f"{k:>32}: {v}")
+
+
+if __name__ == "__main__":
+    main()

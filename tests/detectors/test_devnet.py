@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import numpy as np
+
+from detectors.base import EventBatch
+from detectors.devnet import DevNetDetector
+from tests.detectors.conftest import TYPES
+
+FAST = {"ape_config": {"dim": 8, "epochs": 6, "batch_size": 128}, "epochs": 10,
+        "batches_per_epoch": 10, "batch_size": 128}  # fmt: skip
+
+
+def _fitted(train: EventBatch) -> DevNetDetector:
+    det = DevNetDetector(TYPES, **FAST)
+    det.learn_many(train)
+    return det
+
+
+def test_no_nan_and_no_training_without_labels(train: EventBatch) -> None:
+    det = _fitted(train)
+    det.learn_labels(EventBatch(TYPES, []), np.zeros(0))
+    assert not det.trained_
+    assert np.isfinite(det.score_many(train)).all()
+
+
+def test_only_benign_labels_train_without_nan(train: EventBatch) -> None:
+    det = _fitted(train)
+    det.learn_labels(EventBatch(TYPES, train.rows[:3]), np.zeros(3))
+    assert det.trained_ and np.isfinite(det.score_many(train)).all()
+
+
+def test_malicious_label_lifts_look_alikes(train: EventBatch) -> None:
+    det = _fitted(train)
+    bad = ("user_1", "host_1", "process_1", "port_9")
+    alike = ("user_1", "host_1", "process_1", "port_8")
+    before = det.score_many(EventBatch(TYPES, [alike, train.rows[0]]))
+    det.learn_labels(EventBatch(TYPES, [bad]), np.array([1]))
+    after = det.score_many(EventBatch(TYPES, [alike, train.rows[0]]))
+    assert after[0] - before[0] > after[1] - before[1] + 1.0
+
+
+def test_benign_label_sinks_look_alike(train: EventBatch) -> None:
+    det = _fitted(train)
+    det.learn_labels(
+        EventBatch(TYPES, [("user_0", "host_9", "process_0", "port_0")]), np.array([1])
+    )  # fmt: skip - some anomaly so the head is active
+    fp = ("user_2", "host_2", "process_3", "port_2")
+    alike = ("user_2", "host_2", "process_3", "port_4")
+    controls = [r for r in train.rows if r[0] in ("user_1", "user_3")][:2]
+    probe = EventBatch(TYPES, [alike, *controls])
+    before = det.score_many(probe)
+    det.learn_labels(EventBatch(TYPES, [fp]), np.array([0]))
+    change = det.score_many(probe) - before
+    assert change[0] < min(change[1:]) - 0.5, change
+
+
+def test_trained_head_round_trips(train: EventBatch) -> None:
+    det = _fitted(train)
+    det.learn_labels(EventBatch(TYPES, [("user_0", "host_9", "process_0", "port_0")]),
+                     np.array([1]))  # fmt: skip
+    back = DevNetDetector.from_state(*det.state_dict())
+    np.testing.assert_array_equal(back.score_many(train), det.score_many(train))
