@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from schemas import Alert, ModelRef
@@ -71,18 +72,19 @@ class Pipeline:
         tune_gc()
         m.model_info.info({"name": self.model.name, "version": self.model.version})
         log.info("scoring %s -> %s as group %s", s.events_topic, s.alerts_topic, s.group_id)
+        last: list = []
         try:
             while not self.stopping.is_set():
                 records = io.poll_batch(s.batch_max_events, s.batch_max_wait_ms / 1000)
-                if records:
-                    self.process(io, records)
+                if records and self.process(io, records):
+                    last = records
                 self._maybe_checkpoint()
         finally:
             self._checkpoint()
-            io.close()
+            io.close(last_batch=last)  # a synchronous final commit
 
-    def process(self, io: KafkaIO, records: list) -> None:
-        """One batch through the chain; offsets are committed last."""
+    def process(self, io: KafkaIO, records: list) -> bool:
+        """One batch through the chain; offsets are committed last. False = batch redone."""
         s, m = self.settings, self.metrics
         started = time.perf_counter()
         m.events_consumed.labels(s.events_topic).inc(len(records))
@@ -125,7 +127,7 @@ class Pipeline:
             m.publish_failures.inc()
             log.error("outputs not acknowledged, redoing the batch: %s", exc)
             io.rewind(records)
-            return
+            return False
         committed = io.commit(records)
         m.commits.labels("ok" if committed else "rebalanced").inc()
 
@@ -135,16 +137,17 @@ class Pipeline:
             m.dead_letters.labels(dl.reason.value).inc()
         for alert in alerts:
             m.alerts.labels(alert.kind, alert.severity.value).inc()
-        stamps = [r.timestamp for r in records if r.timestamp is not None]
-        for ts in stamps:
-            m.end_to_end_seconds.observe(max(done - ts / 1000.0, 0.0))
-        if stamps:
-            m.last_processed.set(max(stamps) / 1000.0)
+        stamps = np.fromiter((r.timestamp or 0 for r in records), np.float64, len(records))
+        stamps = stamps[stamps > 0] / 1000.0
+        if len(stamps):
+            m.observe_many(m.end_to_end_seconds, np.maximum(done - stamps, 0.0))
+            m.last_processed.set(float(stamps.max()))
         for tp, lag in io.lag().items():
             m.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
         m.batch_seconds.observe(time.perf_counter() - started)
         if self.on_batch is not None:
             self.on_batch(records, alerts)
+        return True
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand and exit (safe from a signal handler)."""

@@ -102,26 +102,35 @@ class KafkaIO:
     @staticmethod
     def next_offsets(records: Sequence[Any]) -> dict[TopicPartition, int]:
         """Per partition, the offset after the last record of the batch."""
-        nxt: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            if r.offset + 1 > nxt.get(tp, -1):
-                nxt[tp] = r.offset + 1
-        return nxt
+        nxt: dict[tuple[str, int], int] = {}
+        for r in records:  # records of a partition come in offset order
+            nxt[(r.topic, r.partition)] = r.offset + 1
+        return {TopicPartition(t, p): o for (t, p), o in nxt.items()}
 
-    def commit(self, records: Sequence[Any]) -> bool:
-        """Commit the batch; False when a rebalance took its partitions (work is redone)."""
+    def commit(self, records: Sequence[Any], wait: bool = False) -> bool:
+        """Commit the batch's offsets. The batch's outputs are already acknowledged, so the
+        commit need not block the next batch: it is sent asynchronously and a later commit
+        supersedes a lost one (at worst a crash redoes a batch, with the same alert ids).
+        `wait=True` (shutdown, rebalance) commits synchronously. False when a rebalance took
+        the partitions (the new owner redoes the work)."""
         offsets = {
             tp: OffsetAndMetadata(off, "", -1) for tp, off in self.next_offsets(records).items()
         }
         if not offsets:
             return True
         try:
-            self.consumer.commit(offsets)
+            if wait:
+                self.consumer.commit(offsets)
+            else:
+                self.consumer.commit_async(offsets, callback=self._on_commit)
         except CommitFailedError as exc:
             log.warning("offset commit refused (rebalance?); the batch will be redone: %s", exc)
             return False
         return True
+
+    def _on_commit(self, offsets: Any, response: Any) -> None:
+        if isinstance(response, Exception):
+            log.warning("async offset commit failed (a later commit covers it): %s", response)
 
     def rewind(self, records: Sequence[Any]) -> None:
         """Seek back to the first record of the batch on each partition we still own."""
@@ -149,8 +158,11 @@ class KafkaIO:
                 out[tp] = max(high - pos, 0)
         return out
 
-    def close(self) -> None:
+    def close(self, last_batch: Sequence[Any] = ()) -> None:
+        """Flush outputs, commit the last batch synchronously, close both clients."""
         try:
+            if last_batch:
+                self.commit(last_batch, wait=True)
             self.producer.flush(timeout=10)
         finally:
             self.producer.close(timeout=10)

@@ -8,6 +8,7 @@ value). Each metric's comment says what to do when it moves. A `Metrics` owns it
 
 from __future__ import annotations
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import start_http_server
 
@@ -100,6 +101,30 @@ class Metrics:
         self.checkpoints = Counter(
             "outrider_checkpoints_total", "Model checkpoints written.", ["outcome"], registry=r
         )
+
+    @staticmethod
+    def observe_many(histogram: Histogram, values: np.ndarray) -> None:
+        """Observe a batch of values at once: one bucket pass in numpy instead of one locked
+        `observe` per record (per-record observes cost more than decoding the record). Uses
+        the client's bucket layout (`_upper_bounds`, `_buckets`, `_sum`); falls back to plain
+        observes should a client version change it."""
+        values = np.asarray(values, dtype=np.float64)
+        if not len(values):
+            return
+        bounds = getattr(histogram, "_upper_bounds", None)
+        buckets = getattr(histogram, "_buckets", None)
+        total = getattr(histogram, "_sum", None)
+        if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+            for v in values.tolist():
+                histogram.observe(v)
+            return
+        # bucket i holds values in (bounds[i-1], bounds[i]]; the last bound is +Inf
+        idx = np.searchsorted(np.asarray(bounds, dtype=np.float64), values, side="left")
+        counts = np.bincount(idx, minlength=len(bounds))
+        for bucket, n in zip(buckets, counts.tolist(), strict=False):
+            if n:
+                bucket.inc(n)
+        total.inc(float(values.sum()))
 
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Expose /metrics over HTTP; returns the bound port (0 picks a free one)."""
