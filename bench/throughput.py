@@ -9,6 +9,9 @@ Measures, on one broker and one topic of AIT alert events (russellmitchell, repe
                                explain and publish alerts, commit after acks)
   p50/p99_latency_ms           record timestamp -> outputs acknowledged, with a producer
                                process pacing events at half the measured pipeline rate
+  raw_consumer_pure_python_crc_events_per_s
+                               the raw consumer as a plain `pip install kafka-python` runs it
+                               (pure-Python CRC-32C; Outrider ships the C `crc32c`)
   raw_confluent_events_per_s   confluent-kafka consuming the same topic (what another client
                                library could gain), when installed
   peer_*_events_per_s          with --peers: the peer pipelines of ../shared/bench (kafka-python
@@ -120,6 +123,21 @@ def raw_kafka_python(bootstrap: str, topic: str, n: int, batch: int) -> float:
     return got / dt
 
 
+def raw_kafka_python_pure_crc(bootstrap: str, topic: str, n: int, batch: int) -> float:
+    """The same raw consumer with kafka-python's pure-Python CRC-32C, i.e. a plain
+    `pip install kafka-python` without the `crc32c` accelerator Outrider depends on (the
+    figure ../shared/KAFKA.md quotes)."""
+    import kafka.record.default_records as records
+    from kafka.record._crc32c import crc as pure_crc
+
+    fast = records.calc_crc32c
+    records.calc_crc32c = pure_crc  # type: ignore[assignment]
+    try:
+        return raw_kafka_python(bootstrap, topic, n, batch)
+    finally:
+        records.calc_crc32c = fast  # type: ignore[assignment]
+
+
 def raw_confluent(bootstrap: str, topic: str, n: int) -> float | None:
     try:
         from confluent_kafka import Consumer
@@ -199,17 +217,34 @@ def run_pipeline(
 
 
 def _paced_producer(bootstrap: str, topic: str, events: list[bytes], rate: float) -> None:
-    from kafka import KafkaProducer
+    """Produce at a steady `rate` from another process (confluent-kafka when installed: its C
+    client leaves the CPU to the pipeline under test; the record timestamp is set at send)."""
+    try:
+        from confluent_kafka import Producer
+    except ImportError:
+        Producer = None
+    if Producer is not None:
+        cp = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+        send = cp.produce
+        poll = cp.poll
+    else:
+        from kafka import KafkaProducer
 
-    p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
+        kp = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+        send, poll = kp.send, (lambda _t: None)
     start = time.monotonic()
     for i, e in enumerate(events):
         wait = start + i / rate - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-        p.send(topic, e)
-    p.flush()
-    p.close()
+        send(topic, e)
+        if i % 1000 == 0:
+            poll(0)
+    if Producer is not None:
+        cp.flush(30)
+    else:
+        kp.flush()
+        kp.close()
 
 
 def latency_at(
@@ -298,6 +333,9 @@ def main() -> None:
             run_pipeline(bootstrap, topic, a.events, a.batch, state)
         )
         res["ratio"] = round(res["pipeline_events_per_s"] / res["raw_consumer_events_per_s"], 3)
+        pure = raw_kafka_python_pure_crc(bootstrap, topic, a.events, a.batch)
+        res["raw_consumer_pure_python_crc_events_per_s"] = round(pure)
+        res["ratio_vs_pure_python_crc"] = round(res["pipeline_events_per_s"] / pure, 3)
         conf = raw_confluent(bootstrap, topic, a.events)
         if conf is not None:
             res["raw_confluent_events_per_s"] = round(conf)

@@ -39,13 +39,20 @@ class OutriderDetector(Detector):
         context_window_s: float = 600.0,
         mmr_lambda: float = 1.0,
         mmr_bucket_s: float = 3600.0,
+        mmr_types: Sequence[str] | None = None,
+        family_types: Sequence[str] = (),
         **ape_kwargs: Any,
     ) -> None:
         super().__init__(entity_types)
+        unknown = (set(mmr_types or ()) | set(family_types)) - set(self.entity_types)
+        if unknown:
+            raise ValueError(f"unknown entity types {sorted(unknown)}")
         self.config = {
             "ape_weight": float(ape_weight), "context_weight": float(context_weight),
             "context_window_s": float(context_window_s), "mmr_lambda": float(mmr_lambda),
             "mmr_bucket_s": float(mmr_bucket_s),
+            "mmr_types": None if mmr_types is None else list(mmr_types),
+            "family_types": list(family_types),
         }  # fmt: skip
         self.ape = APEDetector(entity_types, **ape_kwargs)
         self.context = RateContext(context_window_s)
@@ -113,7 +120,18 @@ class OutriderDetector(Detector):
         if scores is None:
             scores = self.score_many(batch)
         return rank_groups(batch.rows, batch.times, scores, lam=self.config["mmr_lambda"],
-                           bucket_s=self.config["mmr_bucket_s"])  # fmt: skip
+                           bucket_s=self.config["mmr_bucket_s"],
+                           similarity_key=self.similarity_key)  # fmt: skip
+
+    def similarity_key(self, key: Sequence[str]) -> tuple[str, ...]:
+        """What MMR compares between groups: `mmr_types` (default all) + `family_types`'
+        families (value prefix before its last '-', e.g. alert code W-Acc-400 -> W-Acc)."""
+        from detectors.feedback import family
+
+        types = self.config.get("mmr_types") or self.entity_types
+        fams = self.config.get("family_types") or ()
+        idx = self.entity_types.index
+        return tuple(key[idx(t)] for t in types) + tuple(family(key[idx(t)]) for t in fams)
 
     def explain_many(self, batch: EventBatch, top_k: int = 3) -> list[Explanation]:
         return self.ape.explain_many(batch, top_k)

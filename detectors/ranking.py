@@ -13,7 +13,7 @@ design; on AIT (protocol v2) it is what moved the hard steps up (see bench/READM
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,26 +50,39 @@ def mmr_order(
     signatures: Sequence[set[int]] | None = None,
     lam: float = 1.0,
     floor: float = 0.0,
+    shown: Sequence[int] = (),
 ) -> np.ndarray:
-    """Greedy MMR over groups; similarity = shared fields x (floor + (1-floor) x time overlap)."""
+    """Greedy MMR over groups; similarity = shared fields x (floor + (1-floor) x time overlap).
+
+    `shown`: groups the analyst has already read; they are left out of the order, and the
+    groups like them start with their penalty (read groups count as "already ranked").
+    """
     n = len(scores)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     z = (scores - scores.mean()) / (scores.std() + 1e-12)  # lam is in units of score spread
+    z = np.where(np.isfinite(z), z, -1e12)
     fields = np.array([list(k) for k in keys], dtype=object)
     penalty = np.zeros(n)
     left = np.ones(n, dtype=bool)
-    order = np.empty(n, dtype=np.int64)
-    for r in range(n):
-        h = int(np.argmax(np.where(left, z - lam * penalty, -np.inf)))
-        order[r] = h
-        left[h] = False
+
+    def similarity(h: int) -> np.ndarray:
         shared = (fields == fields[h]).mean(axis=1)
         if signatures is not None:
             sh = signatures[h]
             overlap = np.array([len(s & sh) / max(len(s), 1) for s in signatures])
             shared = shared * (floor + (1.0 - floor) * overlap)
-        penalty = np.maximum(penalty, shared)
+        return shared
+
+    for h in sorted(set(int(g) for g in shown)):
+        left[h] = False
+        penalty = np.maximum(penalty, similarity(h))
+    order = np.empty(int(left.sum()), dtype=np.int64)
+    for r in range(len(order)):
+        h = int(np.argmax(np.where(left, z - lam * penalty, -np.inf)))
+        order[r] = h
+        left[h] = False
+        penalty = np.maximum(penalty, similarity(h))
     return order
 
 
@@ -80,10 +93,14 @@ def rank_groups(
     lam: float = 1.0,
     bucket_s: float = 3600.0,
     floor: float = 0.0,
+    shown: Sequence[int] = (),
+    similarity_key: Callable[[tuple[str, ...]], Sequence[str]] | None = None,
 ) -> RankedGroups:
     """Group alerts, score groups by their max alert score, order them by time-aware MMR.
 
     `lam = 0` is the plain ranking by group score (ties: first-seen group first).
+    `shown`: group ids already read (left out of `order`, and penalise their look-alikes);
+    `similarity_key`: what MMR compares between two groups (default: the whole entity tuple).
     """
     group_of, keys = group_alerts(rows)
     n = len(keys)
@@ -91,7 +108,10 @@ def rank_groups(
     np.maximum.at(gs, group_of, np.asarray(scores, dtype=np.float64))
     if lam <= 0 or n == 0:
         order = np.lexsort((np.arange(n), -gs)).astype(np.int64)
+        if len(shown):
+            order = order[~np.isin(order, np.asarray(list(shown), dtype=np.int64))]
     else:
         sig = _time_signatures(group_of, np.asarray(times, np.float64), bucket_s, n)
-        order = mmr_order(gs, keys, sig, lam=lam, floor=floor)
+        sim_keys = keys if similarity_key is None else [tuple(similarity_key(k)) for k in keys]
+        order = mmr_order(gs, sim_keys, sig, lam=lam, floor=floor, shown=shown)
     return RankedGroups(order=order, group_of=group_of, scores=gs, keys=keys)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from detectors.ape import APEDetector
 from detectors.base import Detector
 from detectors.devnet import DevNetDetector
+from detectors.feedback import FeedbackDetector
 from detectors.frequency import FrequencyDetector
 from detectors.outrider import OutriderDetector
 
@@ -13,6 +14,7 @@ DETECTORS: dict[str, type[Detector]] = {
     APEDetector.name: APEDetector,
     OutriderDetector.name: OutriderDetector,
     DevNetDetector.name: DevNetDetector,
+    FeedbackDetector.name: FeedbackDetector,
 }
 
 #: What the service should build when configuration names no detector.

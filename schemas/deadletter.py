@@ -15,6 +15,7 @@ class DeadLetterReason(StrEnum):
 
     oversized = "oversized"  #: larger than the configured message limit
     malformed_json = "malformed_json"  #: not valid JSON (or not UTF-8)
+    unparseable_line = "unparseable_line"  #: a raw log line no configured log format parses
     not_an_object = "not_an_object"  #: valid JSON but not an object
     invalid_event = "invalid_event"  #: wrong types, missing fields, bounds exceeded
     unknown_kind = "unknown_kind"  #: event kind not configured / no source mapping matched

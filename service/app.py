@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from schemas import Alert, ModelRef
+from schemas import ModelRef
 from service.decode import Decoder
 from service.kafka_io import KafkaIO, PublishError, ensure_topics
+from service.logmining import LogMiner
 from service.metrics import Metrics
 from service.outputs import build_alerts, dead_letter_headers, score_records
 from service.scoring import Scorer
@@ -33,7 +34,7 @@ from service.sources import SourceConfig
 
 log = logging.getLogger("outrider")
 
-BatchHook = Callable[[list, list[Alert]], None]
+BatchHook = Callable[[list, list[dict]], None]
 
 
 class Pipeline:
@@ -43,7 +44,6 @@ class Pipeline:
         self.settings = settings
         self.metrics = metrics or Metrics()
         config = SourceConfig.load(settings.sources_config)
-        self.decoder = Decoder(config, settings.max_message_bytes)
         self.scorer = Scorer(
             config,
             detector=settings.detector,
@@ -52,10 +52,15 @@ class Pipeline:
             calibration_min_samples=settings.calibration_min_samples,
         )
         self.checkpoints = Path(settings.state_dir) / "checkpoints"
-        if self.scorer.restore(self.checkpoints):
+        restored = self.scorer.restore(self.checkpoints)
+        miner = None
+        if restored is not None:
             log.info("restored model %s from %s", self.scorer.version, self.checkpoints)
-        else:  # make the version durable now: a redo after a crash must mint the same ids
-            self.scorer.save(self.checkpoints)
+            if "log_miner" in restored:
+                miner = LogMiner.from_state(restored["log_miner"])
+        self.decoder = Decoder(config, settings.max_message_bytes, settings.logs_topic, miner)
+        if restored is None:  # make the version durable now: a redo after a crash must
+            self._checkpoint()  # mint the same alert ids
         self.stopping = threading.Event()
         self.on_batch: BatchHook | None = None  # benchmarks and tests observe batches here
         self._last_checkpoint = time.monotonic()
@@ -100,15 +105,15 @@ class Pipeline:
 
         # publish: alerts (keyed by group, so a group stays on one partition), scores, DLQ
         model = self.model
-        alerts: list[Alert] = []
+        alerts: list[dict] = []
         for part in scored:
             m.events_scored.labels(part.kind).inc(len(part.events))
             for alert in build_alerts(part, model):
                 alerts.append(alert)
                 io.send(
                     s.alerts_topic,
-                    orjson.dumps(alert.model_dump(mode="json")),
-                    key=alert.group_id.encode(),
+                    orjson.dumps(alert),
+                    key=alert["group_id"].encode(),
                 )
             if s.scores_topic:
                 for value in score_records(part, model):
@@ -136,7 +141,7 @@ class Pipeline:
         for dl in dead:
             m.dead_letters.labels(dl.reason.value).inc()
         for alert in alerts:
-            m.alerts.labels(alert.kind, alert.severity.value).inc()
+            m.alerts.labels(alert["kind"], alert["severity"]).inc()
         stamps = np.fromiter((r.timestamp or 0 for r in records), np.float64, len(records))
         stamps = stamps[stamps > 0] / 1000.0
         if len(stamps):
@@ -159,8 +164,9 @@ class Pipeline:
 
     def _checkpoint(self) -> None:
         self._last_checkpoint = time.monotonic()
+        extra = {"log_miner": self.decoder.miner.state()} if self.decoder.miner else None
         try:
-            self.scorer.save(self.checkpoints)
+            self.scorer.save(self.checkpoints, extra=extra)
             self.metrics.checkpoints.labels("ok").inc()
         except OSError as exc:
             self.metrics.checkpoints.labels("failed").inc()

@@ -143,8 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     rep = sub.add_parser("replay", help="publish a capture file to a topic")
-    rep.add_argument("file", type=Path, help="AIT CSV, Zeek conn.log TSV, or JSON lines (.gz ok)")
-    rep.add_argument("--topic", help="default: the events topic")
+    rep.add_argument(
+        "file", type=Path, help="AIT CSV, Zeek TSV, JSON lines, or raw log lines (.gz ok)"
+    )
+    rep.add_argument("--topic", help="default: the events topic (the logs topic for raw lines)")
     rep.add_argument("--rate", type=float, default=0.0, help="records/s; 0 = as fast as possible")
     rep.add_argument(
         "--speed",

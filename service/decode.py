@@ -16,6 +16,7 @@ import orjson
 from pydantic import ValidationError
 
 from schemas import DeadLetter, DeadLetterReason, Event
+from service.logmining import LogMiner, LogParseError
 from service.sources import SourceConfig
 
 SOURCE_HEADER = "outrider-source"
@@ -44,9 +45,22 @@ class DecodedEvent:
 class Decoder:
     """Turns records into events using the configured kinds and source mappings."""
 
-    def __init__(self, config: SourceConfig, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        config: SourceConfig,
+        max_message_bytes: int,
+        logs_topic: str = "",
+        miner: LogMiner | None = None,
+    ) -> None:
         self.config = config
         self.max_message_bytes = max_message_bytes
+        self.logs_topic = logs_topic
+        self.miner = miner if miner is not None else (LogMiner() if logs_topic else None)
+        # per kind: (entity types in scoring order, the required ones as a set)
+        self._kinds = {
+            name: (spec.entities, frozenset(spec.entities) - spec.optional)
+            for name, spec in config.kinds.items()
+        }
 
     def decode_many(
         self, records: Sequence[KafkaRecord]
@@ -66,39 +80,56 @@ class Decoder:
                 DeadLetterReason.oversized,
                 f"{len(value)} bytes exceeds the limit of {self.max_message_bytes}",
             )
-        try:
-            obj = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            return dead_letter(rec, DeadLetterReason.malformed_json, f"not valid JSON: {exc}")
-        if not isinstance(obj, dict):
-            return dead_letter(
-                rec,
-                DeadLetterReason.not_an_object,
-                f"expected a JSON object, got {type(obj).__name__}",
-            )
-        mapped = self._to_canonical(obj, rec)
+        if self.miner is not None and rec.topic == self.logs_topic:
+            mapped = self._log_line(value, rec)
+        else:
+            try:
+                obj = orjson.loads(value)
+            except orjson.JSONDecodeError as exc:
+                return dead_letter(rec, DeadLetterReason.malformed_json, f"not valid JSON: {exc}")
+            if not isinstance(obj, dict):
+                return dead_letter(
+                    rec,
+                    DeadLetterReason.not_an_object,
+                    f"expected a JSON object, got {type(obj).__name__}",
+                )
+            mapped = self._to_canonical(obj, rec)
         if isinstance(mapped, DeadLetter):
             return mapped
         try:
             event = Event.model_validate(mapped)
         except ValidationError as exc:
             return dead_letter(rec, DeadLetterReason.invalid_event, summarize(exc))
-        spec = self.config.kinds.get(event.kind)
-        if spec is None:
+        kind = self._kinds.get(event.kind)
+        if kind is None:
             return dead_letter(
                 rec,
                 DeadLetterReason.unknown_kind,
                 f"event kind {clip(event.kind)!r} is not configured",
             )
+        types, required = kind
         ents = event.entities
-        missing = [t for t in spec.entities if t not in ents and t not in spec.optional]
-        if missing:
+        if not required <= ents.keys():
+            missing = [t for t in types if t in required and t not in ents]
             return dead_letter(
                 rec,
                 DeadLetterReason.missing_entity,
                 f"kind {event.kind!r} requires entity types {missing}",
             )
-        return DecodedEvent(event, tuple(ents.get(t, "") for t in spec.entities), rec)
+        return DecodedEvent(event, tuple([ents.get(t, "") for t in types]), rec)
+
+    def _log_line(self, value: bytes, rec: KafkaRecord) -> dict[str, Any] | DeadLetter:
+        """A raw log line -> canonical event via the template miner (Drain)."""
+        assert self.miner is not None
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return dead_letter(rec, DeadLetterReason.unparseable_line, f"not UTF-8 text: {exc}")
+        received = rec.timestamp / 1000.0 if rec.timestamp is not None else None
+        try:
+            return self.miner.event_for_line(text, received_time=received)
+        except LogParseError as exc:
+            return dead_letter(rec, DeadLetterReason.unparseable_line, clip(exc.reason, 300))
 
     def _to_canonical(self, obj: dict[str, Any], rec: KafkaRecord) -> dict[str, Any] | DeadLetter:
         named = header(rec, SOURCE_HEADER)

@@ -20,7 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from service.app import Pipeline
 from service.board import AlertBoard
 from service.kafka_io import ensure_topics
-from service.replay import read_records, replay
+from service.replay import is_raw_lines, read_records, replay
 from service.settings import Settings
 
 log = logging.getLogger("outrider.demo")
@@ -84,7 +84,7 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
     state = Path(tempfile.mkdtemp(prefix="outrider-demo-"))
     fields = Settings.model_fields
     overrides: dict[str, Any] = {"kafka_bootstrap": bootstrap, "state_dir": state}
-    for name in ("events_topic", "alerts_topic", "dead_letter_topic", "group_id"):
+    for name in ("events_topic", "logs_topic", "alerts_topic", "dead_letter_topic", "group_id"):
         if getattr(base, name) == fields[name].default:  # keep runs apart on a shared broker
             overrides[name] = f"{getattr(base, name)}.demo-{run_id}"
     settings = settings_from(args, **overrides)
@@ -93,6 +93,7 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
     if args.limit:
         records = records[: args.limit]
     ensure_topics(settings)  # before the replay, so it never races topic creation
+    topic = settings.logs_topic if is_raw_lines(records) else settings.events_topic
     pipeline = Pipeline(settings)
     try:
         port = pipeline.metrics.serve(settings.metrics_port, settings.metrics_host)
@@ -111,13 +112,13 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
         target=replay,
         name="replay",
         daemon=True,
-        args=(producer, settings.events_topic, records),
+        args=(producer, topic, records),
         kwargs={"rate": args.rate, "progress": False},
     )
     replayer.start()
     print(
         f"replaying {len(records)} records from {dataset}\n"
-        f"broker {bootstrap} | events -> {settings.events_topic} | alerts -> "
+        f"broker {bootstrap} | input -> {topic} | alerts -> "
         f"{settings.alerts_topic}\nmetrics: http://{settings.metrics_host}:{port}/metrics",
         file=sys.stderr,
     )

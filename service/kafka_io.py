@@ -33,8 +33,9 @@ class KafkaIO:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         common = settings.kafka_client_config()
+        topics = [settings.events_topic] + ([settings.logs_topic] if settings.logs_topic else [])
         self.consumer = KafkaConsumer(
-            settings.events_topic,
+            *topics,
             group_id=settings.group_id,
             client_id=f"{settings.client_id}-consumer",
             enable_auto_commit=False,
@@ -184,6 +185,8 @@ def ensure_topics(settings: Settings, partitions: int = 4) -> None:
         ]
         if settings.scores_topic:
             wanted.append(NewTopic(settings.scores_topic, partitions, 1))
+        if settings.logs_topic:
+            wanted.append(NewTopic(settings.logs_topic, partitions, 1))
         existing = set(admin.list_topics())
         missing = [t for t in wanted if t.name not in existing]
         if missing:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -32,6 +33,11 @@ class LocalBroker:
 
     Use as a context manager, or call ``start()`` / ``stop()``. ``restart()`` keeps the data,
     the committed offsets and the bootstrap address, so tests can simulate a broker bounce.
+
+    ``extra_listener`` (``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``), ``extra_props`` (a file
+    appended to server.properties) and ``format_args`` (extra ``kafka-storage format``
+    arguments, e.g. ``--add-scram``) set up a secured listener beside the PLAINTEXT one on a
+    fresh start; ``listeners()`` then gives its address.
     """
 
     def __init__(
@@ -40,24 +46,39 @@ class LocalBroker:
         *,
         script: Path = SCRIPT,
         timeout: float = 180.0,
+        extra_listener: str | None = None,
+        extra_props: Path | None = None,
+        format_args: Sequence[str] = (),
     ) -> None:
         self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
         self.script = script
         # Covers a first-time jar fetch (Maven) plus the script's own 60 s start timeout.
         self.timeout = timeout
         self.bootstrap: str | None = None
+        self._env: dict[str, str] = {}
+        if extra_listener:
+            self._env["OUTRIDER_KAFKA_EXTRA_LISTENER"] = extra_listener
+        if extra_props is not None:
+            self._env["OUTRIDER_KAFKA_EXTRA_PROPS"] = str(Path(extra_props).resolve())
+        if format_args:
+            self._env["OUTRIDER_KAFKA_FORMAT_ARGS"] = " ".join(format_args)
 
     @property
     def external(self) -> bool:
         """True when an existing cluster is used (``OUTRIDER_KAFKA_BOOTSTRAP``)."""
         return bool(os.environ.get(EXTERNAL_ENV))
 
-    def start(self) -> str:
-        """Start the broker (or reuse the one already running here); return its bootstrap."""
+    def start(self, *, keep: bool = False) -> str:
+        """Start the broker (or reuse the one already running here); return its bootstrap.
+
+        ``keep=True`` starts a stopped broker again with its ports and data (``start --keep``),
+        for a broker outage that lasts a while; plain ``start`` of a stopped broker formats a
+        fresh one."""
         if self.external:
             self.bootstrap = os.environ[EXTERNAL_ENV]
         else:
-            self.bootstrap = self._last_line(self._run("start", str(self.state_dir)))
+            args = ("start", "--keep") if keep else ("start",)
+            self.bootstrap = self._last_line(self._run(*args, str(self.state_dir)))
         return self.bootstrap
 
     def restart(self) -> str:
@@ -71,6 +92,19 @@ class LocalBroker:
         """Stop the broker cleanly (SIGTERM, SIGKILL after 30 s); a no-op if it is not running."""
         if not self.external:
             self._run("stop", str(self.state_dir))
+
+    def listeners(self) -> dict[str, str]:
+        """Advertised ``host:port`` per listener name (``PLAINTEXT``, ``SASL_SSL``, ...)."""
+        if self.external:
+            return {"PLAINTEXT": os.environ[EXTERNAL_ENV]}
+        props = (self.state_dir / "server.properties").read_text()
+        out: dict[str, str] = {}
+        for line in props.splitlines():
+            if line.startswith("advertised.listeners="):
+                for item in line.split("=", 1)[1].split(","):
+                    name, _, address = item.partition("://")
+                    out[name.strip()] = address.strip()
+        return out
 
     def is_running(self) -> bool:
         """True if the broker process is alive and answers a metadata request."""
@@ -98,6 +132,7 @@ class LocalBroker:
             raise LocalBrokerError(f"broker script not found: {self.script}")
         proc = subprocess.run(
             ["bash", str(self.script), *args],
+            env={**os.environ, **self._env} if self._env else None,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,

@@ -14,16 +14,8 @@ from typing import Any
 
 import orjson
 
-from schemas import (
-    Alert,
-    DeadLetter,
-    EntityInfo,
-    ModelRef,
-    Origin,
-    PairExplanation,
-    ScoreRecord,
-    Severity,
-)
+from schemas import DeadLetter, ModelRef, ScoreRecord
+from schemas.base import SCHEMA_VERSION
 from service.scoring import ScoredKind
 
 #: Raw attributes copied onto an alert are bounded: the alert must stay small and safe.
@@ -54,53 +46,44 @@ def _bounded(attributes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_alerts(scored: ScoredKind, model: ModelRef) -> Iterator[Alert]:
-    """One alert per flagged event of a scored kind, most anomalous first."""
+def build_alerts(scored: ScoredKind, model: ModelRef) -> Iterator[dict[str, Any]]:
+    """One alert per flagged event of a scored kind, most anomalous first, as the wire dict of
+    `schemas.Alert` (built directly: constructing nested pydantic models per alert cost more
+    than scoring the batch; tests validate every field against the schema)."""
     now = time.time()
+    model_d = {"name": model.name, "version": model.version}
     order = sorted(scored.explanations, key=lambda i: -float(scored.scores[i]))
     for i in order:
         ev = scored.events[i]
         rec = ev.record
         expl = scored.explanations[i]
         entities = dict(ev.event.entities)
-        yield Alert(
-            alert_id=alert_id(rec.topic, rec.partition, rec.offset, model.version),
-            group_id=group_id(scored.kind, entities),
-            kind=scored.kind,
-            event_time=ev.event.time,
-            detected_at=now,
-            score=float(scored.scores[i]),
-            percentile=float(scored.percentiles[i]),
-            severity=Severity(scored.severity(i)),
-            model=model,
-            entities=entities,
-            explanation=[
-                PairExplanation(
-                    type_a=p.type_a,
-                    value_a=p.value_a,
-                    type_b=p.type_b,
-                    value_b=p.value_b,
-                    contribution=float(p.contribution),
-                )
+        yield {
+            "schema_version": SCHEMA_VERSION,
+            "alert_id": alert_id(rec.topic, rec.partition, rec.offset, model.version),
+            "group_id": group_id(scored.kind, entities),
+            "kind": scored.kind,
+            "event_time": ev.event.time,
+            "detected_at": now,
+            "score": float(scored.scores[i]),
+            "percentile": float(scored.percentiles[i]),
+            "severity": scored.severity(i),
+            "model": model_d,
+            "entities": entities,
+            "explanation": [
+                {"type_a": p.type_a, "value_a": p.value_a, "type_b": p.type_b,
+                 "value_b": p.value_b, "contribution": float(p.contribution)}
                 for p in expl.pairs
             ],
-            rarity=[
-                EntityInfo(
-                    type=r.entity_type,
-                    value=r.value,
-                    count=float(r.count),
-                    frequency=float(r.frequency),
-                )
+            "rarity": [
+                {"type": r.entity_type, "value": r.value, "count": float(r.count),
+                 "frequency": float(r.frequency)}
                 for r in expl.rarity
             ],
-            origin=Origin(
-                topic=rec.topic,
-                partition=rec.partition,
-                offset=rec.offset,
-                timestamp_ms=rec.timestamp,
-            ),
-            attributes=_bounded(dict(ev.event.attributes)),
-        )
+            "origin": {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset,
+                       "timestamp_ms": rec.timestamp},
+            "attributes": _bounded(dict(ev.event.attributes)),
+        }  # fmt: skip
 
 
 def score_records(scored: ScoredKind, model: ModelRef) -> Iterator[bytes]:

@@ -219,7 +219,7 @@ def pace(
 def replay(
     producer: Any,
     topic: str,
-    records: list[dict[str, Any]],
+    records: list[Any],
     rate: float = 0.0,
     speed: float = 0.0,
     source: str | None = None,
@@ -230,10 +230,15 @@ def replay(
     bar = Progress(len(records), f"replay -> {topic}") if progress else None
     n = 0
     for n, rec in enumerate(pace(records, rate, speed), start=1):
-        producer.send(topic, orjson.dumps(rec, default=str), headers=headers)
+        producer.send(topic, encode_record(rec), headers=headers)
         if bar:
             bar.update(n)
     producer.flush()
     if bar:
         bar.close(n)
     return n
+
+
+def is_raw_lines(records: list[Any]) -> bool:
+    """True for a capture of raw log lines (published to the logs topic, not the events one)."""
+    return bool(records) and isinstance(records[0], str)

@@ -113,8 +113,9 @@ class Scorer:
         return out
 
     # -- state ----------------------------------------------------------------------------
-    def save(self, store: Path) -> Path:
-        """Checkpoint detectors and calibrators under this scorer's version."""
+    def save(self, store: Path, extra: dict | None = None) -> Path:
+        """Checkpoint detectors and calibrators under this scorer's version; `extra` is more
+        JSON state that must move with the model (e.g. the log miner's templates)."""
         cal_meta, aux = {}, {}
         for kind, cal in self.calibrators.items():
             arrays, cal_meta[kind] = cal.state()
@@ -123,18 +124,19 @@ class Scorer:
             store,
             self.version,
             self.detectors,
-            extra={"detector": self.detector_name, "calibrators": cal_meta},
+            extra={**(extra or {}), "detector": self.detector_name, "calibrators": cal_meta},
             aux=aux,
         )
 
-    def restore(self, store: Path) -> bool:
-        """Load the newest checkpoint in `store`; False when there is none."""
+    def restore(self, store: Path) -> dict | None:
+        """Load the newest checkpoint in `store`; its extra state, or None when there is none
+        (or it is another detector's)."""
         path = latest_checkpoint(store)
         if path is None:
-            return False
+            return None
         version, detectors, extra = load_checkpoint(path)
         if extra.get("detector") != self.detector_name:
-            return False
+            return None
         self.version = version
         self.detectors = detectors
         aux = extra["_aux"]
@@ -151,4 +153,4 @@ class Scorer:
         }
         for kind in self.detectors:
             self.calibrators.setdefault(kind, self._new_calibrator())
-        return True
+        return extra

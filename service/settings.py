@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     group_id: str = Field(default="outrider-scorer", description="consumer group of scorers")
     events_topic: str = "outrider.events"
     alerts_topic: str = "outrider.alerts"
+    logs_topic: str = Field(
+        default="outrider.logs", description="raw log lines (template-mined); empty = off"
+    )
     scores_topic: str = Field(default="", description="every event's score; empty = off")
     dead_letter_topic: str = "outrider.dead-letter"
     feedback_topic: str = "outrider.feedback"

@@ -21,6 +21,16 @@
 #   OUTRIDER_CACHE                 cache root (jars and the default state dir)
 #   OUTRIDER_KAFKA_START_TIMEOUT   seconds to wait for the broker to answer (default 60)
 #   OUTRIDER_KAFKA_HEAP_OPTS       JVM heap flags (default "-Xms256m -Xmx512m")
+#   OUTRIDER_KAFKA_EXTRA_LISTENER  fresh start only: add a third loopback listener of this
+#                                  security protocol (SSL, SASL_PLAINTEXT or SASL_SSL), named
+#                                  like it, on its own free port (see advertised.listeners in
+#                                  STATE_DIR/server.properties); PLAINTEXT stays the bootstrap
+#   OUTRIDER_KAFKA_EXTRA_PROPS     fresh start only: a file appended to server.properties
+#                                  (key stores, sasl.enabled.mechanisms, JAAS config, ...)
+#   OUTRIDER_KAFKA_FORMAT_ARGS     fresh start only: extra arguments to `kafka-storage format`,
+#                                  split on whitespace, e.g.
+#                                  "--add-scram SCRAM-SHA-512=[name=alice,password=secret]"
+#                                  (test credentials only: they show on the format command line)
 #   JAVA_HOME                      which Java to use (default: java on PATH)
 #
 # Files in STATE_DIR: server.properties, log4j2.xml, data/ (log.dirs), broker.log (the
@@ -174,12 +184,13 @@ while True:
 PY
 }
 
-# Two free loopback ports (PLAINTEXT, CONTROLLER), both held while choosing so they differ.
+# N free loopback ports (PLAINTEXT, CONTROLLER[, extra]), all held while choosing so they differ.
 free_ports() {
-  python3 - <<'PY'
+  python3 - "${1:-2}" <<'PY'
 import socket
+import sys
 
-socks = [socket.socket() for _ in range(2)]
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
@@ -202,15 +213,19 @@ while True:
 }
 
 write_config() {
-  local dir=$1 port=$2 cport=$3
+  local dir=$1 port=$2 cport=$3 xname=${4:-} xport=${5:-} extra='' extra_map=''
+  if [[ -n $xname ]]; then
+    extra=",$xname://127.0.0.1:$xport"
+    extra_map=",$xname:$xname"
+  fi
   cat >"$dir/server.properties" <<EOF
 # Written by deploy/kafka/local-kafka.sh: single-node KRaft broker+controller on loopback.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport$extra
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport$extra
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT$extra_map
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 log.dirs=$dir/data
@@ -230,6 +245,15 @@ transaction.state.log.num.partitions=8
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 EOF
+  if [[ -n ${OUTRIDER_KAFKA_EXTRA_PROPS:-} ]]; then
+    [[ -f $OUTRIDER_KAFKA_EXTRA_PROPS ]] ||
+      die "OUTRIDER_KAFKA_EXTRA_PROPS: no such file: $OUTRIDER_KAFKA_EXTRA_PROPS"
+    {
+      echo "# Appended from OUTRIDER_KAFKA_EXTRA_PROPS ($OUTRIDER_KAFKA_EXTRA_PROPS)"
+      cat "$OUTRIDER_KAFKA_EXTRA_PROPS"
+      echo
+    } >>"$dir/server.properties"
+  fi
   # Paths come from -Dkafka.logs.dir, so the file needs no escaping.
   cat >"$dir/log4j2.xml" <<'EOF'
 <?xml version="1.0" encoding="UTF-8"?>
@@ -346,10 +370,18 @@ start_locked() {
     # Fresh broker: wipe only what this script writes (never the whole dir: it may be $HOME).
     rm -rf "$dir/data" "$dir/server.properties" "$dir/log4j2.xml" "$dir/bootstrap" \
       "$dir"/broker.log* "$dir/console.log" "$dir/format.log"
-    read -r port cport < <(free_ports)
-    write_config "$dir" "$port" "$cport"
+    local xname=${OUTRIDER_KAFKA_EXTRA_LISTENER:-} xport=''
+    case $xname in
+    '') read -r port cport < <(free_ports 2) ;;
+    SSL | SASL_PLAINTEXT | SASL_SSL) read -r port cport xport < <(free_ports 3) ;;
+    *) die "OUTRIDER_KAFKA_EXTRA_LISTENER must be SSL, SASL_PLAINTEXT or SASL_SSL: $xname" ;;
+    esac
+    write_config "$dir" "$port" "$cport" "$xname" "$xport"
+    local -a format_args=()
+    read -r -a format_args <<<"${OUTRIDER_KAFKA_FORMAT_ARGS:-}"
     if ! "$JAVA" "${opts[@]}" -cp "$LIBS/*" kafka.tools.StorageTool format \
-      -t "$(random_cluster_id)" -c "$dir/server.properties" >"$dir/format.log" 2>&1; then
+      -t "$(random_cluster_id)" -c "$dir/server.properties" "${format_args[@]}" \
+      >"$dir/format.log" 2>&1; then
       show_logs "$dir"
       die "formatting the log dir failed"
     fi

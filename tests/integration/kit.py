@@ -26,6 +26,7 @@ def fresh_settings(bootstrap: str, state_dir: Path, **overrides: Any) -> Setting
         "events_topic": f"it-events-{run}",
         "alerts_topic": f"it-alerts-{run}",
         "scores_topic": f"it-scores-{run}",
+        "logs_topic": f"it-logs-{run}",
         "dead_letter_topic": f"it-dlq-{run}",
         "feedback_topic": f"it-feedback-{run}",
         "models_topic": f"it-models-{run}",

@@ -85,8 +85,9 @@ def test_alerts_are_explained_valid_and_ids_deterministic() -> None:
     part = scorer.score(_events(300, odd_every=100))[0]
     alerts = list(build_alerts(part, MODEL))
     assert len(alerts) == 3
-    for alert in alerts:
-        Alert.model_validate(alert.model_dump())
+    for wire in alerts:
+        alert = Alert.model_validate_json(orjson.dumps(wire))  # strict schema, as on the wire
+        assert alert.model_dump(mode="json") == wire
         assert alert.explanation and alert.rarity
         assert alert.alert_id == alert_id("events", 0, alert.origin.offset, "v1")
         assert alert.group_id == group_id("ids_alert", alert.entities)

@@ -1,0 +1,164 @@
+"""The analyst loop on real labeled alerts: how fast verdicts lead an analyst to every attack step.
+
+    python -m bench.analyst --dataset ait-ads --json [--data DIR]
+
+Per AIT scenario, protocol v2 (../shared/datasets/README.md, bench/ait.py): fit on the warm-up,
+then rounds: the analyst reads the top `--per-round` (5) unread groups of the model's ranking
+and labels each from the ground truth (malicious when any of its alerts has an attack-step
+`event_label`), the model learns the verdicts (`FeedbackDetector.learn_labels`), and the unread
+groups are re-scored and re-ranked. Printed per scenario, all from this run: groups read until
+every attack step was seen ("all") and all but one ("all_minus_1") with feedback, with the same
+detector and ranking but no feedback, and with the per-field frequency baseline (AVF) ranked by
+group score.
+
+A verdict is passed to the model as up to `--alerts-per-verdict` alerts of the group (evenly
+spaced in time, first and last included): the group's pattern and when it fired.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import ait
+from detectors.base import EventBatch
+from detectors.feedback import FeedbackDetector
+from detectors.frequency import FrequencyDetector
+from detectors.ranking import rank_groups
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "datasets"
+
+#: The configuration measured here (AIT's alert code is `short`; its family = W-Acc, A-Aud...).
+AIT_CONFIG: dict[str, Any] = {"family_types": ("short",), "rank_types": ("short", "host")}
+
+
+def _steps_seen(read: list[int], group_steps: list[set[str]]) -> tuple[int, int]:
+    seen: set[str] = set()
+    ranks: list[int] = []
+    for rank, g in enumerate(read, start=1):
+        new = group_steps[g] - seen
+        ranks += [rank] * len(new)
+        seen |= new
+    if not ranks:
+        return 0, 0
+    return ranks[-1], ranks[-2] if len(ranks) > 1 else ranks[-1]
+
+
+def _verdict_batch(split: ait.Split, members: np.ndarray, cap: int) -> EventBatch:
+    if len(members) > cap:
+        members = members[np.unique(np.linspace(0, len(members) - 1, cap).round().astype(int))]
+    test = split.test
+    return EventBatch(test.entity_types, [test.rows[i] for i in members], test.times[members])
+
+
+def simulate(
+    split: ait.Split,
+    feedback: bool = True,
+    per_round: int = 5,
+    alerts_per_verdict: int = 64,
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One scenario's loop; stops when every attack step has been seen."""
+    det = FeedbackDetector(ait.ENTITY_TYPES, **(config if config is not None else AIT_CONFIG))
+    det.learn_many(split.warmup)
+    det.observe_patterns(split.test.rows)  # the service sees every pattern it scores
+    test = split.test
+    ranked = det.rank(test)
+    group_of = ranked.group_of
+    members = [np.flatnonzero(group_of == g) for g in range(len(ranked.keys))]
+    group_steps: list[set[str]] = [set() for _ in ranked.keys]
+    for g, s in zip(group_of.tolist(), split.steps, strict=True):
+        if s != "-":
+            group_steps[g].add(s)
+    all_steps = set().union(*group_steps)
+    read: list[int] = []
+    seen: set[str] = set()
+    rounds = 0
+    while len(read) < len(ranked.keys) and seen != all_steps:
+        pick = ranked.order[:per_round].tolist()
+        read += pick
+        for g in pick:
+            seen |= group_steps[g]
+        rounds += 1
+        if feedback:
+            rows, times, labels = [], [], []
+            for g in pick:
+                vb = _verdict_batch(split, members[g], alerts_per_verdict)
+                rows += list(vb.rows)
+                times.append(vb.times)
+                labels += [1 if group_steps[g] else 0] * len(vb)
+            det.learn_labels(EventBatch(test.entity_types, rows, np.concatenate(times)),
+                             np.array(labels))  # fmt: skip
+        ranked = det.rank(test, shown=read)
+    all_, all_1 = _steps_seen(read, group_steps)
+    return {"all": all_, "all_minus_1": all_1, "rounds": rounds,
+            "malicious_read": sum(1 for g in read[:all_] if group_steps[g])}  # fmt: skip
+
+
+def avf(split: ait.Split) -> dict[str, Any]:
+    det = FrequencyDetector(ait.ENTITY_TYPES)
+    det.learn_many(split.warmup)
+    ranked = rank_groups(split.test.rows, split.test.times, det.score_many(split.test), lam=0.0)
+    seen = ait.groups_to_see(ranked.order.tolist(), ranked.group_of, split.steps)
+    return {"all": seen[-1], "all_minus_1": seen[-2] if len(seen) > 1 else seen[-1]}
+
+
+def run_ait(data: Path, per_round: int = 5, alerts_per_verdict: int = 64) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "protocol": "AIT v2 (datasets/README.md); analyst reads the top "
+        f"{per_round} unread groups per round, verdict = any alert with an attack step",
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in AIT_CONFIG.items()},
+        "scenarios": {},
+    }
+    for path in ait.find_scenarios(data):
+        split = ait.load_split(path)
+        groups = ait.group_ids(split.test.rows)
+        res: dict[str, Any] = {
+            "groups": int(groups.max() + 1),
+            "fewest_possible": ait.min_groups_to_cover(groups, split.steps),
+        }
+        for name, fb in (("feedback", True), ("no_feedback", False)):
+            t0 = time.perf_counter()
+            res[name] = simulate(split, fb, per_round, alerts_per_verdict)
+            res[name]["seconds"] = round(time.perf_counter() - t0, 2)
+        res["avf"] = avf(split)
+        out["scenarios"][split.scenario] = res
+    return out
+
+
+def _table(result: dict[str, Any]) -> str:
+    lines = [result["protocol"], f"{'scenario':<18}{'feedback':>12}{'no feedback':>14}{'AVF':>10}"]
+    for scen, r in result["scenarios"].items():
+        cells = [f"{r[m]['all']}/{r[m]['all_minus_1']}" for m in ("feedback", "no_feedback", "avf")]
+        lines.append(f"{scen:<18}{cells[0]:>12}{cells[1]:>14}{cells[2]:>10}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", choices=["ait-ads"], default="ait-ads")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--per-round", type=int, default=5)
+    p.add_argument("--alerts-per-verdict", type=int, default=64)
+    args = p.parse_args(argv)
+    result = {
+        "dataset": args.dataset,
+        **run_ait(args.data, args.per_round, args.alerts_per_verdict),
+    }
+    if not result["scenarios"]:
+        print(f"no data for {args.dataset} under {args.data}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=1) if args.json else _table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""A broker outage mid-stream is survived: the broker is stopped while events stream in, stays
+down for a few seconds and comes back with the same ports and data; the service recovers by
+itself (no restart, no exception out of the loop) and every input offset ends up scored.
+
+The test runs its OWN broker in a temp dir, so the session's broker and the other tests are
+never disturbed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import TopicPartition
+
+from service.local_broker import EXTERNAL_ENV, LocalBroker
+from service.replay import read_records
+from tests.integration.kit import committed_total, fresh_settings, running, wait_until
+
+N_RECORDS = 20_000
+PARTITIONS = 4
+OUTAGE_S = 5.0
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    if os.environ.get(EXTERNAL_ENV):
+        pytest.skip("stops and starts a broker of its own; not with an external cluster")
+    if (
+        shutil.which("java") is None
+        and not os.environ.get("JAVA_HOME")
+        and not os.environ.get("CI")
+    ):
+        pytest.skip("no Java to run a local Kafka broker")
+    broker = LocalBroker(tmp_path / "kafka")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def _produce_through_outage(bootstrap: str, topic: str, values: list[bytes], sent: list[int]):  # type: ignore[no-untyped-def]
+    """Paced sends; the client buffers and retries while the broker is down (acks=all)."""
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=20,
+        delivery_timeout_ms=180_000,
+        request_timeout_ms=10_000,
+        max_block_ms=180_000,
+    )
+    try:
+        chunk = 1000
+        for i in range(0, len(values), chunk):
+            futures = [producer.send(topic, v) for v in values[i : i + chunk]]
+            producer.flush(timeout=180)
+            for fut in futures:
+                fut.get(timeout=180)
+            sent[0] += len(futures)
+            time.sleep(0.05)
+    finally:
+        producer.close(timeout=30)
+
+
+def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        return {tp.partition: off for tp, off in consumer.end_offsets(parts).items()}
+    finally:
+        consumer.close()
+
+
+def _scored_origins(bootstrap: str, topic: str, timeout_s: float = 120) -> set[tuple[int, int]]:
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, max_poll_records=5000
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        origins: set[tuple[int, int]] = set()
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end[tp] for tp in parts):
+            assert time.monotonic() < deadline, "scores topic not read to its end in time"
+            for records in consumer.poll(timeout_ms=500).values():
+                for r in records:
+                    o = orjson.loads(r.value)["origin"]
+                    origins.add((o["partition"], o["offset"]))
+        return origins
+    finally:
+        consumer.close()
+
+
+def test_service_recovers_from_a_broker_outage_mid_stream(
+    own_broker: LocalBroker, datasets: Path, tmp_path: Path
+) -> None:
+    bootstrap = own_broker.bootstrap
+    assert bootstrap is not None
+    records = read_records(datasets / "ait-ads" / "russellmitchell_alerts.csv.gz")[:N_RECORDS]
+    values = [orjson.dumps(r) for r in records]
+    s = fresh_settings(bootstrap, tmp_path / "state", batch_max_events=250)
+
+    def committed() -> int:
+        return committed_total(bootstrap, s.group_id, s.events_topic, PARTITIONS)
+
+    sent = [0]
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            _produce_through_outage(bootstrap, s.events_topic, values, sent)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    with running(s) as pipeline:
+        producer.start()
+        assert wait_until(lambda: committed() >= 2000, 120, 0.1), "no progress before the outage"
+        assert sent[0] < len(values), "the stream ended before the outage"
+        own_broker.stop()  # mid-stream: the producer is still sending
+        time.sleep(OUTAGE_S)
+        assert own_broker.start(keep=True) == bootstrap, "same address after the outage"
+
+        producer.join(240)
+        assert not producer.is_alive() and not errors, errors
+        total = sum(_end_offsets(bootstrap, s.events_topic).values())
+        assert total >= len(values)
+        assert wait_until(lambda: committed() == total, 240, 0.5), (
+            f"committed {committed()} of {total} after the outage"
+        )
+        consumed = pipeline.metrics.events_consumed.labels(s.events_topic)._value.get()
+        assert consumed >= total
+    # `running` re-raises anything that escaped Pipeline.run and checks it stopped cleanly
+
+    end = _end_offsets(bootstrap, s.events_topic)
+    expected = {(p, o) for p, n in end.items() for o in range(n)}
+    scored = _scored_origins(bootstrap, s.scores_topic)
+    assert expected <= scored, f"{len(expected - scored)} input offsets never scored"
