@@ -53,14 +53,18 @@ class QuantileCalibrator:
         self._sorted = None
 
     def percentile(self, scores: np.ndarray) -> np.ndarray:
-        """Share (in %) of reservoir scores at or below each score; 50 before any data."""
+        """Mid-rank percentile (in %) of each score among the reservoir: the share below it
+        plus half the share tied with it, 50 before any data. Ties matter: discrete scores
+        (counts) tie often, and counting ties as 'at or below' would put a pattern that fills
+        5% of the traffic at the 100th percentile, i.e. alert on it forever."""
         scores = np.asarray(scores, dtype=np.float64)
         if len(self.reservoir) == 0:
             return np.full(scores.shape, 50.0)
         if self._sorted is None:
             self._sorted = np.sort(self.reservoir)
-        ranks = np.searchsorted(self._sorted, scores, side="right")
-        return 100.0 * ranks / len(self._sorted)
+        below = np.searchsorted(self._sorted, scores, side="left")
+        upto = np.searchsorted(self._sorted, scores, side="right")
+        return 100.0 * (below + upto) / (2.0 * len(self._sorted))
 
     @staticmethod
     def severity(percentiles: np.ndarray) -> list[str]:

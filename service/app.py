@@ -16,6 +16,7 @@ import gc
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,8 +30,11 @@ from service.logmining import LogMiner
 from service.metrics import Metrics
 from service.outputs import build_alerts, dead_letter_headers, score_records
 from service.scoring import Scorer
+from service.session_stage import SessionStage
+from service.sessions import SessionSpec
 from service.settings import Settings
 from service.sources import SourceConfig
+from service.views import AlertViews, traceparent
 
 log = logging.getLogger("outrider")
 
@@ -61,6 +65,25 @@ class Pipeline:
         self.decoder = Decoder(config, settings.max_message_bytes, settings.logs_topic, miner)
         if restored is None:  # make the version durable now: a redo after a crash must
             self._checkpoint()  # mint the same alert ids
+        self.sessions = (
+            SessionStage(
+                SessionSpec(
+                    key_field=settings.session_key_field,
+                    key_pattern=settings.session_key_pattern or None,
+                    idle_timeout_s=settings.session_idle_s,
+                    max_duration_s=settings.session_max_s,
+                ),
+                alert_percentile=settings.alert_percentile,
+            )
+            if settings.session_key_field
+            else None
+        )
+        self.views = AlertViews(
+            settings.alerts_topic,
+            settings.findings_topic,
+            settings.ecs_topic,
+            source=f"urn:outrider:{settings.group_id}",
+        )
         self.stopping = threading.Event()
         self.on_batch: BatchHook | None = None  # benchmarks and tests observe batches here
         self._last_checkpoint = time.monotonic()
@@ -92,7 +115,8 @@ class Pipeline:
         """One batch through the chain; offsets are committed last. False = batch redone."""
         s, m = self.settings, self.metrics
         started = time.perf_counter()
-        m.events_consumed.labels(s.events_topic).inc(len(records))
+        for topic, n in Counter(r.topic for r in records).items():
+            m.events_consumed.labels(topic).inc(n)
         m.batch_size.observe(len(records))
 
         # decode: every record becomes an event or a dead letter
@@ -103,21 +127,24 @@ class Pipeline:
         scored = self.scorer.score(events)
         m.scoring_seconds.observe(time.perf_counter() - t0)
 
-        # publish: alerts (keyed by group, so a group stays on one partition), scores, DLQ
+        # publish: alerts (keyed by group, so a group stays on one partition) and their OCSF /
+        # ECS views, scores, dead letters
         model = self.model
         alerts: list[dict] = []
         for part in scored:
             m.events_scored.labels(part.kind).inc(len(part.events))
-            for alert in build_alerts(part, model):
-                alerts.append(alert)
-                io.send(
-                    s.alerts_topic,
-                    orjson.dumps(alert),
-                    key=alert["group_id"].encode(),
-                )
+            alerts.extend(build_alerts(part, model))
             if s.scores_topic:
                 for value in score_records(part, model):
                     io.send(s.scores_topic, value)
+        if self.sessions is not None:  # sessions that closed unusual become session alerts
+            alerts.extend(self.sessions.process(events, model))
+        traces = trace_contexts(records) if alerts else {}
+        for alert in alerts:
+            o = alert["origin"]
+            trace = traces.get((o["topic"], o["partition"], o["offset"]))
+            for topic, key, value, headers in self.views.render(alert, trace):
+                io.send(topic, value, key=key, headers=headers)
         for dl in dead:
             io.send(
                 s.dead_letter_topic,
@@ -171,6 +198,17 @@ class Pipeline:
         except OSError as exc:
             self.metrics.checkpoints.labels("failed").inc()
             log.error("checkpoint to %s failed: %s", self.checkpoints, exc)
+
+
+def trace_contexts(records: list) -> dict[tuple[str, int, int], bytes]:
+    """W3C trace context of the records that carry one, by origin."""
+    out = {}
+    for r in records:
+        if r.headers:
+            trace = traceparent(r.headers)
+            if trace is not None:
+                out[(r.topic, r.partition, r.offset)] = trace
+    return out
 
 
 def tune_gc() -> None:

@@ -185,8 +185,9 @@ def ensure_topics(settings: Settings, partitions: int = 4) -> None:
         ]
         if settings.scores_topic:
             wanted.append(NewTopic(settings.scores_topic, partitions, 1))
-        if settings.logs_topic:
-            wanted.append(NewTopic(settings.logs_topic, partitions, 1))
+        for extra in (settings.logs_topic, settings.findings_topic, settings.ecs_topic):
+            if extra:
+                wanted.append(NewTopic(extra, partitions, 1))
         existing = set(admin.list_topics())
         missing = [t for t in wanted if t.name not in existing]
         if missing:

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from detectors.ape import APEDetector
 from detectors.base import Detector, EventBatch, Explanation
 from detectors.calibration import QuantileCalibrator
 from detectors.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from detectors.frequency import FrequencyDetector
+from detectors.outrider import OutriderDetector
 from service.decode import DecodedEvent
 from service.sources import SourceConfig
 
@@ -25,6 +27,8 @@ DetectorFactory = Callable[[tuple[str, ...]], Detector]
 
 DETECTOR_FACTORIES: dict[str, DetectorFactory] = {
     "frequency": lambda types: FrequencyDetector(types),
+    "outrider": lambda types: OutriderDetector(types),
+    "ape": lambda types: APEDetector(types),
 }
 
 

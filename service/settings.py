@@ -31,6 +31,11 @@ class Settings(BaseSettings):
         default="outrider.logs", description="raw log lines (template-mined); empty = off"
     )
     scores_topic: str = Field(default="", description="every event's score; empty = off")
+    findings_topic: str = Field(
+        default="outrider.findings",
+        description="OCSF 1.x Detection Findings, one per alert group; empty = off",
+    )
+    ecs_topic: str = Field(default="", description="ECS alert documents; empty = off")
     dead_letter_topic: str = "outrider.dead-letter"
     feedback_topic: str = "outrider.feedback"
     models_topic: str = "outrider.models"
@@ -51,7 +56,11 @@ class Settings(BaseSettings):
     )
 
     # -- the model ------------------------------------------------------------------------
-    detector: Literal["frequency"] = "frequency"
+    detector: Literal["frequency", "outrider", "ape"] = Field(
+        default="frequency",
+        description="frequency: per-field rarity with co-occurrence explanations (default); "
+        "outrider: rarity + optional APE + group MMR; ape: entity embeddings (Chen et al. 2016)",
+    )
     alert_percentile: float = Field(default=99.0, ge=0, le=100)
     calibration_window: int = Field(
         default=20_000, ge=100, description="reservoir of raw scores per kind for percentiles"
@@ -59,6 +68,18 @@ class Settings(BaseSettings):
     calibration_min_samples: int = Field(
         default=1000, ge=1, description="scores seen per kind before any alert is raised"
     )
+    session_key_field: str = Field(
+        default="",
+        description="session view: entity/attribute holding the session key; "
+        "empty = off (e.g. 'message' with the pattern below for HDFS blocks)",
+    )
+    session_key_pattern: str = Field(
+        default="",
+        description="regex whose matches in the key field are session keys "
+        r"(e.g. blk_-?\d+); empty = the field's whole value",
+    )
+    session_idle_s: float = Field(default=300.0, gt=0, description="event-time idle timeout")
+    session_max_s: float = Field(default=3600.0, gt=0, description="longest session")
     state_dir: Path = Field(
         default=Path("outrider-state"), description="checkpoint store and local state"
     )

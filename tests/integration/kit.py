@@ -27,6 +27,8 @@ def fresh_settings(bootstrap: str, state_dir: Path, **overrides: Any) -> Setting
         "alerts_topic": f"it-alerts-{run}",
         "scores_topic": f"it-scores-{run}",
         "logs_topic": f"it-logs-{run}",
+        "findings_topic": f"it-findings-{run}",
+        "ecs_topic": f"it-ecs-{run}",
         "dead_letter_topic": f"it-dlq-{run}",
         "feedback_topic": f"it-feedback-{run}",
         "models_topic": f"it-models-{run}",

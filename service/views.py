@@ -1,0 +1,86 @@
+"""What an alert looks like on each output topic, with Kafka conventions SIEMs expect.
+
+- the native alert (schemas.Alert) on the alerts topic;
+- an OCSF Detection Finding per group (create on the first alert, update on later ones) on the
+  findings topic, keyed by finding uid so a sink can upsert idempotently;
+- an ECS document for Elastic users on the ECS topic.
+Every record carries CloudEvents binary-mode headers (ce_id, ce_source, ce_type,
+ce_specversion, ce_time, ce_dataschema, content-type) and, when the input record carried W3C
+trace context, `ce_traceparent`, so one trace follows an event from source to finding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from service.ecs import to_ecs
+from service.ocsf import FindingBook
+
+CE_SPECVERSION = b"1.0"
+SCHEMA_BASE = "https://outrider.dev/schemas"  # the JSON Schemas are schemas/json/*.json
+
+Header = tuple[str, bytes]
+Output = tuple[str, bytes, bytes, list[Header]]  # topic, key, value, headers
+
+
+def traceparent(headers: Sequence[tuple[str, bytes]] | None) -> bytes | None:
+    """W3C trace context of an input record (plain or CloudEvents-prefixed header)."""
+    for key, value in headers or ():
+        if key in ("traceparent", "ce_traceparent") and value:
+            return value if isinstance(value, bytes) else str(value).encode()
+    return None
+
+
+def cloudevent_headers(
+    ce_id: str, ce_type: str, source: str, schema: str, trace: bytes | None
+) -> list[Header]:
+    headers = [
+        ("ce_specversion", CE_SPECVERSION),
+        ("ce_id", ce_id.encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", ce_type.encode()),
+        ("ce_time", datetime.now(UTC).isoformat().encode()),
+        ("ce_dataschema", f"{SCHEMA_BASE}/{schema}".encode()),
+        ("content-type", b"application/json"),
+    ]
+    if trace is not None:
+        headers.append(("ce_traceparent", trace))
+    return headers
+
+
+class AlertViews:
+    """Renders one alert onto every configured output topic."""
+
+    def __init__(self, alerts_topic: str, findings_topic: str, ecs_topic: str, source: str) -> None:
+        self.alerts_topic = alerts_topic
+        self.findings_topic = findings_topic
+        self.ecs_topic = ecs_topic
+        self.source = source
+        self.findings = FindingBook() if findings_topic else None
+
+    def render(self, alert: dict[str, Any], trace: bytes | None = None) -> Iterator[Output]:
+        key = alert["group_id"].encode()
+        aid = alert["alert_id"]
+        yield (
+            self.alerts_topic, key, orjson.dumps(alert),
+            cloudevent_headers(aid, "dev.outrider.alert.v1", self.source,
+                               "alert.schema.json", trace),
+        )  # fmt: skip
+        if self.findings is not None:
+            finding = self.findings.on_alert(alert)
+            uid = finding["finding_info"]["uid"]
+            yield (
+                self.findings_topic, uid.encode(), orjson.dumps(finding),
+                cloudevent_headers(f"{uid}:{aid}", "dev.outrider.finding.ocsf.v1",
+                                   self.source, "ocsf/1.x/detection_finding", trace),
+            )  # fmt: skip
+        if self.ecs_topic:
+            yield (
+                self.ecs_topic, key, orjson.dumps(to_ecs(alert)),
+                cloudevent_headers(aid, "dev.outrider.alert.ecs.v1", self.source,
+                                   "ecs/8.17", trace),
+            )  # fmt: skip

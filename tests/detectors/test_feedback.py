@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detectors.base import EventBatch
+from detectors.feedback import FeedbackDetector, family, select_queries
+from detectors.outrider import OutriderDetector
+from tests.detectors.conftest import TYPES
+
+
+def _fitted(train: EventBatch, **kw: object) -> FeedbackDetector:
+    det = FeedbackDetector(TYPES, **kw)
+    det.learn_many(train)
+    return det
+
+
+def _one(row: tuple[str, ...], t: float = 0.0) -> EventBatch:
+    return EventBatch(TYPES, [row], np.array([t]))
+
+
+def test_no_labels_is_the_base_ranking_and_finite(train: EventBatch, test_batch) -> None:
+    det = _fitted(train)
+    det.learn_labels(EventBatch(TYPES, []), np.zeros(0))
+    s = det.score_many(test_batch)
+    assert np.isfinite(s).all() and not det.adjustment(test_batch).any()
+    base = det.base.score_many(test_batch)
+    assert np.array_equal(np.argsort(s, kind="stable"), np.argsort(base, kind="stable"))
+
+
+def test_benign_verdict_sinks_look_alike_on_another_host(train: EventBatch) -> None:
+    det = _fitted(train)
+    fp = ("user_tail1", "host_1", "process_tail3", "port_1")
+    alike = ("user_tail1", "host_3", "process_tail3", "port_3")  # same pattern, other host
+    other = ("user_tail7", "host_2", "process_tail9", "port_2")  # as rare, unrelated
+    probe = EventBatch(TYPES, [alike, other])
+    before = det.score_many(probe)
+    det.learn_labels(_one(fp), [0])
+    change = det.score_many(probe) - before
+    assert change[0] < -0.1 and change[0] < change[1] - 0.1, change
+
+
+def test_malicious_verdict_lifts_similar_unseen_group(train: EventBatch) -> None:
+    det = _fitted(train, lift_weight=1.0)
+    bad = ("user_tail5", "host_4", "process_tail8", "port_4")
+    alike = ("user_tail5", "host_0", "process_tail8", "port_0")
+    other = ("user_tail6", "host_2", "process_tail2", "port_2")
+    probe = EventBatch(TYPES, [alike, other])
+    before = det.score_many(probe)
+    det.learn_labels(_one(bad), [1])
+    change = det.score_many(probe) - before
+    assert change[0] > 0.1 and change[0] > change[1] + 0.1, change
+
+
+def test_time_term_lifts_events_near_a_malicious_one_elsewhere(train: EventBatch) -> None:
+    det = _fitted(train, time_weight=1.0, time_other_than="host")
+    det.learn_labels(_one(("user_0", "host_0", "process_0", "port_0"), 1000.0), [1])
+    rows = [("user_1", "host_1", "process_1", "port_1")] * 2 + [
+        ("user_0", "host_0", "process_0", "port_1")
+    ]
+    t = det.time_term(np.array([1010.0, 90_000.0, 1010.0]), rows)
+    assert t[0] > 0.9 and t[1] < 1e-6 and t[2] == 0.0  # same host: not evidence from elsewhere
+
+
+def test_verdicts_cancel_on_shared_tokens(train: EventBatch) -> None:
+    det = _fitted(train, lift_weight=1.0)
+    det.learn_labels(EventBatch(TYPES, [("u_a", "h_a", "p_x", "port_x"),
+                                        ("u_b", "h_b", "p_x", "port_x")]), [1, 0])  # fmt: skip
+    w = det._token_weights()
+    assert w["2=p_x"] == 0.0 and w["0=u_a"] > 0 > w["0=u_b"]
+
+
+def test_state_round_trip_identical_scores(train: EventBatch, test_batch) -> None:
+    det = _fitted(train, time_weight=0.5, time_other_than="host", family_types=("process",))
+    det.learn_labels(EventBatch(TYPES, train.rows[:4], np.arange(4.0)), [1, 0, 0, 1])
+    back = FeedbackDetector.from_state(*det.state_dict())
+    np.testing.assert_array_equal(back.score_many(test_batch), det.score_many(test_batch))
+    assert back.rank(test_batch).order.tolist() == det.rank(test_batch).order.tolist()
+
+
+def test_bad_labels_refused(train: EventBatch) -> None:
+    det = _fitted(train)
+    with pytest.raises(ValueError):
+        det.learn_labels(_one(train.rows[0]), [2])
+    with pytest.raises(ValueError):
+        det.learn_labels(_one(train.rows[0]), [1, 0])
+    with pytest.raises(ValueError):
+        FeedbackDetector(TYPES, base="nope")
+
+
+def test_rank_leaves_out_shown_groups(train: EventBatch, test_batch) -> None:
+    det = _fitted(train)
+    first = det.rank(test_batch)
+    shown = first.order[:3].tolist()
+    again = det.rank(test_batch, shown=shown)
+    assert set(again.order.tolist()) == set(first.order.tolist()) - set(shown)
+
+
+def test_family_and_outrider_similarity_key() -> None:
+    assert family("W-Acc-400") == "W-Acc" and family("plain") == "plain"
+    det = OutriderDetector(TYPES, mmr_types=("host",), family_types=("port",))
+    assert det.similarity_key(("u", "h", "p", "port-22")) == ("h", "port")
+    with pytest.raises(ValueError):
+        OutriderDetector(TYPES, mmr_types=("nope",))
+
+
+def test_select_queries_near_threshold_diverse_deterministic() -> None:
+    keys = [("a", "h1"), ("a", "h1"), ("b", "h2"), ("c", "h3"), ("a", "h1"), ("z", "h9")]
+    scores = np.array([5.0, 5.1, 4.9, 1.0, 9.0, 5.05])
+    q = select_queries(keys, scores, k=2, threshold=5.0, exclude=[4], pool=2)
+    assert q == select_queries(keys, scores, k=2, threshold=5.0, exclude=[4], pool=2)
+    assert q[0] == 0 and 4 not in q and 3 not in q  # nearest first; far from threshold out
+    assert keys[q[1]] != keys[q[0]]  # the twin of the first pick (group 1) is passed over
+    assert select_queries(keys, scores, k=0) == [] and select_queries([], np.zeros(0)) == []
