@@ -132,3 +132,9 @@ def latest_checkpoint(store: str | Path) -> Path | None:
         return None
     done = [p for p in store.iterdir() if not p.name.startswith(".") and (p / MANIFEST).exists()]
     return max(done, key=lambda p: (p / MANIFEST).stat().st_mtime_ns, default=None)
+
+
+def checkpoint_digest(path: str | Path) -> str:
+    """The SHA-256 of a checkpoint's tensor file, as its manifest records it."""
+    manifest = json.loads((Path(path) / MANIFEST).read_bytes())
+    return str(manifest["sha256"][TENSORS])

@@ -60,6 +60,8 @@ class Alert(OutputModel):
     schema_version: Literal["1.0"] = SCHEMA_VERSION
     alert_id: str
     group_id: str = Field(description="same anomalous entity pattern -> same group")
+    group_rank: int = Field(default=0, ge=0, description="the group's rank now; 0 = unranked")
+    group_count: int = Field(default=1, ge=1, description="alerts the group has folded")
     kind: str
     event_time: float
     detected_at: float

@@ -20,6 +20,8 @@ class DeadLetterReason(StrEnum):
     invalid_event = "invalid_event"  #: wrong types, missing fields, bounds exceeded
     unknown_kind = "unknown_kind"  #: event kind not configured / no source mapping matched
     missing_entity = "missing_entity"  #: an entity type the kind requires is absent
+    invalid_verdict = "invalid_verdict"  #: a feedback record no verdict vocabulary reads
+    unknown_target = "unknown_target"  #: a verdict for an alert or group id nobody knows
     scoring_error = "scoring_error"  #: the detector failed on this record (a bug: report it)
 
 

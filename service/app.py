@@ -23,8 +23,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from schemas import ModelRef
+from detectors.checkpoint import checkpoint_digest
+from schemas import DeadLetter, ModelAnnouncement, ModelRef
+from service.analyst_loop import AnalystLoop
 from service.decode import Decoder
+from service.feedback_intake import FeedbackIntake
+from service.groups import GroupBook, digest
 from service.kafka_io import KafkaIO, PublishError, ensure_topics
 from service.logmining import LogMiner
 from service.metrics import Metrics
@@ -34,6 +38,8 @@ from service.session_stage import SessionStage
 from service.sessions import SessionSpec
 from service.settings import Settings
 from service.sources import SourceConfig
+from service.triage import TriageServer
+from service.triage_wiring import TriageSnapshot, start_triage
 from service.views import AlertViews, traceparent
 
 log = logging.getLogger("outrider")
@@ -54,6 +60,7 @@ class Pipeline:
             alert_percentile=settings.alert_percentile,
             calibration_window=settings.calibration_window,
             calibration_min_samples=settings.calibration_min_samples,
+            feedback_weight=settings.feedback_weight,
         )
         self.checkpoints = Path(settings.state_dir) / "checkpoints"
         restored = self.scorer.restore(self.checkpoints)
@@ -63,6 +70,13 @@ class Pipeline:
             if "log_miner" in restored:
                 miner = LogMiner.from_state(restored["log_miner"])
         self.decoder = Decoder(config, settings.max_message_bytes, settings.logs_topic, miner)
+        self.groups = (
+            GroupBook.from_state(restored["groups"])
+            if restored is not None and "groups" in restored
+            else GroupBook()
+        )
+        self.loop: AnalystLoop | None = None  # verdicts in; started with the Kafka clients
+        self._feedback_applied: dict[str, int] = (restored or {}).get("feedback_applied", {})
         if restored is None:  # make the version durable now: a redo after a crash must
             self._checkpoint()  # mint the same alert ids
         self.sessions = (
@@ -84,6 +98,9 @@ class Pipeline:
             settings.ecs_topic,
             source=f"urn:outrider:{settings.group_id}",
         )
+        self.snapshot = TriageSnapshot()
+        self.triage: TriageServer | None = None
+        self._last_refresh = self._last_digest = 0.0
         self.stopping = threading.Event()
         self.on_batch: BatchHook | None = None  # benchmarks and tests observe batches here
         self._last_checkpoint = time.monotonic()
@@ -98,18 +115,65 @@ class Pipeline:
         ensure_topics(s)
         io = KafkaIO(s)
         tune_gc()
+        intake = FeedbackIntake(s, self._feedback_applied) if s.feedback_topic else None
+        if intake is not None:
+            self.loop = AnalystLoop(intake, self.scorer, self.groups, m)
         m.model_info.info({"name": self.model.name, "version": self.model.version})
         log.info("scoring %s -> %s as group %s", s.events_topic, s.alerts_topic, s.group_id)
+        self.triage = start_triage(s, self.groups, self.snapshot, lambda: self.model.version)
         last: list = []
         try:
             while not self.stopping.is_set():
                 records = io.poll_batch(s.batch_max_events, s.batch_max_wait_ms / 1000)
                 if records and self.process(io, records):
                     last = records
-                self._maybe_checkpoint()
+                self.between_batches(io)
         finally:
             self._checkpoint()
+            if self.triage is not None:
+                self.triage.stop()
+            if intake is not None:
+                intake.close()
             io.close(last_batch=last)  # a synchronous final commit
+
+    def between_batches(self, io: KafkaIO) -> None:
+        """Verdicts, the triage page's rows, the digest, the periodic checkpoint."""
+        s, now = self.settings, time.monotonic()
+        if self.loop is not None:
+            self.learn_from_analysts(io)
+        if now - self._last_refresh >= 1.0:
+            self._last_refresh = now
+            self.snapshot.refresh(self.groups, s.alert_percentile)
+        if s.digest_topic and self.groups.groups and now - self._last_digest >= s.digest_interval_s:
+            self._last_digest = now
+            record = digest(self.groups, self.model.model_dump(), s.alert_percentile)
+            io.send(s.digest_topic, orjson.dumps(record), key=b"digest")
+        if now - self._last_checkpoint >= s.checkpoint_interval_s:
+            self._checkpoint()
+
+    def learn_from_analysts(self, io: KafkaIO) -> None:
+        """Between batches: apply new verdicts; a changed model is checkpointed and announced
+        on the models topic (compacted, keyed by model name) before the next batch."""
+        assert self.loop is not None
+        changed, dead = self.loop.apply()
+        self._send_dead_letters(io, dead)
+        if changed:
+            path = self._checkpoint()
+            if path is not None:
+                announcement = ModelAnnouncement(
+                    model_name=self.model.name, version=self.model.version, path=str(path),
+                    sha256=checkpoint_digest(path), created_at=time.time(),
+                )  # fmt: skip
+                io.send(self.settings.models_topic, orjson.dumps(announcement.model_dump()),
+                        key=self.model.name.encode())  # fmt: skip
+            self.metrics.model_info.info({"name": self.model.name, "version": self.model.version})
+        if dead or changed:
+            try:
+                io.flush_or_raise()
+            except PublishError as exc:
+                log.error("verdict outputs not acknowledged: %s", exc)
+        for dl in dead:
+            self.metrics.dead_letters.labels(dl.reason.value).inc()
 
     def process(self, io: KafkaIO, records: list) -> bool:
         """One batch through the chain; offsets are committed last. False = batch redone."""
@@ -139,18 +203,17 @@ class Pipeline:
                     io.send(s.scores_topic, value)
         if self.sessions is not None:  # sessions that closed unusual become session alerts
             alerts.extend(self.sessions.process(events, model))
+        for alert in alerts:  # fold into groups, then stamp each with its group's rank now
+            self.groups.add(alert)
+        for alert in alerts:
+            alert["group_rank"] = self.groups.rank_of(alert["group_id"])
         traces = trace_contexts(records) if alerts else {}
         for alert in alerts:
             o = alert["origin"]
             trace = traces.get((o["topic"], o["partition"], o["offset"]))
             for topic, key, value, headers in self.views.render(alert, trace):
                 io.send(topic, value, key=key, headers=headers)
-        for dl in dead:
-            io.send(
-                s.dead_letter_topic,
-                orjson.dumps(dl.model_dump(mode="json")),
-                headers=dead_letter_headers(dl),
-            )
+        self._send_dead_letters(io, dead)
 
         # commit: only once the broker acknowledged every output of the batch
         try:
@@ -181,23 +244,33 @@ class Pipeline:
             self.on_batch(records, alerts)
         return True
 
+    def _send_dead_letters(self, io: KafkaIO, dead: list[DeadLetter]) -> None:
+        for dl in dead:
+            io.send(
+                self.settings.dead_letter_topic,
+                orjson.dumps(dl.model_dump(mode="json")),
+                headers=dead_letter_headers(dl),
+            )
+
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand and exit (safe from a signal handler)."""
         self.stopping.set()
 
-    def _maybe_checkpoint(self) -> None:
-        if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
-            self._checkpoint()
-
-    def _checkpoint(self) -> None:
+    def _checkpoint(self) -> Path | None:
         self._last_checkpoint = time.monotonic()
-        extra = {"log_miner": self.decoder.miner.state()} if self.decoder.miner else None
+        extra: dict = {"groups": self.groups.state()}
+        if self.loop is not None:
+            extra["feedback_applied"] = {str(p): o for p, o in self.loop.intake.applied.items()}
+        if self.decoder.miner is not None:
+            extra["log_miner"] = self.decoder.miner.state()
         try:
-            self.scorer.save(self.checkpoints, extra=extra)
+            path = self.scorer.save(self.checkpoints, extra=extra)
             self.metrics.checkpoints.labels("ok").inc()
+            return path
         except OSError as exc:
             self.metrics.checkpoints.labels("failed").inc()
             log.error("checkpoint to %s failed: %s", self.checkpoints, exc)
+            return None
 
 
 def trace_contexts(records: list) -> dict[tuple[str, int, int], bytes]:

@@ -121,6 +121,32 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label(args: argparse.Namespace) -> int:
+    from service.labels import label_command
+
+    settings = settings_from(args)
+    if not settings.kafka_bootstrap:
+        print(
+            "outrider label needs --kafka-bootstrap (or OUTRIDER_KAFKA_BOOTSTRAP)", file=sys.stderr
+        )
+        return 2
+    verdict = args.verdict or ("malicious" if args.malicious else "benign")
+    try:
+        fb = label_command(
+            settings.kafka_client_config(),
+            settings.feedback_topic,
+            args.target,
+            verdict,
+            args.note,
+            args.analyst,
+        )
+    except ValueError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    print(f"{fb.verdict.value} on {fb.target_id} -> {settings.feedback_topic}")
+    return 0
+
+
 def default_dataset() -> Path | None:
     """The shared AIT sample the demo replays, if this checkout sits beside shared/."""
     env = os.environ.get("OUTRIDER_DATA")
@@ -178,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_settings_flags(demo)
     demo.set_defaults(func=cmd_demo)
+
+    label = sub.add_parser("label", help="send a verdict on an alert or group id")
+    label.add_argument("target", help="alert id or group id")
+    which = label.add_mutually_exclusive_group(required=True)
+    which.add_argument("--malicious", action="store_true", help="true_positive")
+    which.add_argument("--benign", action="store_true", help="benign_positive")
+    which.add_argument("--verdict", help="any verdict of the vocabulary, e.g. false_positive")
+    label.add_argument("--note", default="", help="the analyst's comment")
+    label.add_argument("--analyst", default=os.environ.get("USER", "analyst"))
+    _add_settings_flags(label)
+    label.set_defaults(func=cmd_label)
 
     alerts = sub.add_parser("alerts", help="print the top alert groups from the alerts topic")
     alerts.add_argument("--top", type=int, default=10)

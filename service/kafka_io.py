@@ -185,7 +185,9 @@ def ensure_topics(settings: Settings, partitions: int = 4) -> None:
         ]
         if settings.scores_topic:
             wanted.append(NewTopic(settings.scores_topic, partitions, 1))
-        for extra in (settings.logs_topic, settings.findings_topic, settings.ecs_topic):
+        extras = (settings.logs_topic, settings.findings_topic, settings.ecs_topic,
+                  settings.digest_topic)  # fmt: skip
+        for extra in extras:
             if extra:
                 wanted.append(NewTopic(extra, partitions, 1))
         existing = set(admin.list_topics())

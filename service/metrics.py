@@ -97,6 +97,22 @@ class Metrics:
         )
         # Which model scores now; changes on every hot swap.
         self.model_info = Info("outrider_model", "The model that scores events.", registry=r)
+        # Analyst verdicts by verdict; none for days = the loop is not used (check the page).
+        self.verdicts = Counter(
+            "outrider_verdicts_total", "Analyst verdicts received.", ["verdict"], registry=r
+        )
+        # Fine-tunes from verdicts; each starts a model generation (see outrider_model_info).
+        self.fine_tunes = Counter(
+            "outrider_fine_tunes_total",
+            "Model generations started by analyst verdicts.",
+            registry=r,
+        )
+        # False-positive verdicts: the detector's mistakes; rising = retune the threshold.
+        self.detector_mistakes = Counter(
+            "outrider_detector_mistakes_total",
+            "Verdicts calling an alert a false positive.",
+            registry=r,
+        )
         # Checkpoints written by outcome; failures = the checkpoint store is full or unwritable.
         self.checkpoints = Counter(
             "outrider_checkpoints_total", "Model checkpoints written.", ["outcome"], registry=r

@@ -62,6 +62,8 @@ def build_alerts(scored: ScoredKind, model: ModelRef) -> Iterator[dict[str, Any]
             "schema_version": SCHEMA_VERSION,
             "alert_id": alert_id(rec.topic, rec.partition, rec.offset, model.version),
             "group_id": group_id(scored.kind, entities),
+            "group_rank": 0,  # set by the group book
+            "group_count": 1,
             "kind": scored.kind,
             "event_time": ev.event.time,
             "detected_at": now,

@@ -18,10 +18,14 @@ from detectors.ape import APEDetector
 from detectors.base import Detector, EventBatch, Explanation
 from detectors.calibration import QuantileCalibrator
 from detectors.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from detectors.feedback import _SEP as FEEDBACK_SEP
+from detectors.feedback import FeedbackDetector
 from detectors.frequency import FrequencyDetector
 from detectors.outrider import OutriderDetector
 from service.decode import DecodedEvent
 from service.sources import SourceConfig
+
+FEEDBACK_KEY = "~feedback~"  # checkpoint key prefix: '~' is never part of a kind name
 
 DetectorFactory = Callable[[tuple[str, ...]], Detector]
 
@@ -57,6 +61,7 @@ class Scorer:
         alert_percentile: float = 99.0,
         calibration_window: int = 50_000,
         calibration_min_samples: int = 1000,
+        feedback_weight: float = 1.0,
     ) -> None:
         self.config = config
         self.detector_name = detector
@@ -64,15 +69,27 @@ class Scorer:
         self.alert_percentile = alert_percentile
         self.calibration_window = calibration_window
         self.calibration_min_samples = calibration_min_samples
+        self.feedback_weight = feedback_weight
         self.detectors: dict[str, Detector] = {}
         self.calibrators: dict[str, QuantileCalibrator] = {}
-        self.version = f"{detector}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        # what analysts' verdicts taught, per kind (detectors/feedback.py: pattern tokens
+        # weighted by their log-odds among verdicts and their specificity)
+        self.feedback: dict[str, FeedbackDetector] = {}
+        self.lineage = f"{detector}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        self.generation = 0  # bumped by every fine-tune from verdicts
+
+    @property
+    def version(self) -> str:
+        """The model version on every alert: lineage (detector + birth) and generation."""
+        return f"{self.lineage}.{self.generation}"
 
     def _for_kind(self, kind: str) -> tuple[Detector, QuantileCalibrator]:
         det = self.detectors.get(kind)
         if det is None:
             det = self.detectors[kind] = self.factory(self.config.kinds[kind].entities)
             self.calibrators[kind] = self._new_calibrator()
+        if kind not in self.feedback:
+            self.feedback[kind] = FeedbackDetector(det.entity_types, base="frequency")
         return det, self.calibrators[kind]
 
     def _new_calibrator(self) -> QuantileCalibrator:
@@ -92,6 +109,10 @@ class Scorer:
                 np.fromiter((e.event.time for e in evs), np.float64, len(evs)),
             )
             scores = det.score_many(batch)
+            fb = self.feedback[kind]
+            fb.observe_patterns(dict.fromkeys(batch.rows))  # pattern specificity, cheap
+            if fb.labeled_:
+                scores = scores + self.feedback_weight * fb.pattern_term(batch.rows)
             if cal.seen >= self.calibration_min_samples:
                 pct = cal.percentile(scores)
             else:  # too few scores for a percentile to mean anything: no alerts yet
@@ -106,7 +127,12 @@ class Scorer:
                 explanations = dict(zip(flagged.tolist(), det.explain_many(sub), strict=True))
             if det.events_seen_ > 0:  # an empty model's scores would skew calibration
                 cal.update(scores)
-            keep = np.flatnonzero(~alerted)
+            learnable = ~alerted
+            if fb.labeled_ and alerted.any():  # flagged, but an analyst called it benign
+                for i in flagged:
+                    if fb.labeled_.get(FEEDBACK_SEP.join(batch.rows[i])) == 0:
+                        learnable[i] = True
+            keep = np.flatnonzero(learnable)
             if len(keep) == len(evs):
                 det.learn_many(batch)
             elif len(keep):
@@ -116,6 +142,32 @@ class Scorer:
             out.append(ScoredKind(kind, evs, scores, pct, alerted, explanations))
         return out
 
+    def peek(self, kind: str, rows: list[tuple[str, ...]]) -> np.ndarray:
+        """Scores the model would give `rows` now, learning nothing (what-if queries)."""
+        det, _ = self._for_kind(kind)
+        scores = det.score_many(EventBatch(det.entity_types, rows))
+        fb = self.feedback[kind]
+        if fb.labeled_:
+            scores = scores + self.feedback_weight * fb.pattern_term(rows)
+        return scores
+
+    def learn_verdicts(self, kind: str, rows: list[tuple[str, ...]], labels: list[int]) -> None:
+        """Fine-tune from analyst verdicts (1 = malicious, 0 = benign) and start a new model
+        generation, so every later alert names the model that knew these verdicts."""
+        det, _ = self._for_kind(kind)
+        batch = EventBatch(det.entity_types, rows)
+        self.feedback[kind].learn_labels(batch, np.asarray(labels))
+        self.generation += 1
+
+    def retract(self, kind: str, row: tuple[str, ...]) -> bool:
+        """Forget the verdict on one pattern (an analyst's undo); True if there was one."""
+        fb = self.feedback.get(kind)
+        if fb is None or fb.labeled_.pop(FEEDBACK_SEP.join(row), None) is None:
+            return False
+        fb._weights = None  # recomputed from the remaining verdicts
+        self.generation += 1
+        return True
+
     # -- state ----------------------------------------------------------------------------
     def save(self, store: Path, extra: dict | None = None) -> Path:
         """Checkpoint detectors and calibrators under this scorer's version; `extra` is more
@@ -124,11 +176,19 @@ class Scorer:
         for kind, cal in self.calibrators.items():
             arrays, cal_meta[kind] = cal.state()
             aux.update({f"calibration/{kind}/{k}": v for k, v in arrays.items()})
+        detectors = dict(self.detectors)
+        detectors.update({FEEDBACK_KEY + k: fb for k, fb in self.feedback.items()})
         return save_checkpoint(
             store,
             self.version,
-            self.detectors,
-            extra={**(extra or {}), "detector": self.detector_name, "calibrators": cal_meta},
+            detectors,
+            extra={
+                **(extra or {}),
+                "detector": self.detector_name,
+                "lineage": self.lineage,
+                "generation": self.generation,
+                "calibrators": cal_meta,
+            },
             aux=aux,
         )
 
@@ -141,8 +201,14 @@ class Scorer:
         version, detectors, extra = load_checkpoint(path)
         if extra.get("detector") != self.detector_name:
             return None
-        self.version = version
-        self.detectors = detectors
+        self.lineage = extra.get("lineage", version)
+        self.generation = int(extra.get("generation", 0))
+        self.feedback = {
+            k[len(FEEDBACK_KEY) :]: d  # type: ignore[misc]
+            for k, d in detectors.items()
+            if k.startswith(FEEDBACK_KEY)
+        }
+        self.detectors = {k: d for k, d in detectors.items() if not k.startswith(FEEDBACK_KEY)}
         aux = extra["_aux"]
         self.calibrators = {
             kind: QuantileCalibrator.from_state(

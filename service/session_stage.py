@@ -70,6 +70,8 @@ class SessionStage:
             "alert_id": hashlib.sha256(ident.encode()).hexdigest()[:32],
             "group_id": hashlib.sha256(f"{SESSION_KIND}\x1e{top[0][0] if top else ''}".encode())
             .hexdigest()[:24],
+            "group_rank": 0,  # set by the group book
+            "group_count": 1,
             "kind": SESSION_KIND,
             "event_time": s.end,
             "detected_at": time.time(),

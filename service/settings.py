@@ -85,6 +85,22 @@ class Settings(BaseSettings):
     )
     checkpoint_interval_s: float = Field(default=60.0, gt=0)
 
+    # -- analysts -------------------------------------------------------------------------
+    digest_topic: str = Field(
+        default="outrider.digest", description="periodic top groups + ask-about; empty = off"
+    )
+    digest_interval_s: float = Field(default=30.0, gt=0)
+    feedback_weight: float = Field(
+        default=1.0, ge=0, description="how strongly verdicts move look-alikes' scores"
+    )
+    triage_host: str = Field(default="127.0.0.1", description="triage page; loopback default")
+    triage_port: int = Field(default=8765, ge=-1, le=65535, description="-1 = off, 0 = any")
+    triage_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token of the triage page and label API; unset = "
+        "generated at start and written to <state_dir>/triage-token (0600)",
+    )
+
     # -- operations -----------------------------------------------------------------------
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 = any free port")

@@ -29,6 +29,8 @@ def fresh_settings(bootstrap: str, state_dir: Path, **overrides: Any) -> Setting
         "logs_topic": f"it-logs-{run}",
         "findings_topic": f"it-findings-{run}",
         "ecs_topic": f"it-ecs-{run}",
+        "digest_topic": f"it-digest-{run}",
+        "triage_port": -1,
         "dead_letter_topic": f"it-dlq-{run}",
         "feedback_topic": f"it-feedback-{run}",
         "models_topic": f"it-models-{run}",

@@ -1,0 +1,175 @@
+"""Alert groups: one row per anomalous pattern, ranked, so an analyst reads distinct threats.
+
+Every alert still goes to the alerts topic (nothing is dropped by grouping); the group book
+folds them: the alert carries its group's rank and how many alerts the group has folded, the
+digest and the triage page list groups, and a verdict on a group or on any of its alert ids
+resolves here to the pattern the model should learn from.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detectors.feedback import select_queries
+from service.triage import group_row
+
+_SEVERITY_RANK = {"critical": 3, "high": 2, "medium": 1, "low": 0}
+
+
+@dataclass
+class GroupState:
+    group_id: str
+    kind: str
+    entities: dict[str, str]
+    top_score: float
+    percentile: float
+    severity: str
+    first_seen: float
+    last_seen: float
+    count: int = 0
+    why: str = ""
+    last_alert_id: str = ""
+    verdict: str | None = None
+    alert_ids: list[str] = field(default_factory=list)  # the newest few, for the page
+
+
+class GroupBook:
+    """Groups by id (bounded: the least recently alerted are forgotten first) and the map
+    from alert id to group id (bounded too)."""
+
+    def __init__(self, max_groups: int = 50_000, max_alert_ids: int = 500_000) -> None:
+        self.max_groups = max_groups
+        self.max_alert_ids = max_alert_ids
+        self.groups: OrderedDict[str, GroupState] = OrderedDict()
+        self.group_of_alert: OrderedDict[str, str] = OrderedDict()
+        self._ranks: dict[str, int] = {}
+        self._dirty = False
+
+    def add(self, alert: dict[str, Any]) -> GroupState:
+        """Fold one alert; annotates the alert dict with `group_count` (a redelivered alert
+        id is not counted twice)."""
+        gid, aid = alert["group_id"], alert["alert_id"]
+        g = self.groups.get(gid)
+        if g is None:
+            g = self.groups[gid] = GroupState(
+                gid, alert["kind"], dict(alert["entities"]), alert["score"],
+                alert["percentile"], alert["severity"], alert["event_time"],
+                alert["event_time"],
+            )  # fmt: skip
+            while len(self.groups) > self.max_groups:
+                self.groups.popitem(last=False)
+        else:
+            self.groups.move_to_end(gid)
+        if aid not in self.group_of_alert:
+            g.count += 1
+            g.alert_ids = [*g.alert_ids[-9:], aid]
+            self.group_of_alert[aid] = gid
+            while len(self.group_of_alert) > self.max_alert_ids:
+                self.group_of_alert.popitem(last=False)
+        g.first_seen = min(g.first_seen, alert["event_time"])
+        g.last_seen = max(g.last_seen, alert["event_time"])
+        g.last_alert_id = aid
+        if alert["score"] >= g.top_score or not g.why:
+            g.top_score = max(g.top_score, alert["score"])
+            g.percentile = max(g.percentile, alert["percentile"])
+            g.why = _why(alert)
+        if _SEVERITY_RANK[alert["severity"]] > _SEVERITY_RANK[g.severity]:
+            g.severity = alert["severity"]
+        alert["group_count"] = g.count
+        self._dirty = True
+        return g
+
+    def state(self, max_groups: int = 10_000, max_alert_ids: int = 50_000) -> dict[str, Any]:
+        """The most recent groups and alert ids as JSON, saved with the model: a verdict on a
+        group seen before a restart must still resolve after it."""
+        groups = list(self.groups.values())[-max_groups:]
+        alert_ids = list(self.group_of_alert.items())[-max_alert_ids:]
+        return {
+            "format": "outrider.groups/1",
+            "groups": [{**vars(g)} for g in groups],
+            "alert_ids": alert_ids,
+        }
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> GroupBook:
+        if d.get("format") != "outrider.groups/1":
+            raise ValueError(f"not a group book state: {d.get('format')!r}")
+        book = cls()
+        for g in d["groups"]:
+            book.groups[g["group_id"]] = GroupState(**g)
+        book.group_of_alert.update((a, gid) for a, gid in d["alert_ids"])
+        book._dirty = True
+        return book
+
+    def resolve(self, target_id: str) -> GroupState | None:
+        """The group a verdict names, by group id or by any of its alert ids."""
+        gid = self.group_of_alert.get(target_id, target_id)
+        return self.groups.get(gid)
+
+    def knows(self, target_id: str) -> bool:
+        return self.resolve(target_id) is not None
+
+    def ranked(self) -> list[GroupState]:
+        """Groups most anomalous first; groups an analyst called benign sink to the end."""
+        return sorted(
+            self.groups.values(),
+            key=lambda g: (g.verdict in ("benign_positive", "false_positive"), -g.top_score,
+                           -g.count, g.group_id),
+        )  # fmt: skip
+
+    def rank_of(self, group_id: str) -> int:
+        if self._dirty:
+            self._ranks = {g.group_id: i for i, g in enumerate(self.ranked(), 1)}
+            self._dirty = False
+        return self._ranks.get(group_id, 0)
+
+    def mark(self, target_id: str, verdict: str) -> GroupState | None:
+        g = self.resolve(target_id)
+        if g is not None:
+            g.verdict = None if verdict == "undetermined" else verdict
+            self._dirty = True
+        return g
+
+
+def _why(alert: dict[str, Any]) -> str:
+    pairs = "; ".join(
+        f"{p['type_a']}={p['value_a']} with {p['type_b']}={p['value_b']}"
+        for p in alert.get("explanation", [])[:2]
+    )
+    rarest = min(alert.get("rarity", []), key=lambda r: r["count"], default=None)
+    if rarest is not None:
+        pairs += (
+            f"{'; ' if pairs else ''}rarest: {rarest['type']}={rarest['value']} "
+            f"seen {rarest['count']:.0f}x"
+        )
+    return pairs
+
+
+def ask_flags(ranked: list[GroupState], threshold: float, top: int = 10, k: int = 3) -> set[str]:
+    """Groups besides the top-ranked ones (an analyst reads those anyway) whose verdict would
+    teach the model most: percentile near the alert threshold, patterns unlike each other
+    (detectors.feedback.select_queries)."""
+    pool = [g for g in ranked[top:] if g.verdict is None]
+    if not pool:
+        return set()
+    width = max(len(g.entities) for g in pool)
+    keys = [(g.kind, *g.entities.values(), *[""] * (width - len(g.entities))) for g in pool]
+    scores = np.array([g.percentile for g in pool])
+    return {pool[i].group_id for i in select_queries(keys, scores, k=k, threshold=threshold)}
+
+
+def digest(
+    book: GroupBook, model: dict[str, str], threshold: float, top: int = 20
+) -> dict[str, Any]:
+    """The periodic digest record: the top groups, then the ones the model asks about."""
+    ranked = book.ranked()
+    ask = ask_flags(ranked, threshold)
+    rows = [group_row(g, g.verdict, g.group_id in ask) for g in ranked[:top]]
+    rows += [group_row(g, g.verdict, True) for g in ranked[top:] if g.group_id in ask]
+    return {"type": "digest", "time": time.time(), "model": model,
+            "groups": len(book.groups), "top": rows}  # fmt: skip

@@ -1,0 +1,109 @@
+"""The analyst loop through the real broker: a benign verdict on the top benign group of an
+AIT scenario fine-tunes the model; a look-alike (same alert type, another host) then scores
+lower, every later alert names the new model version, the version is announced, and after a
+restart the label store and the model come back."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+
+from service.app import Pipeline
+from service.labels import label_command
+from service.replay import encode_record, read_records
+from tests.integration.kit import (
+    committed_total,
+    consume_all,
+    fresh_settings,
+    produce,
+    running,
+    wait_until,
+)
+
+
+def test_benign_verdict_sinks_a_look_alike_and_advances_the_model(
+    kafka_bootstrap: str, datasets: Path, tmp_path: Path
+) -> None:
+    rows = read_records(datasets / "ait-ads" / "russellmitchell_alerts.csv.gz")
+    first, later = rows[:25_000], rows[25_000:30_000]
+    s = fresh_settings(kafka_bootstrap, tmp_path, batch_max_events=1000)
+    produce(kafka_bootstrap, s.events_topic, [encode_record(r) for r in first])
+    with running(s) as pipeline:
+        assert wait_until(
+            lambda: committed_total(kafka_bootstrap, s.group_id, s.events_topic) == len(first), 240
+        )
+        book = pipeline.groups
+    version_before = pipeline.model.version
+
+    # the analyst's pick: the top-ranked group whose alerts the attack did not cause, which
+    # has a look-alike (same alert name and code) on another host
+    labels: dict[str, set[str]] = defaultdict(set)
+    for rec in consume_all(kafka_bootstrap, s.alerts_topic, 1, timeout_s=30):
+        a = orjson.loads(rec.value)
+        labels[a["group_id"]].add(a["attributes"].get("event_label", "-"))
+    ranked = book.ranked()
+    pick = look_alike = None
+    for g in ranked:
+        if labels.get(g.group_id) != {"-"}:
+            continue
+        twins = [
+            h
+            for h in ranked
+            if h is not g
+            and h.entities["name"] == g.entities["name"]
+            and h.entities["short"] == g.entities["short"]
+            and h.entities["host"] != g.entities["host"]
+        ]
+        if twins:
+            pick, look_alike = g, twins[0]
+            break
+    assert pick is not None, "no benign group with a look-alike on another host"
+    types = ("name", "short", "ip", "host")
+    row = tuple(look_alike.entities[t] for t in types)
+
+    with running(s) as pipeline:  # restarted: the model comes back from its checkpoint
+        assert pipeline.model.version == version_before
+        before = float(pipeline.scorer.peek("ids_alert", [row])[0])
+        label_command(
+            s.kafka_client_config(),
+            s.feedback_topic,
+            pick.group_id,
+            "benign",
+            "mail server housekeeping",
+            "ana",
+        )
+        assert wait_until(lambda: pipeline.model.version != version_before, 60), (
+            "no fine-tune after the verdict"
+        )
+        new_version = pipeline.model.version
+        produce(kafka_bootstrap, s.events_topic, [encode_record(r) for r in later])
+        assert wait_until(
+            lambda: (
+                committed_total(kafka_bootstrap, s.group_id, s.events_topic)
+                == len(first) + len(later)
+            ),
+            120,
+        )
+    after = float(pipeline.scorer.peek("ids_alert", [row])[0])
+    assert after < before, f"look-alike did not sink: {before} -> {after}"
+
+    late_alerts = [
+        orjson.loads(r.value) for r in consume_all(kafka_bootstrap, s.alerts_topic, 1, timeout_s=20)
+    ]
+    produced_later = {  # offsets of the second phase, per partition
+        (a["origin"]["partition"], a["origin"]["offset"])
+        for a in late_alerts
+        if a["event_time"] >= float(later[0]["time"])
+    }
+    assert produced_later, "the second phase raised alerts"
+    for a in late_alerts:
+        if a["event_time"] >= float(later[0]["time"]):
+            assert a["model"]["version"] == new_version
+    announced = [orjson.loads(r.value) for r in consume_all(kafka_bootstrap, s.models_topic, 1)]
+    assert any(m["version"] == new_version for m in announced)
+
+    restarted = Pipeline(s)  # restart: the model version comes back from the store
+    assert restarted.model.version == new_version
+    assert restarted.scorer.peek("ids_alert", [row])[0] == after

@@ -1,0 +1,67 @@
+"""The group book: folding, ranking, verdict resolution, state across restarts."""
+
+from __future__ import annotations
+
+from service.groups import GroupBook, ask_flags, digest
+
+
+def _alert(aid: str, gid: str, score: float, host: str = "h", sev: str = "high") -> dict:
+    return {
+        "alert_id": aid,
+        "group_id": gid,
+        "kind": "ids_alert",
+        "score": score,
+        "percentile": 99.0 + score / 100,
+        "severity": sev,
+        "event_time": 100.0 + score,
+        "entities": {"name": "n", "host": host},
+        "explanation": [],
+        "rarity": [],
+    }
+
+
+def test_folding_counts_each_alert_once_and_ranks_by_score() -> None:
+    book = GroupBook()
+    for a in (
+        _alert("a1", "g1", 5),
+        _alert("a2", "g1", 7),
+        _alert("a2", "g1", 7),
+        _alert("b1", "g2", 9, host="x"),
+    ):
+        book.add(a)
+    assert book.groups["g1"].count == 2  # the redelivered a2 is not counted twice
+    assert [g.group_id for g in book.ranked()] == ["g2", "g1"]
+    assert book.rank_of("g1") == 2
+
+
+def test_verdicts_resolve_by_alert_or_group_and_benign_sinks() -> None:
+    book = GroupBook()
+    book.add(_alert("a1", "g1", 9))
+    book.add(_alert("b1", "g2", 5))
+    assert book.resolve("a1") is book.resolve("g1") is not None
+    assert not book.knows("nope")
+    book.mark("a1", "benign_positive")
+    assert [g.group_id for g in book.ranked()] == ["g2", "g1"]
+    book.mark("g1", "undetermined")  # undo
+    assert book.groups["g1"].verdict is None
+
+
+def test_state_round_trip_keeps_groups_and_alert_ids() -> None:
+    book = GroupBook()
+    for i in range(30):
+        book.add(_alert(f"a{i}", f"g{i % 7}", float(i), host=f"h{i % 3}"))
+    again = GroupBook.from_state(book.state())
+    assert again.groups.keys() == book.groups.keys()
+    assert again.resolve("a29") is not None and again.resolve("a29").group_id == "g1"
+    assert [g.group_id for g in again.ranked()] == [g.group_id for g in book.ranked()]
+
+
+def test_digest_lists_top_groups_and_asks_about_others() -> None:
+    book = GroupBook()
+    for i in range(40):
+        book.add(_alert(f"a{i}", f"g{i}", float(i), host=f"h{i % 5}"))
+    ask = ask_flags(book.ranked(), threshold=99.0, top=10, k=3)
+    assert len(ask) == 3 and not ask & {g.group_id for g in book.ranked()[:10]}
+    d = digest(book, {"name": "frequency", "version": "v"}, threshold=99.0, top=5)
+    assert [r["group_id"] for r in d["top"][:5]] == [g.group_id for g in book.ranked()[:5]]
+    assert sum(r["ask"] for r in d["top"]) == 3
