@@ -222,3 +222,47 @@ def test_wrong_token_asks_for_it(service: tuple[Service_, TriageServer], browser
     browser.find_element(By.ID, "token").send_keys(TOKEN + "\n")
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#rows tr")) == 4)
     assert svc.feedback == []
+
+
+def test_page_on_a_live_scorer_labels_through_kafka(
+    browser: Any, kafka_bootstrap: str, datasets: Any, tmp_path: Any
+) -> None:
+    """End to end: the page of a running scorer over a real AIT replay; Benign on the top
+    group lands on the feedback topic, the model fine-tunes, the header shows the new
+    version."""
+    import orjson
+
+    from service.replay import encode_record, read_records
+    from tests.integration.kit import (
+        committed_total,
+        consume_all,
+        fresh_settings,
+        produce,
+        running,
+        wait_until,
+    )
+
+    rows = read_records(datasets / "ait-ads" / "russellmitchell_alerts.csv.gz")[:20_000]
+    s = fresh_settings(kafka_bootstrap, tmp_path, triage_port=0, triage_token=TOKEN)
+    produce(kafka_bootstrap, s.events_topic, [encode_record(r) for r in rows])
+    with running(s) as pipeline:
+        assert wait_until(
+            lambda: committed_total(kafka_bootstrap, s.group_id, s.events_topic) == len(rows), 180
+        )
+        assert wait_until(lambda: pipeline.triage is not None and pipeline.snapshot.rows, 30)
+        before = pipeline.model.version
+        browser.get(pipeline.triage.url + "#token=" + TOKEN)
+        wait = _wait(browser)
+        wait.until(lambda d: d.find_element(By.ID, "model").text == f"model {before}")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#rows tr")) >= 3)
+        top_id = _ids(browser)[0]
+        top = browser.find_element(By.CSS_SELECTOR, "#rows tr:first-child")
+        top.find_element(By.CSS_SELECTOR, 'button[data-verdict="benign_positive"]').click()
+        WebDriverWait(browser, 30, poll_frequency=0.2).until(
+            lambda d: d.find_element(By.ID, "model").text not in ("", f"model {before}")
+        )
+        after = pipeline.model.version
+        assert after != before
+        assert browser.find_element(By.ID, "model").text == f"model {after}"
+    feedback = [orjson.loads(r.value) for r in consume_all(kafka_bootstrap, s.feedback_topic, 1)]
+    assert [(f["target_id"], f["verdict"]) for f in feedback] == [(top_id, "benign_positive")]
