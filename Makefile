@@ -1,17 +1,18 @@
-# The targets CI runs (.ci/run): `make install` then `make test`.
+# `make test` is what CI runs (.ci/run); it installs what it needs first.
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
 .PHONY: install kafka test unit integration lint format demo schemas bench clean
 
-install:  ## Python deps (editable) and the Kafka broker jars (Maven Central, cached)
+install:  ## system packages (apt, if missing), Python deps (editable), the Kafka broker jars
+	bash deploy/dev/system-deps.sh
 	$(PIP) install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	bash deploy/kafka/local-kafka.sh fetch
 
 kafka:  ## a local broker for development; prints its bootstrap address
 	bash deploy/kafka/local-kafka.sh start
 
-test: lint  ## everything CI checks: lint, unit, detector and integration tests (real broker)
+test: install lint  ## everything CI checks: lint, unit, detector and integration tests (real broker)
 	$(PYTHON) -m pytest -q
 
 unit:  ## fast tests, no broker

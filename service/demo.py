@@ -22,6 +22,7 @@ from service.board import AlertBoard
 from service.kafka_io import ensure_topics
 from service.replay import is_raw_lines, read_records, replay
 from service.settings import Settings
+from service.triage_wiring import triage_token
 
 log = logging.getLogger("outrider.demo")
 
@@ -125,12 +126,17 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
 
     board = AlertBoard()
     consumer = _alerts_consumer(settings)
+    page_shown = False
     tty = sys.stdout.isatty()
     last_render = 0.0
     try:
         while True:
             _drain_alerts(consumer, board)
             done = processed["n"] >= len(records) and not replayer.is_alive()
+            if not page_shown and pipeline.triage is not None:
+                page_shown = True  # a local demo's page: its token is printed, not logged
+                token = triage_token(settings)
+                print(f"triage page: {pipeline.triage.url}#token={token}", file=sys.stderr)
             if time.monotonic() - last_render > 2.0 or done:
                 last_render = time.monotonic()
                 if tty:
