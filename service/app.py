@@ -121,12 +121,11 @@ class Pipeline:
         m.model_info.info({"name": self.model.name, "version": self.model.version})
         log.info("scoring %s -> %s as group %s", s.events_topic, s.alerts_topic, s.group_id)
         self.triage = start_triage(s, self.groups, self.snapshot, lambda: self.model.version)
-        last: list = []
         try:
             while not self.stopping.is_set():
                 records = io.poll_batch(s.batch_max_events, s.batch_max_wait_ms / 1000)
-                if records and self.process(io, records):
-                    last = records
+                if records:
+                    self.process(io, records)
                 self.between_batches(io)
         finally:
             self._checkpoint()
@@ -134,7 +133,7 @@ class Pipeline:
                 self.triage.stop()
             if intake is not None:
                 intake.close()
-            io.close(last_batch=last)  # a synchronous final commit
+            io.close()  # a synchronous final commit
 
     def between_batches(self, io: KafkaIO) -> None:
         """Verdicts, the triage page's rows, the digest, the periodic checkpoint."""

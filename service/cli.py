@@ -60,6 +60,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from service.kafka_io import StartupError, wait_for_broker
+
+    try:
+        wait_for_broker(settings)
+    except StartupError as exc:
+        print(f"outrider serve: {exc}", file=sys.stderr)
+        return 2
     pipeline = Pipeline(settings)
     port = pipeline.metrics.serve(settings.metrics_port, settings.metrics_host)
     log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)

@@ -15,7 +15,12 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    SaslAuthenticationFailedError,
+    TopicAlreadyExistsError,
+)
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from service.settings import Settings
@@ -43,6 +48,8 @@ class KafkaIO:
             max_poll_records=settings.batch_max_events,
             fetch_max_bytes=50 << 20,
             max_partition_fetch_bytes=max(10 << 20, settings.max_message_bytes * 2),
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=max(settings.session_timeout_ms // 3, 500),
             **common,
         )
         self.producer = KafkaProducer(
@@ -55,12 +62,19 @@ class KafkaIO:
             **common,
         )
         self._pending: list[Any] = []
+        # per partition, the offset after the last record whose outputs were acknowledged;
+        # every commit sends the whole map, so a lost async commit is covered by the next
+        self._done: dict[TopicPartition, int] = {}
+        self._commit_lost = False
 
     # -- input ----------------------------------------------------------------------------
     def poll_batch(self, max_events: int, max_wait_s: float) -> list[Any]:
         """Up to `max_events` records, waiting at most `max_wait_s` for the batch to fill."""
         deadline = time.monotonic() + max_wait_s
         batch: list[Any] = []
+        if self._commit_lost:  # a quiet topic brings no next batch: recommit what is done
+            self._commit_lost = False
+            self._commit_async()
         while len(batch) < max_events:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0 and batch:
@@ -110,28 +124,43 @@ class KafkaIO:
 
     def commit(self, records: Sequence[Any], wait: bool = False) -> bool:
         """Commit the batch's offsets. The batch's outputs are already acknowledged, so the
-        commit need not block the next batch: it is sent asynchronously and a later commit
-        supersedes a lost one (at worst a crash redoes a batch, with the same alert ids).
-        `wait=True` (shutdown, rebalance) commits synchronously. False when a rebalance took
-        the partitions (the new owner redoes the work)."""
-        offsets = {
-            tp: OffsetAndMetadata(off, "", -1) for tp, off in self.next_offsets(records).items()
-        }
+        commit need not block the next batch: it is sent asynchronously and carries every
+        owned partition's progress, so a later commit supersedes a lost one (at worst a crash
+        redoes a batch, with the same alert ids). `wait=True` (shutdown) commits
+        synchronously. False when a rebalance took the partitions (the new owner redoes the
+        work)."""
+        self._done.update(self.next_offsets(records))
+        if wait:
+            return self._commit_sync()
+        self._commit_async()
+        return True
+
+    def _owned_offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        owned = self.consumer.assignment()
+        for tp in [tp for tp in self._done if tp not in owned]:
+            del self._done[tp]  # revoked: its new owner commits it from now on
+        return {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._done.items()}
+
+    def _commit_async(self) -> None:
+        offsets = self._owned_offsets()
+        if offsets:
+            self.consumer.commit_async(offsets, callback=self._on_commit)
+
+    def _commit_sync(self) -> bool:
+        offsets = self._owned_offsets()
         if not offsets:
             return True
         try:
-            if wait:
-                self.consumer.commit(offsets)
-            else:
-                self.consumer.commit_async(offsets, callback=self._on_commit)
-        except CommitFailedError as exc:
-            log.warning("offset commit refused (rebalance?); the batch will be redone: %s", exc)
+            self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            log.warning("offset commit refused (rebalance?); the work will be redone: %s", exc)
             return False
         return True
 
     def _on_commit(self, offsets: Any, response: Any) -> None:
         if isinstance(response, Exception):
-            log.warning("async offset commit failed (a later commit covers it): %s", response)
+            self._commit_lost = True
+            log.warning("async offset commit failed (recommitted next poll): %s", response)
 
     def rewind(self, records: Sequence[Any]) -> None:
         """Seek back to the first record of the batch on each partition we still own."""
@@ -159,11 +188,10 @@ class KafkaIO:
                 out[tp] = max(high - pos, 0)
         return out
 
-    def close(self, last_batch: Sequence[Any] = ()) -> None:
-        """Flush outputs, commit the last batch synchronously, close both clients."""
+    def close(self) -> None:
+        """Flush outputs, commit everything done synchronously, close both clients."""
         try:
-            if last_batch:
-                self.commit(last_batch, wait=True)
+            self._commit_sync()
             self.producer.flush(timeout=10)
         finally:
             self.producer.close(timeout=10)
@@ -197,3 +225,42 @@ def ensure_topics(settings: Settings, partitions: int = 4) -> None:
                 admin.create_topics(missing)
     finally:
         admin.close()
+
+
+class StartupError(RuntimeError):
+    """The broker could not be reached or refused us at start; the message says what to fix."""
+
+
+def wait_for_broker(settings: Settings, timeout_s: float = 120.0) -> None:
+    """Block until the cluster answers a metadata request, retrying with backoff (a scorer
+    often starts before its broker); a refused login fails at once with a clear message."""
+    who = settings.security_protocol
+    if settings.sasl_mechanism:
+        who += f", SASL {settings.sasl_mechanism} as {settings.sasl_username!r}"
+    deadline = time.monotonic() + timeout_s
+    delay = 0.5
+    while True:
+        try:
+            admin = KafkaAdminClient(client_id=f"{settings.client_id}-probe",
+                                     request_timeout_ms=10_000,
+                                     **settings.kafka_client_config())  # fmt: skip
+            try:
+                admin.list_topics()
+            finally:
+                admin.close()
+            return
+        except SaslAuthenticationFailedError as exc:
+            raise StartupError(
+                f"Kafka at {settings.kafka_bootstrap} refused the login ({who}): "
+                f"Authentication failed: {exc}"
+            ) from None
+        except KafkaError as exc:
+            if time.monotonic() + delay > deadline:
+                raise StartupError(
+                    f"cannot reach Kafka at {settings.kafka_bootstrap} ({who}) within "
+                    f"{timeout_s:.0f} s: {type(exc).__name__}: {exc}. Check the address, the "
+                    "TLS CA and the credentials."
+                ) from None
+            log.warning("Kafka not answering yet (%s); retrying in %.1f s", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)

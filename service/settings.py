@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.redact import redact
+
 
 class Settings(BaseSettings):
     """Everything an operator can set."""
@@ -105,9 +107,16 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 = any free port")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1000,
+        le=300_000,
+        description="consumer group session timeout: how fast a dead scorer's partitions move",
+    )
 
     def kafka_client_config(self) -> dict[str, object]:
-        """Connection settings shared by every Kafka client; secrets are never logged."""
+        """Connection settings shared by every Kafka client; secrets are never logged (the
+        password is registered with the log redaction before any client sees it)."""
         cfg: dict[str, object] = {
             "bootstrap_servers": self.kafka_bootstrap.split(","),
             "security_protocol": self.security_protocol,
@@ -115,9 +124,9 @@ class Settings(BaseSettings):
         if self.sasl_mechanism:
             cfg["sasl_mechanism"] = self.sasl_mechanism
             cfg["sasl_plain_username"] = self.sasl_username
-            cfg["sasl_plain_password"] = (
-                self.sasl_password.get_secret_value() if self.sasl_password else None
-            )
+            password = self.sasl_password.get_secret_value() if self.sasl_password else None
+            redact(password)
+            cfg["sasl_plain_password"] = password
         if self.ssl_cafile:
             cfg["ssl_cafile"] = str(self.ssl_cafile)
         return cfg

@@ -266,14 +266,6 @@ def test_wrong_password_is_refused_clearly_and_never_logged(
     assert "invalid credentials" in output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kafka-python's KafkaAdminClient logs its whole config, sasl_plain_password "
-    "included, at DEBUG (kafka/admin/client.py 'Starting KafkaAdminClient with "
-    "configuration'); `outrider serve` is safe only because service/cli.py pins the `kafka` "
-    "logger to WARNING. An app embedding Pipeline with DEBUG logging leaks it: the service "
-    "needs a redacting log filter for its secrets (lead: service/kafka_io.py or settings).",
-)
 def test_password_stays_out_of_debug_logs_when_embedded(
     secure_broker: SecureBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
