@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from schemas import DeadLetter, DeadLetterReason, Verdict
+from schemas import DeadLetter, DeadLetterReason, Feedback, Verdict
 from service.decode import clip, dead_letter
 from service.feedback_intake import FeedbackIntake
 from service.groups import GroupBook
@@ -34,9 +34,11 @@ class AnalystLoop:
         self.groups = groups
         self.metrics = metrics
 
-    def apply(self) -> tuple[bool, list[DeadLetter]]:
-        """Read new verdicts; (whether the model changed, dead letters for bad ones)."""
+    def apply(self) -> tuple[bool, list[Feedback], list[DeadLetter]]:
+        """Read new verdicts: (whether the model changed, the live verdicts that resolved to a
+        group, dead letters for the bad ones)."""
         verdicts, dead = self.intake.poll()
+        resolved: list[Feedback] = []
         learned: dict[str, tuple[list[tuple[str, ...]], list[int]]] = {}
         changed = False
         for v in verdicts:
@@ -53,6 +55,7 @@ class AnalystLoop:
                 continue
             if not v.live:
                 continue
+            resolved.append(fb)
             types = self.scorer.config.kinds[group.kind].entities
             row = tuple(group.entities.get(t, "") for t in types)
             signal = training_signal(fb.verdict)
@@ -70,4 +73,4 @@ class AnalystLoop:
         if changed:
             self.metrics.fine_tunes.inc()
             log.info("fine-tuned from %d verdicts: model %s", len(verdicts), self.scorer.version)
-        return changed, dead
+        return changed, resolved, dead

@@ -154,8 +154,11 @@ class Pipeline:
         """Between batches: apply new verdicts; a changed model is checkpointed and announced
         on the models topic (compacted, keyed by model name) before the next batch."""
         assert self.loop is not None
-        changed, dead = self.loop.apply()
+        changed, resolved, dead = self.loop.apply()
         self._send_dead_letters(io, dead)
+        for fb in resolved:  # a verdict closes the group's OCSF finding
+            for topic, key, value, headers in self.views.close(fb):
+                io.send(topic, value, key=key, headers=headers)
         if changed:
             path = self._checkpoint()
             if path is not None:
@@ -166,7 +169,7 @@ class Pipeline:
                 io.send(self.settings.models_topic, orjson.dumps(announcement.model_dump()),
                         key=self.model.name.encode())  # fmt: skip
             self.metrics.model_info.info({"name": self.model.name, "version": self.model.version})
-        if dead or changed:
+        if dead or changed or resolved:
             try:
                 io.flush_or_raise()
             except PublishError as exc:

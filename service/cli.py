@@ -63,7 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.kafka_io import StartupError, wait_for_broker
 
     try:
-        wait_for_broker(settings)
+        wait_for_broker(settings, settings.startup_timeout_s)
     except StartupError as exc:
         print(f"outrider serve: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from schemas import Feedback
 from service.ecs import to_ecs
 from service.ocsf import FindingBook
 
@@ -83,4 +84,17 @@ class AlertViews:
                 self.ecs_topic, key, orjson.dumps(to_ecs(alert)),
                 cloudevent_headers(aid, "dev.outrider.alert.ecs.v1", self.source,
                                    "ecs/8.17", trace),
+            )  # fmt: skip
+
+    def close(self, feedback: Feedback) -> Iterator[Output]:
+        """An analyst's verdict closes the group's OCSF finding (activity 3)."""
+        if self.findings is None:
+            return
+        finding = self.findings.on_verdict(feedback)
+        if finding is not None:
+            uid = finding["finding_info"]["uid"]
+            yield (
+                self.findings_topic, uid.encode(), orjson.dumps(finding),
+                cloudevent_headers(f"{uid}:close", "dev.outrider.finding.ocsf.v1",
+                                   self.source, "ocsf/1.x/detection_finding", None),
             )  # fmt: skip

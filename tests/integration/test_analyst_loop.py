@@ -86,8 +86,37 @@ def test_benign_verdict_sinks_a_look_alike_and_advances_the_model(
             ),
             120,
         )
+        # a verdict as Splunk ES sends it (disposition 1 = true positive) on another group:
+        # read in its own vocabulary, it trains the model too and starts another generation
+        other = next(g for g in ranked if g.group_id not in (pick.group_id, look_alike.group_id))
+        produce(
+            kafka_bootstrap,
+            s.feedback_topic,
+            [
+                orjson.dumps(
+                    {
+                        "event_id": "ABC@@notable@@1",
+                        "disposition": "disposition:1",
+                        "owner": "carol",
+                        "comment": "confirmed",
+                        "time": 1714561200,
+                        "finding_uid": other.group_id,
+                    }
+                )
+            ],
+        )
+        assert wait_until(
+            lambda: pipeline.model.version not in (version_before, new_version), 60
+        ), "the Splunk verdict did not train the model"
     after = float(pipeline.scorer.peek("ids_alert", [row])[0])
     assert after < before, f"look-alike did not sink: {before} -> {after}"
+
+    closed = {}
+    for rec in consume_all(kafka_bootstrap, s.findings_topic, 1, timeout_s=20):
+        f = orjson.loads(rec.value)
+        if f["activity_id"] == 3:
+            closed[f["finding_info"]["uid"]] = f
+    assert {pick.group_id, other.group_id} <= closed.keys(), "verdicts close their findings"
 
     late_alerts = [
         orjson.loads(r.value) for r in consume_all(kafka_bootstrap, s.alerts_topic, 1, timeout_s=20)
@@ -105,5 +134,5 @@ def test_benign_verdict_sinks_a_look_alike_and_advances_the_model(
     assert any(m["version"] == new_version for m in announced)
 
     restarted = Pipeline(s)  # restart: the model version comes back from the store
-    assert restarted.model.version == new_version
+    assert restarted.model.version == pipeline.model.version
     assert restarted.scorer.peek("ids_alert", [row])[0] == after

@@ -246,7 +246,11 @@ def test_wrong_password_is_refused_clearly_and_never_logged(
     proc = subprocess.run(
         [sys.executable, "-m", "service.cli", "serve"],
         env=_serve_env(
-            secure_broker, tmp_path / "state", wrong, events_topic="secure-wrong-events"
+            secure_broker,
+            tmp_path / "state",
+            wrong,
+            events_topic="secure-wrong-events",
+            startup_timeout_s="15",
         ),
         stdin=subprocess.DEVNULL,
         capture_output=True,
