@@ -12,6 +12,7 @@ Everything Outrider knows that OCSF has no field for stays under `unmapped.outri
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections import OrderedDict
@@ -81,7 +82,9 @@ EVIDENCE_FIELD: dict[str, tuple[str, str]] = {
 }
 
 
+@functools.cache
 def product_version() -> str:
+    """The installed package's version (read once: package metadata parsing is slow)."""
     try:
         return metadata.version("outrider")
     except metadata.PackageNotFoundError:
