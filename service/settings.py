@@ -108,7 +108,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 = any free port")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     startup_timeout_s: float = Field(
-        default=60.0, gt=0, description="how long `serve` waits for the broker at start")
+        default=60.0, gt=0, description="how long `serve` waits for the broker at start"
+    )
     session_timeout_ms: int = Field(
         default=10_000,
         ge=1000,
