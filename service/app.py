@@ -97,6 +97,7 @@ class Pipeline:
             settings.findings_topic,
             settings.ecs_topic,
             source=f"urn:outrider:{settings.group_id}",
+            findings_state=(restored or {}).get("findings"),
         )
         self.snapshot = TriageSnapshot()
         self.triage: TriageServer | None = None
@@ -261,6 +262,8 @@ class Pipeline:
     def _checkpoint(self) -> Path | None:
         self._last_checkpoint = time.monotonic()
         extra: dict = {"groups": self.groups.state()}
+        if getattr(self, "views", None) is not None and self.views.findings is not None:
+            extra["findings"] = self.views.findings.state()
         if self.loop is not None:
             extra["feedback_applied"] = {str(p): o for p, o in self.loop.intake.applied.items()}
         if self.decoder.miner is not None:

@@ -14,12 +14,11 @@ group id under `labels.outrider_group_id` (a verdict coming back from Elastic ca
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from service.ocsf import describe, title
+from service.ocsf import describe, is_ip, title
 
 ECS_VERSION = "8.17.0"
 
@@ -91,14 +90,6 @@ def _put(doc: dict[str, Any], path: str, value: Any) -> None:
     node.setdefault(leaf, value)  # the first entity to claim a field keeps it
 
 
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
 def _basename(path: str) -> str:
     return path.replace("\\", "/").rsplit("/", 1)[-1]
 
@@ -152,7 +143,7 @@ def to_ecs(
         path = fields.get(etype)
         if path is None or value == "":
             continue
-        if path in IP_FIELDS and not _is_ip(value):
+        if path in IP_FIELDS and not is_ip(value):
             path = NAME_FOR_IP.get(path, "")
             if not path:
                 continue

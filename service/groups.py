@@ -137,8 +137,9 @@ class GroupBook:
 
 
 def _why(alert: dict[str, Any]) -> str:
+    """'a=x with b=y (62%); ...; rarest: host=z seen 0x' from an alert's explanation."""
     pairs = "; ".join(
-        f"{p['type_a']}={p['value_a']} with {p['type_b']}={p['value_b']}"
+        f"{p['type_a']}={p['value_a']} with {p['type_b']}={p['value_b']} ({p['contribution']:.0%})"
         for p in alert.get("explanation", [])[:2]
     )
     rarest = min(alert.get("rarity", []), key=lambda r: r["count"], default=None)

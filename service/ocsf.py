@@ -12,6 +12,7 @@ Everything Outrider knows that OCSF has no field for stays under `unmapped.outri
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import ipaddress
@@ -177,6 +178,27 @@ class FindingBook:
             self._group_of_alert.popitem(last=False)
         return rec
 
+    def state(self, max_open: int = 10_000) -> dict[str, Any]:
+        """The most recent open findings as JSON, saved with the model: a verdict after a
+        restart must still close the finding it names."""
+        states = list(self._open.values())[-max_open:]
+        uids = {st.uid for st in states}
+        return {
+            "format": "outrider.findings/1",
+            "open": [dataclasses.asdict(st) for st in states],
+            "alerts": [(a, g) for a, g in self._group_of_alert.items() if g in uids],
+        }
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any], max_open: int = 100_000) -> FindingBook:
+        if d.get("format") != "outrider.findings/1":
+            raise ValueError(f"not a finding book state: {d.get('format')!r}")
+        book = cls(max_open)
+        for st in d["open"]:
+            book._open[st["uid"]] = GroupState(**st)
+        book._group_of_alert.update((a, g) for a, g in d["alerts"])
+        return book
+
     def on_verdict(self, feedback: Feedback) -> dict[str, Any] | None:
         """The close record, or None when the finding is unknown here (evicted, another
         scorer's partition): the verdict still trains the model, it just closes nothing."""
@@ -257,7 +279,7 @@ def _observables(entities: Mapping[str, str]) -> list[dict[str, Any]]:
         if value == "":
             continue
         type_id = OBSERVABLE_TYPE_ID.get(etype, 99)
-        if type_id == 2 and not _is_ip(value):
+        if type_id == 2 and not is_ip(value):
             type_id = 1  # a name where an address was expected: still a host
         obs: dict[str, Any] = {
             "name": f"unmapped.outrider.entities.{etype}",
@@ -270,7 +292,8 @@ def _observables(entities: Mapping[str, str]) -> list[dict[str, Any]]:
     return out
 
 
-def _is_ip(value: str) -> bool:
+def is_ip(value: str) -> bool:
+    """True for an IPv4 or IPv6 address (what makes an entity an IP observable / ECS ip)."""
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -286,7 +309,7 @@ def _evidence(alert: Mapping[str, Any]) -> dict[str, Any]:
         if place is None or value == "":
             continue
         section, key = place
-        if key == "ip" and not _is_ip(value):
+        if key == "ip" and not is_ip(value):
             key = "hostname"
         if key == "port":
             if not str(value).isdigit():

@@ -53,7 +53,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from schemas.alerts import Severity
 from schemas.feedback import Feedback, Verdict
-from service.board import Group
 from service.labels import make_feedback
 
 log = logging.getLogger(__name__)
@@ -72,9 +71,9 @@ STATIC = {  # path -> (file in service/static, content type)
 }
 
 
-def group_row(group: Group, verdict: str | None = None, ask: bool = False) -> dict[str, Any]:
-    """The page's row for an `AlertBoard` group, plus its latest verdict and whether the model
-    asks for one (a verdict there would teach it most)."""
+def group_row(group: Any, verdict: str | None = None, ask: bool = False) -> dict[str, Any]:
+    """The page's row for a group (service.groups.GroupState), plus its latest verdict and
+    whether the model asks for one (a verdict there would teach it most)."""
     return {
         "group_id": group.group_id,
         "kind": group.kind,

@@ -56,12 +56,23 @@ def cloudevent_headers(
 class AlertViews:
     """Renders one alert onto every configured output topic."""
 
-    def __init__(self, alerts_topic: str, findings_topic: str, ecs_topic: str, source: str) -> None:
+    def __init__(
+        self,
+        alerts_topic: str,
+        findings_topic: str,
+        ecs_topic: str,
+        source: str,
+        findings_state: dict[str, Any] | None = None,
+    ) -> None:
         self.alerts_topic = alerts_topic
         self.findings_topic = findings_topic
         self.ecs_topic = ecs_topic
         self.source = source
-        self.findings = FindingBook() if findings_topic else None
+        self.findings: FindingBook | None = None
+        if findings_topic:  # open findings come back from the checkpoint after a restart
+            self.findings = (
+                FindingBook.from_state(findings_state) if findings_state else FindingBook()
+            )
 
     def render(self, alert: dict[str, Any], trace: bytes | None = None) -> Iterator[Output]:
         key = alert["group_id"].encode()
