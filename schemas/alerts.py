@@ -68,6 +68,15 @@ class Alert(OutputModel):
     score: float
     percentile: float = Field(ge=0, le=100)
     severity: Severity
+    confidence_score: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="how much the model knows about what it judged (service/confidence.py)",
+    )
+    low_confidence: bool = Field(
+        default=False, description="confidence below 50: rare maybe only because new"
+    )
     model: ModelRef
     entities: dict[str, str]
     explanation: list[PairExplanation]

@@ -235,6 +235,7 @@ class Pipeline:
             m.dead_letters.labels(dl.reason.value).inc()
         for alert in alerts:
             m.alerts.labels(alert["kind"], alert["severity"]).inc()
+            m.alert_confidence.labels(alert["kind"]).observe(alert["confidence_score"] / 100)
         stamps = np.fromiter((r.timestamp or 0 for r in records), np.float64, len(records))
         stamps = stamps[stamps > 0] / 1000.0
         if len(stamps):

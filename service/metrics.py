@@ -44,6 +44,14 @@ class Metrics:
         self.alerts = Counter(
             "outrider_alerts_total", "Alerts published.", ["kind", "severity"], registry=r
         )
+        # Confidence of alerts per kind; low = a young model or a new kind: expect noise.
+        self.alert_confidence = Histogram(
+            "outrider_alert_confidence_ratio",
+            "Confidence of published alerts (confidence_score / 100).",
+            ["kind"],
+            buckets=(0.1, 0.25, 0.5, 0.75, 0.9, 1.0),
+            registry=r,
+        )
         # Batch fill; always at the maximum = the scorer is behind (see lag).
         self.batch_size = Histogram(
             "outrider_batch_size_events",

@@ -16,6 +16,7 @@ import orjson
 
 from schemas import DeadLetter, ModelRef, ScoreRecord
 from schemas.base import SCHEMA_VERSION
+from service.confidence import LOW_CONFIDENCE, confidence
 from service.scoring import ScoredKind
 
 #: Raw attributes copied onto an alert are bounded: the alert must stay small and safe.
@@ -58,6 +59,10 @@ def build_alerts(scored: ScoredKind, model: ModelRef) -> Iterator[dict[str, Any]
         rec = ev.record
         expl = scored.explanations[i]
         entities = dict(ev.event.entities)
+        conf, parts = confidence(
+            scored.events_seen, scored.calibration_seen, scored.calibration_min_samples,
+            [r.count for r in expl.rarity],
+        )  # fmt: skip
         yield {
             "schema_version": SCHEMA_VERSION,
             "alert_id": alert_id(rec.topic, rec.partition, rec.offset, model.version),
@@ -70,6 +75,8 @@ def build_alerts(scored: ScoredKind, model: ModelRef) -> Iterator[dict[str, Any]
             "score": float(scored.scores[i]),
             "percentile": float(scored.percentiles[i]),
             "severity": scored.severity(i),
+            "confidence_score": conf,
+            "low_confidence": conf < LOW_CONFIDENCE,
             "model": model_d,
             "entities": entities,
             "explanation": [
@@ -84,7 +91,7 @@ def build_alerts(scored: ScoredKind, model: ModelRef) -> Iterator[dict[str, Any]
             ],
             "origin": {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset,
                        "timestamp_ms": rec.timestamp},
-            "attributes": _bounded(dict(ev.event.attributes)),
+            "attributes": {**_bounded(dict(ev.event.attributes)), "confidence": parts},
         }  # fmt: skip
 
 

@@ -46,6 +46,9 @@ class ScoredKind:
     percentiles: np.ndarray  # NaN while the kind's calibrator warms up
     alerted: np.ndarray  # bool
     explanations: dict[int, Explanation]  # by index into events, for alerted ones only
+    events_seen: float = 0.0  # the kind's detector experience when it scored the batch
+    calibration_seen: int = 0  # the kind's calibration sample size then
+    calibration_min_samples: int = 1
 
     def severity(self, i: int) -> str:
         return QuantileCalibrator.severity(self.percentiles[i : i + 1])[0]
@@ -139,7 +142,19 @@ class Scorer:
                 det.learn_many(
                     EventBatch(batch.entity_types, [batch.rows[i] for i in keep], batch.times[keep])
                 )
-            out.append(ScoredKind(kind, evs, scores, pct, alerted, explanations))
+            out.append(
+                ScoredKind(
+                    kind,
+                    evs,
+                    scores,
+                    pct,
+                    alerted,
+                    explanations,
+                    det.events_seen_,
+                    cal.seen,
+                    self.calibration_min_samples,
+                )
+            )
         return out
 
     def peek(self, kind: str, rows: list[tuple[str, ...]]) -> np.ndarray:

@@ -19,6 +19,7 @@ import numpy as np
 from detectors.calibration import QuantileCalibrator
 from schemas import ModelRef
 from schemas.base import SCHEMA_VERSION
+from service.confidence import LOW_CONFIDENCE, confidence
 from service.decode import DecodedEvent
 from service.sessions import SessionAggregator, SessionRecord, SessionScorer, SessionSpec
 
@@ -61,6 +62,12 @@ class SessionStage:
             self._last_origin.pop(s.key, None)
         return alerts
 
+    def _confidence(self) -> dict[str, Any]:
+        conf, _ = confidence(
+            self.scorer.sessions_seen_ * 100.0, self.calibrator.seen, self.min_samples, []
+        )  # a session is ~100 events' evidence
+        return {"confidence_score": conf, "low_confidence": conf < LOW_CONFIDENCE}
+
     def _alert(self, s: SessionRecord, score: float, pct: float, model: ModelRef) -> dict:
         topic, partition, offset, ts = self._last_origin.get(s.key, ("", -1, -1, None))
         ident = f"{topic}\x1f{partition}\x1f{offset}\x1f{s.key}\x1f{model.version}"
@@ -78,6 +85,7 @@ class SessionStage:
             "score": score,
             "percentile": pct,
             "severity": QuantileCalibrator.severity(np.array([pct]))[0],
+            **self._confidence(),
             "model": {"name": model.name, "version": model.version},
             "entities": {"session_key": s.key, "rarest_template": top[0][0] if top else ""},
             "explanation": [],

@@ -17,7 +17,7 @@ def test_names_units_and_labels_follow_conventions() -> None:
         name = metric._name
         assert name.startswith("outrider_"), name
         if isinstance(metric, Histogram):
-            assert name.endswith(("_seconds", "_events")), name
+            assert name.endswith(("_seconds", "_events", "_ratio")), name
         assert not set(metric._labelnames) & {"value", "host", "user", "ip", "entity"}
     assert isinstance(m.events_consumed, Counter)
 

@@ -144,7 +144,7 @@ def test_required_fields_and_model_are_filled() -> None:
     assert model.finding_info.analytic.type_id == 4
     assert "powershell.exe" in rec["finding_info"]["title"]
     assert "0x1010 seen 0 times" in rec["finding_info"]["desc"]
-    assert "confidence_score" not in rec
+    assert rec["confidence_score"] == 0  # every alert now carries one (default 0: unknown)
 
 
 def test_entities_become_observables_evidences_and_anomalies() -> None:
@@ -169,7 +169,7 @@ def test_severity_mapping(severity: str, sev_id: int) -> None:
 
 
 def test_confidence_score_when_the_alert_carries_one() -> None:
-    alert = {**_alert(1, 1000.0), "confidence": {"score": 23.4, "kind_events": 12}}
+    alert = {**_alert(1, 1000.0), "confidence_score": 23.4}  # as service/confidence.py sets it
     rec, _ = ocsf.create_finding(alert)
     _validate(rec)
     assert (rec["confidence_score"], rec["confidence_id"]) == (23, 1)

@@ -89,6 +89,7 @@ def test_alerts_are_explained_valid_and_ids_deterministic() -> None:
         alert = Alert.model_validate_json(orjson.dumps(wire))  # strict schema, as on the wire
         assert alert.model_dump(mode="json") == wire
         assert alert.explanation and alert.rarity
+        assert alert.low_confidence and alert.confidence_score < 50  # a model of 2,100 events
         assert alert.alert_id == alert_id("events", 0, alert.origin.offset, "v1")
         assert alert.group_id == group_id("ids_alert", alert.entities)
     assert alert_id("t", 0, 1, "v1") != alert_id("t", 0, 1, "v2")
