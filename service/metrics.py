@@ -8,6 +8,9 @@ value). Each metric's comment says what to do when it moves. A `Metrics` owns it
 
 from __future__ import annotations
 
+import platform
+from importlib import metadata
+
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import start_http_server
@@ -105,6 +108,9 @@ class Metrics:
         )
         # Which model scores now; changes on every hot swap.
         self.model_info = Info("outrider_model", "The model that scores events.", registry=r)
+        # Which build runs; pair with the model info when a behaviour changes.
+        self.build_info = Info("outrider_build", "The Outrider build.", registry=r)
+        self.build_info.info({"version": _version(), "python": platform.python_version()})
         # Analyst verdicts by verdict; none for days = the loop is not used (check the page).
         self.verdicts = Counter(
             "outrider_verdicts_total", "Analyst verdicts received.", ["verdict"], registry=r
@@ -154,3 +160,10 @@ class Metrics:
         """Expose /metrics over HTTP; returns the bound port (0 picks a free one)."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
         return int(server.server_address[1])
+
+
+def _version() -> str:
+    try:
+        return metadata.version("outrider")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"

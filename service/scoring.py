@@ -95,6 +95,11 @@ class Scorer:
             self.feedback[kind] = FeedbackDetector(det.entity_types, base="frequency")
         return det, self.calibrators[kind]
 
+    def threshold(self, kind: str) -> float:
+        """The kind's alert percentile (config `[kinds.X] alert_percentile`), else global."""
+        own = self.config.kinds[kind].alert_percentile
+        return self.alert_percentile if own is None else own
+
     def _new_calibrator(self) -> QuantileCalibrator:
         return QuantileCalibrator(size=self.calibration_window, seed=0)
 
@@ -120,7 +125,7 @@ class Scorer:
                 pct = cal.percentile(scores)
             else:  # too few scores for a percentile to mean anything: no alerts yet
                 pct = np.full(len(evs), np.nan)
-            alerted = np.nan_to_num(pct, nan=-1.0) >= self.alert_percentile
+            alerted = np.nan_to_num(pct, nan=-1.0) >= self.threshold(kind)
             flagged = np.flatnonzero(alerted)
             explanations: dict[int, Explanation] = {}
             if len(flagged):

@@ -26,6 +26,9 @@ class KindSpec(BaseModel):
 
     entities: tuple[str, ...] = Field(min_length=1)
     optional: frozenset[str] = frozenset()
+    alert_percentile: float | None = Field(
+        default=None, ge=0, le=100, description="this kind's alert threshold; None = global"
+    )
 
     @model_validator(mode="after")
     def _optional_are_entities(self) -> KindSpec:

@@ -108,3 +108,18 @@ def test_dead_letter_headers_follow_kafka_connect() -> None:
     assert headers["__connect.errors.topic"] == b"events"
     assert headers["__connect.errors.offset"] == b"0"
     assert headers["__connect.errors.exception.class.name"] == b"outrider.malformed_json"
+
+
+def test_a_kind_can_have_its_own_threshold() -> None:
+    sensitive = SourceConfig.from_toml(
+        '[kinds.ids_alert]\nentities = ["name", "short", "ip", "host"]\nalert_percentile = 0\n'
+    )
+    own = Scorer(sensitive, calibration_window=5000, calibration_min_samples=200)
+    assert own.threshold("ids_alert") == 0.0
+    default = _scorer()
+    assert default.threshold("ids_alert") == 99.0
+    for s in (own, default):
+        s.score(_events(100))
+        s.score(_events(2000))
+    assert default.score(_events(300, odd_every=100))[0].alerted.sum() == 3
+    assert own.score(_events(300, odd_every=100))[0].alerted.sum() == 300  # every event
