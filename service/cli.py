@@ -76,27 +76,67 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pinned(args: argparse.Namespace, settings: Settings) -> int:
+    """`replay --model-version V`: re-score a file or topic with a stored, frozen model."""
+    import orjson
+
+    from service.pinned import (
+        PinnedVersionError,
+        file_records,
+        pinned_scorer,
+        rescore,
+        topic_records,
+    )
+
+    try:
+        scorer, decoder = pinned_scorer(settings, args.model_version)
+    except PinnedVersionError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    if args.from_topic:
+        records = topic_records(settings, args.from_topic)
+    else:
+        records = file_records(args.file, settings.logs_topic)
+    out = args.output.open("wb") if args.output else sys.stdout.buffer
+    n = 0
+    try:
+        for alert in rescore(scorer, decoder, records):
+            out.write(orjson.dumps(alert) + b"\n")
+            n += 1
+    finally:
+        if args.output:
+            out.close()
+    print(f"{n} alerts from model {scorer.version} (pinned, nothing learned)", file=sys.stderr)
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
 
-    from service.replay import read_records, replay
+    from service.replay import is_raw_lines, read_records, replay
 
     settings = settings_from(args)
-    if not settings.kafka_bootstrap:
-        print(
-            "outrider replay needs --kafka-bootstrap (or OUTRIDER_KAFKA_BOOTSTRAP)", file=sys.stderr
-        )
+    if args.model_version:
+        if not args.from_topic and args.file is None:
+            print("replay --model-version needs a FILE or --from-topic", file=sys.stderr)
+            return 2
+        return cmd_pinned(args, settings)
+    if not settings.kafka_bootstrap or args.file is None:
+        print("outrider replay needs FILE and --kafka-bootstrap (or OUTRIDER_KAFKA_BOOTSTRAP)",
+              file=sys.stderr)  # fmt: skip
         return 2
     records = read_records(args.file, order=args.order)
     if args.limit:
         records = records[: args.limit]
+    # raw log lines go to the logs topic, structured records to the events topic
+    default_topic = settings.logs_topic if is_raw_lines(records) else settings.events_topic
     producer = KafkaProducer(
         linger_ms=20, batch_size=512 << 10, acks="all", **settings.kafka_client_config()
     )
     try:
         n = replay(
             producer,
-            args.topic or settings.events_topic,
+            args.topic or default_topic,
             records,
             rate=args.rate,
             speed=args.speed,
@@ -177,7 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("replay", help="publish a capture file to a topic")
     rep.add_argument(
-        "file", type=Path, help="AIT CSV, Zeek TSV, JSON lines, or raw log lines (.gz ok)"
+        "file",
+        type=Path,
+        nargs="?",
+        help="AIT CSV, Zeek TSV, JSON lines, or raw log lines (.gz ok)",
     )
     rep.add_argument("--topic", help="default: the events topic (the logs topic for raw lines)")
     rep.add_argument("--rate", type=float, default=0.0, help="records/s; 0 = as fast as possible")
@@ -191,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--limit", type=int, default=0, help="only the first N records")
     rep.add_argument("--source", help="name the source mapping (header outrider-source)")
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
+    rep.add_argument(
+        "--model-version",
+        help="instead of publishing: re-score FILE (or "
+        "--from-topic) with this stored model version, frozen; alerts as JSON lines",
+    )
+    rep.add_argument("--from-topic", help="with --model-version: re-score this topic")
+    rep.add_argument("--output", type=Path, help="with --model-version: write alerts here")
     _add_settings_flags(rep)
     rep.set_defaults(func=cmd_replay)
 

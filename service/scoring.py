@@ -103,8 +103,9 @@ class Scorer:
     def _new_calibrator(self) -> QuantileCalibrator:
         return QuantileCalibrator(size=self.calibration_window, seed=0)
 
-    def score(self, events: Sequence[DecodedEvent]) -> list[ScoredKind]:
-        """Score, calibrate, explain the flagged, then learn from the rest."""
+    def score(self, events: Sequence[DecodedEvent], learn: bool = True) -> list[ScoredKind]:
+        """Score, calibrate, explain the flagged, then learn from the rest. `learn=False`
+        leaves the model exactly as it is (a version-pinned replay)."""
         by_kind: dict[str, list[DecodedEvent]] = {}
         for ev in events:
             by_kind.setdefault(ev.event.kind, []).append(ev)
@@ -118,7 +119,8 @@ class Scorer:
             )
             scores = det.score_many(batch)
             fb = self.feedback[kind]
-            fb.observe_patterns(dict.fromkeys(batch.rows))  # pattern specificity, cheap
+            if learn:
+                fb.observe_patterns(dict.fromkeys(batch.rows))  # pattern specificity, cheap
             if fb.labeled_:
                 scores = scores + self.feedback_weight * fb.pattern_term(batch.rows)
             if cal.seen >= self.calibration_min_samples:
@@ -133,6 +135,21 @@ class Scorer:
                     batch.entity_types, [batch.rows[i] for i in flagged], batch.times[flagged]
                 )
                 explanations = dict(zip(flagged.tolist(), det.explain_many(sub), strict=True))
+            if not learn:
+                out.append(
+                    ScoredKind(
+                        kind,
+                        evs,
+                        scores,
+                        pct,
+                        alerted,
+                        explanations,
+                        det.events_seen_,
+                        cal.seen,
+                        self.calibration_min_samples,
+                    )
+                )
+                continue
             if det.events_seen_ > 0:  # an empty model's scores would skew calibration
                 cal.update(scores)
             learnable = ~alerted
@@ -212,11 +229,11 @@ class Scorer:
             aux=aux,
         )
 
-    def restore(self, store: Path) -> dict | None:
-        """Load the newest checkpoint in `store`; its extra state, or None when there is none
-        (or it is another detector's)."""
-        path = latest_checkpoint(store)
-        if path is None:
+    def restore(self, store: Path, version: str | None = None) -> dict | None:
+        """Load the newest checkpoint in `store` (or exactly `version`); its extra state, or
+        None when there is none (or it is another detector's)."""
+        path = latest_checkpoint(store) if version is None else Path(store) / version
+        if path is None or (version is not None and not path.is_dir()):
             return None
         version, detectors, extra = load_checkpoint(path)
         if extra.get("detector") != self.detector_name:
