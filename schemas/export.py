@@ -11,7 +11,7 @@ from schemas.alerts import Alert, ScoreRecord
 from schemas.deadletter import DeadLetter
 from schemas.events import Event
 from schemas.feedback import Feedback
-from schemas.models import ModelAnnouncement
+from schemas.models import ModelAnnouncement, SensitivityUpdate
 
 WIRE_MODELS: dict[str, type[BaseModel]] = {
     "event": Event,
@@ -20,6 +20,7 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "dead_letter": DeadLetter,
     "feedback": Feedback,
     "model_announcement": ModelAnnouncement,
+    "sensitivity_update": SensitivityUpdate,
 }
 SCHEMA_DIR = Path(__file__).parent / "json"
 

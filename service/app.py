@@ -26,6 +26,7 @@ import orjson
 from detectors.checkpoint import checkpoint_digest
 from schemas import DeadLetter, ModelAnnouncement, ModelRef
 from service.analyst_loop import AnalystLoop
+from service.control import ControlIntake
 from service.decode import Decoder
 from service.feedback_intake import FeedbackIntake
 from service.groups import GroupBook, digest
@@ -101,6 +102,7 @@ class Pipeline:
         )
         self.snapshot = TriageSnapshot()
         self.triage: TriageServer | None = None
+        self.control: ControlIntake | None = None  # run-time sensitivity, started in run()
         self._last_refresh = self._last_digest = 0.0
         self.stopping = threading.Event()
         self.on_batch: BatchHook | None = None  # benchmarks and tests observe batches here
@@ -117,6 +119,7 @@ class Pipeline:
         io = KafkaIO(s)
         tune_gc()
         intake = FeedbackIntake(s, self._feedback_applied) if s.feedback_topic else None
+        self.control = ControlIntake(s)
         if intake is not None:
             self.loop = AnalystLoop(intake, self.scorer, self.groups, m)
         m.model_info.info({"name": self.model.name, "version": self.model.version})
@@ -134,6 +137,8 @@ class Pipeline:
                 self.triage.stop()
             if intake is not None:
                 intake.close()
+            if self.control is not None:
+                self.control.close()
             io.close()  # a synchronous final commit
 
     def between_batches(self, io: KafkaIO) -> None:
@@ -141,6 +146,12 @@ class Pipeline:
         s, now = self.settings, time.monotonic()
         if self.loop is not None:
             self.learn_from_analysts(io)
+        if self.control is not None:
+            bad = self.control.apply(self.scorer)
+            if bad:
+                self._send_dead_letters(io, bad)
+                for dl in bad:
+                    self.metrics.dead_letters.labels(dl.reason.value).inc()
         if now - self._last_refresh >= 1.0:
             self._last_refresh = now
             self.snapshot.refresh(self.groups, s.alert_percentile)

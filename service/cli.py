@@ -194,6 +194,44 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    """Publish a run-time alert threshold change; every scorer applies it between batches."""
+    import time
+
+    import orjson
+    from kafka import KafkaProducer
+    from pydantic import ValidationError
+
+    from schemas.models import SensitivityUpdate
+
+    settings = settings_from(args)
+    if not settings.kafka_bootstrap:
+        print("outrider sensitivity needs --kafka-bootstrap", file=sys.stderr)
+        return 2
+    try:
+        kinds = dict(_kind_percentile(k) for k in args.kind)
+        update = SensitivityUpdate(alert_percentile=args.percentile, kinds=kinds,
+                                   analyst=args.analyst, time=time.time())  # fmt: skip
+    except (ValueError, ValidationError) as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    producer = KafkaProducer(acks="all", **settings.kafka_client_config())
+    try:
+        producer.send(settings.models_topic, key=b"sensitivity",
+                      value=orjson.dumps(update.model_dump())).get(timeout=30)  # fmt: skip
+    finally:
+        producer.close()
+    print(f"sensitivity -> {settings.models_topic}: {update.model_dump_json()}")
+    return 0
+
+
+def _kind_percentile(text: str) -> tuple[str, float]:
+    kind, sep, pct = text.partition("=")
+    if not sep:
+        raise ValueError(f"--kind takes KIND=PERCENTILE, got {text!r}")
+    return kind, float(pct)
+
+
 def default_dataset() -> Path | None:
     """The shared AIT sample the demo replays, if this checkout sits beside shared/."""
     env = os.environ.get("OUTRIDER_DATA")
@@ -272,6 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--analyst", default=os.environ.get("USER", "analyst"))
     _add_settings_flags(label)
     label.set_defaults(func=cmd_label)
+
+    sens = sub.add_parser("sensitivity", help="change alert thresholds at run time")
+    sens.add_argument("--percentile", type=float, help="the global alert percentile")
+    sens.add_argument(
+        "--kind",
+        action="append",
+        default=[],
+        metavar="KIND=PCT",
+        help="a kind's alert percentile, e.g. ids_alert=99.5 (repeatable)",
+    )
+    sens.add_argument("--analyst", default=os.environ.get("USER", "analyst"))
+    _add_settings_flags(sens)
+    sens.set_defaults(func=cmd_sensitivity)
 
     alerts = sub.add_parser("alerts", help="print the top alert groups from the alerts topic")
     alerts.add_argument("--top", type=int, default=10)

@@ -73,6 +73,7 @@ class Scorer:
         self.calibration_window = calibration_window
         self.calibration_min_samples = calibration_min_samples
         self.feedback_weight = feedback_weight
+        self.kind_thresholds: dict[str, float] = {}  # set at run time, win over config
         self.detectors: dict[str, Detector] = {}
         self.calibrators: dict[str, QuantileCalibrator] = {}
         # what analysts' verdicts taught, per kind (detectors/feedback.py: pattern tokens
@@ -96,7 +97,10 @@ class Scorer:
         return det, self.calibrators[kind]
 
     def threshold(self, kind: str) -> float:
-        """The kind's alert percentile (config `[kinds.X] alert_percentile`), else global."""
+        """The kind's alert percentile: set at run time (`outrider sensitivity`), else the
+        kind's config (`[kinds.X] alert_percentile`), else the global one."""
+        if kind in self.kind_thresholds:
+            return self.kind_thresholds[kind]
         own = self.config.kinds[kind].alert_percentile
         return self.alert_percentile if own is None else own
 

@@ -1,0 +1,72 @@
+"""Run-time control from the models topic: alert sensitivity changed without a restart.
+
+The models topic is compacted and read whole at start, so the latest sensitivity setting
+applies to a scorer that starts later too. Model announcements on the same topic are for
+scorers that hot-swap checkpoints (not built yet: one process runs all roles).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+from pydantic import ValidationError
+
+from schemas import DeadLetter, DeadLetterReason
+from schemas.models import SensitivityUpdate
+from service.decode import clip, dead_letter, summarize
+from service.scoring import Scorer
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ControlIntake:
+    """Follows the models topic from its beginning; applies sensitivity updates."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.consumer = KafkaConsumer(group_id=None, enable_auto_commit=False,
+                                      client_id=f"{settings.client_id}-control",
+                                      **settings.kafka_client_config())  # fmt: skip
+        parts = self.consumer.partitions_for_topic(settings.models_topic) or {0}
+        tps = [TopicPartition(settings.models_topic, p) for p in sorted(parts)]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_beginning(*tps)
+
+    def apply(self, scorer: Scorer) -> list[DeadLetter]:
+        dead: list[DeadLetter] = []
+        for records in self.consumer.poll(timeout_ms=0).values():
+            for rec in records:
+                try:
+                    obj = orjson.loads(rec.value or b"")
+                except orjson.JSONDecodeError as exc:
+                    dead.append(dead_letter(rec, DeadLetterReason.malformed_json, str(exc)))
+                    continue
+                if not isinstance(obj, dict) or obj.get("type") != "sensitivity":
+                    continue  # a model announcement: for hot-swapping scorers
+                try:
+                    update = SensitivityUpdate.model_validate_json(rec.value)
+                except ValidationError as exc:
+                    dead.append(dead_letter(rec, DeadLetterReason.invalid_event, summarize(exc)))
+                    continue
+                unknown = set(update.kinds) - set(scorer.config.kinds)
+                if unknown:
+                    dead.append(
+                        dead_letter(
+                            rec,
+                            DeadLetterReason.unknown_kind,
+                            clip(f"unknown kinds {sorted(unknown)}", 300),
+                        )
+                    )
+                    continue
+                if update.alert_percentile is not None:
+                    scorer.alert_percentile = update.alert_percentile
+                scorer.kind_thresholds.update(update.kinds)
+                log.info("sensitivity now: global %s, per kind %s", scorer.alert_percentile,
+                         scorer.kind_thresholds)  # fmt: skip
+        return dead
+
+    def close(self) -> None:
+        self.consumer.close(autocommit=False)
