@@ -66,13 +66,14 @@ class KafkaIO:
         # every commit sends the whole map, so a lost async commit is covered by the next
         self._done: dict[TopicPartition, int] = {}
         self._commit_lost = False
+        self._last_commit_at = 0.0
 
     # -- input ----------------------------------------------------------------------------
     def poll_batch(self, max_events: int, max_wait_s: float) -> list[Any]:
         """Up to `max_events` records, waiting at most `max_wait_s` for the batch to fill."""
         deadline = time.monotonic() + max_wait_s
         batch: list[Any] = []
-        if self._commit_lost:  # a quiet topic brings no next batch: recommit what is done
+        if self._commit_lost:  # a lost commit: recommit what is done
             self._commit_lost = False
             self._commit_async()
         while len(batch) < max_events:
@@ -86,6 +87,10 @@ class KafkaIO:
                 batch.extend(records)
             if left_ms <= 0:
                 break
+        if not batch and self._done and time.monotonic() - self._last_commit_at > 1.0:
+            # a quiet topic brings no next commit: repeat the last one, in case it never
+            # reached the coordinator (idempotent; at most once a second)
+            self._commit_async()
         return batch
 
     # -- output ---------------------------------------------------------------------------
@@ -142,6 +147,7 @@ class KafkaIO:
         return {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._done.items()}
 
     def _commit_async(self) -> None:
+        self._last_commit_at = time.monotonic()
         offsets = self._owned_offsets()
         if offsets:
             self.consumer.commit_async(offsets, callback=self._on_commit)
