@@ -139,35 +139,7 @@ class Scorer:
                     batch.entity_types, [batch.rows[i] for i in flagged], batch.times[flagged]
                 )
                 explanations = dict(zip(flagged.tolist(), det.explain_many(sub), strict=True))
-            if not learn:
-                out.append(
-                    ScoredKind(
-                        kind,
-                        evs,
-                        scores,
-                        pct,
-                        alerted,
-                        explanations,
-                        det.events_seen_,
-                        cal.seen,
-                        self.calibration_min_samples,
-                    )
-                )
-                continue
-            if det.events_seen_ > 0:  # an empty model's scores would skew calibration
-                cal.update(scores)
-            learnable = ~alerted
-            if fb.labeled_ and alerted.any():  # flagged, but an analyst called it benign
-                for i in flagged:
-                    if fb.labeled_.get(FEEDBACK_SEP.join(batch.rows[i])) == 0:
-                        learnable[i] = True
-            keep = np.flatnonzero(learnable)
-            if len(keep) == len(evs):
-                det.learn_many(batch)
-            elif len(keep):
-                det.learn_many(
-                    EventBatch(batch.entity_types, [batch.rows[i] for i in keep], batch.times[keep])
-                )
+            # what the model knew when it judged: the alerts' confidence reads this
             out.append(
                 ScoredKind(
                     kind,
@@ -181,7 +153,35 @@ class Scorer:
                     self.calibration_min_samples,
                 )
             )
+            if learn:
+                self._learn(det, cal, fb, batch, scores, alerted)
         return out
+
+    def _learn(
+        self,
+        det: Detector,
+        cal: QuantileCalibrator,
+        fb: FeedbackDetector,
+        batch: EventBatch,
+        scores: np.ndarray,
+        alerted: np.ndarray,
+    ) -> None:
+        """Calibrate on the batch's scores and learn from every event not flagged, plus the
+        flagged ones whose pattern an analyst called benign."""
+        if det.events_seen_ > 0:  # an empty model's scores would skew calibration
+            cal.update(scores)
+        learnable = ~alerted
+        if fb.labeled_ and alerted.any():
+            for i in np.flatnonzero(alerted):
+                if fb.labeled_.get(FEEDBACK_SEP.join(batch.rows[i])) == 0:
+                    learnable[i] = True
+        keep = np.flatnonzero(learnable)
+        if len(keep) == len(batch):
+            det.learn_many(batch)
+        elif len(keep):
+            det.learn_many(
+                EventBatch(batch.entity_types, [batch.rows[i] for i in keep], batch.times[keep])
+            )
 
     def peek(self, kind: str, rows: list[tuple[str, ...]]) -> np.ndarray:
         """Scores the model would give `rows` now, learning nothing (what-if queries)."""
