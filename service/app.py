@@ -104,6 +104,7 @@ class Pipeline:
         self.triage: TriageServer | None = None
         self.control: ControlIntake | None = None  # run-time sensitivity, started in run()
         self._last_refresh = self._last_digest = 0.0
+        self._lag_series: set[tuple[str, str]] = set()
         self.stopping = threading.Event()
         self.on_batch: BatchHook | None = None  # benchmarks and tests observe batches here
         self._last_checkpoint = time.monotonic()
@@ -211,6 +212,8 @@ class Pipeline:
         alerts: list[dict] = []
         for part in scored:
             m.events_scored.labels(part.kind).inc(len(part.events))
+            pct = part.percentiles[~np.isnan(part.percentiles)] / 100.0
+            m.observe_many(m.score_percentile.labels(part.kind), pct)
             alerts.extend(build_alerts(part, model))
             if s.scores_topic:
                 for value in score_records(part, model):
@@ -252,8 +255,12 @@ class Pipeline:
         if len(stamps):
             m.observe_many(m.end_to_end_seconds, np.maximum(done - stamps, 0.0))
             m.last_processed.set(float(stamps.max()))
-        for tp, lag in io.lag().items():
-            m.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        lags = {(tp.topic, str(tp.partition)): lag for tp, lag in io.lag().items()}
+        for labels in self._lag_series - lags.keys():  # partitions a rebalance took away
+            m.consumer_lag.remove(*labels)
+        for labels, lag in lags.items():
+            m.consumer_lag.labels(*labels).set(lag)
+        self._lag_series = set(lags)
         m.batch_seconds.observe(time.perf_counter() - started)
         if self.on_batch is not None:
             self.on_batch(records, alerts)

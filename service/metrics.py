@@ -47,6 +47,15 @@ class Metrics:
         self.alerts = Counter(
             "outrider_alerts_total", "Alerts published.", ["kind", "severity"], registry=r
         )
+        # Calibrated percentile of every scored event per kind; mass moving up = drift or an
+        # attack wave (more of the traffic looks unusual than the calibration expects).
+        self.score_percentile = Histogram(
+            "outrider_score_percentile_ratio",
+            "Calibrated percentile of scored events / 100.",
+            ["kind"],
+            buckets=(0.5, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0),
+            registry=r,
+        )
         # Confidence of alerts per kind; low = a young model or a new kind: expect noise.
         self.alert_confidence = Histogram(
             "outrider_alert_confidence_ratio",
