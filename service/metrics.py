@@ -15,6 +15,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import start_http_server
 
+from schemas.feedback import Verdict
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 20000)
 
@@ -124,6 +126,8 @@ class Metrics:
         self.verdicts = Counter(
             "outrider_verdicts_total", "Analyst verdicts received.", ["verdict"], registry=r
         )
+        for verdict in Verdict:  # a bounded set: every series exists (at 0) from the start
+            self.verdicts.labels(verdict.value)
         # Fine-tunes from verdicts; each starts a model generation (see outrider_model_info).
         self.fine_tunes = Counter(
             "outrider_fine_tunes_total",
