@@ -227,11 +227,7 @@ class APEDetector(Detector):
 
     @classmethod
     def _check_meta(cls, meta: dict[str, Any]) -> None:
-        if meta.get("detector") != cls.name or meta.get("state_format") != STATE_FORMAT:
-            raise ValueError(
-                f"state is for {meta.get('detector')!r} format {meta.get('state_format')!r}, "
-                f"not {cls.name!r} format {STATE_FORMAT}"
-            )
+        cls.check_state(meta)
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> APEDetector:

@@ -108,6 +108,15 @@ class Detector(ABC):
         """(arrays, JSON-able metadata): everything needed to rebuild the detector, no code."""
 
     @classmethod
+    def check_state(cls, meta: dict[str, Any]) -> None:
+        """Refuse a state saved by another detector or in another state format."""
+        if meta.get("detector") != cls.name or meta.get("state_format") != STATE_FORMAT:
+            raise ValueError(
+                f"state is for {meta.get('detector')!r} format {meta.get('state_format')!r}, "
+                f"not {cls.name!r} format {STATE_FORMAT}"
+            )
+
+    @classmethod
     @abstractmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Detector:
         """Rebuild a detector from `state_dict()` output; refuses a mismatched state."""

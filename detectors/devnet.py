@@ -214,11 +214,7 @@ class DevNetDetector(Detector):
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> DevNetDetector:
-        if meta.get("detector") != cls.name or meta.get("state_format") != STATE_FORMAT:
-            raise ValueError(
-                f"state is for {meta.get('detector')!r} format {meta.get('state_format')!r}, "
-                f"not {cls.name!r} format {STATE_FORMAT}"
-            )
+        cls.check_state(meta)
         det = cls(meta["entity_types"], **meta["config"], ape_config=meta["ape_config"])
         base = {k[5:]: v for k, v in arrays.items() if k.startswith("base.")}
         det.base.load_arrays(base, meta["base"])

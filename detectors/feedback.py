@@ -311,11 +311,7 @@ class FeedbackDetector(Detector):
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> FeedbackDetector:
-        if meta.get("detector") != cls.name or meta.get("state_format") != STATE_FORMAT:
-            raise ValueError(
-                f"state is for {meta.get('detector')!r} format {meta.get('state_format')!r}, "
-                f"not {cls.name!r} format {STATE_FORMAT}"
-            )
+        cls.check_state(meta)
         det = cls(meta["entity_types"], **meta["config"])
         base_arrays = {k[5:]: v for k, v in arrays.items() if k.startswith("base.")}
         det.base = type(det.base).from_state(base_arrays, meta["base"])

@@ -129,11 +129,7 @@ class FrequencyDetector(Detector):
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> FrequencyDetector:
-        if meta.get("detector") != cls.name or meta.get("state_format") != STATE_FORMAT:
-            raise ValueError(
-                f"state is for {meta.get('detector')!r} format {meta.get('state_format')!r}, "
-                f"not {cls.name!r} format {STATE_FORMAT}"
-            )
+        cls.check_state(meta)
         det = cls(meta["entity_types"], half_life_events=meta["half_life_events"])
         det.events_seen_ = float(meta["events_seen"])
         for j, values in enumerate(meta["values"]):

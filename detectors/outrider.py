@@ -155,11 +155,7 @@ class OutriderDetector(Detector):
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> OutriderDetector:
-        if meta.get("detector") != cls.name or meta.get("state_format") != STATE_FORMAT:
-            raise ValueError(
-                f"state is for {meta.get('detector')!r} format {meta.get('state_format')!r}, "
-                f"not {cls.name!r} format {STATE_FORMAT}"
-            )
+        cls.check_state(meta)
         det = cls(meta["entity_types"], **meta["config"], **meta["ape"]["config"])
         det.ape.load_arrays(arrays, meta["ape"])
         det.context = RateContext.from_state(arrays, meta["context"])

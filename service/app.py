@@ -78,8 +78,6 @@ class Pipeline:
         )
         self.loop: AnalystLoop | None = None  # verdicts in; started with the Kafka clients
         self._feedback_applied: dict[str, int] = (restored or {}).get("feedback_applied", {})
-        if restored is None:  # make the version durable now: a redo after a crash must
-            self._checkpoint()  # mint the same alert ids
         self.sessions = (
             SessionStage(
                 SessionSpec(
@@ -108,6 +106,8 @@ class Pipeline:
         self.stopping = threading.Event()
         self.on_batch: BatchHook | None = None  # benchmarks and tests observe batches here
         self._last_checkpoint = time.monotonic()
+        if restored is None:  # make the version durable now: a redo after a crash must
+            self._checkpoint()  # mint the same alert ids
 
     @property
     def model(self) -> ModelRef:
@@ -151,8 +151,7 @@ class Pipeline:
             bad = self.control.apply(self.scorer)
             if bad:
                 self._send_dead_letters(io, bad)
-                for dl in bad:
-                    self.metrics.dead_letters.labels(dl.reason.value).inc()
+                self._flush_between_batches(io, bad)
         if now - self._last_refresh >= 1.0:
             self._last_refresh = now
             self.snapshot.refresh(self.groups, s.alert_percentile)
@@ -183,12 +182,7 @@ class Pipeline:
                         key=self.model.name.encode())  # fmt: skip
             self.metrics.model_info.info({"name": self.model.name, "version": self.model.version})
         if dead or changed or resolved:
-            try:
-                io.flush_or_raise()
-            except PublishError as exc:
-                log.error("verdict outputs not acknowledged: %s", exc)
-        for dl in dead:
-            self.metrics.dead_letters.labels(dl.reason.value).inc()
+            self._flush_between_batches(io, dead)
 
     def process(self, io: KafkaIO, records: list) -> bool:
         """One batch through the chain; offsets are committed last. False = batch redone."""
@@ -245,8 +239,7 @@ class Pipeline:
 
         # account only for what is now durable
         done = time.time()
-        for dl in dead:
-            m.dead_letters.labels(dl.reason.value).inc()
+        self._count_dead_letters(dead)
         for alert in alerts:
             m.alerts.labels(alert["kind"], alert["severity"]).inc()
             m.alert_confidence.labels(alert["kind"]).observe(alert["confidence_score"] / 100)
@@ -266,6 +259,21 @@ class Pipeline:
             self.on_batch(records, alerts)
         return True
 
+    def _flush_between_batches(self, io: KafkaIO, dead: list[DeadLetter]) -> None:
+        """Wait for the acks of what was written between batches (verdict and control
+        outputs); their dead letters count only once the broker has them."""
+        try:
+            io.flush_or_raise()
+        except PublishError as exc:
+            log.error("outputs between batches not acknowledged: %s", exc)
+            return
+        self._count_dead_letters(dead)
+
+    def _count_dead_letters(self, dead: list[DeadLetter]) -> None:
+        """Count dead letters once the broker has them (called after the flush)."""
+        for dl in dead:
+            self.metrics.dead_letters.labels(dl.reason.value).inc()
+
     def _send_dead_letters(self, io: KafkaIO, dead: list[DeadLetter]) -> None:
         for dl in dead:
             io.send(
@@ -281,7 +289,7 @@ class Pipeline:
     def _checkpoint(self) -> Path | None:
         self._last_checkpoint = time.monotonic()
         extra: dict = {"groups": self.groups.state()}
-        if getattr(self, "views", None) is not None and self.views.findings is not None:
+        if self.views.findings is not None:
             extra["findings"] = self.views.findings.state()
         if self.loop is not None:
             extra["feedback_applied"] = {str(p): o for p, o in self.loop.intake.applied.items()}

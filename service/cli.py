@@ -42,6 +42,16 @@ def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:
     return Settings(**{**given, **overrides})
 
 
+def has_bootstrap(settings: Settings, command: str, hint: str = "") -> bool:
+    """False (after saying what is missing) when a command that talks to Kafka has no
+    bootstrap address; only `outrider demo` starts a broker of its own."""
+    if settings.kafka_bootstrap:
+        return True
+    print(f"outrider {command} needs --kafka-bootstrap (or OUTRIDER_KAFKA_BOOTSTRAP){hint}",
+          file=sys.stderr)  # fmt: skip
+    return False
+
+
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
@@ -53,12 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.app import Pipeline
 
     settings = settings_from(args)
-    if not settings.kafka_bootstrap:
-        print(
-            "outrider serve needs --kafka-bootstrap (or OUTRIDER_KAFKA_BOOTSTRAP); "
-            "`outrider demo` starts a local broker for you",
-            file=sys.stderr,
-        )
+    if not has_bootstrap(settings, "serve", "; `outrider demo` starts a local broker for you"):
         return 2
     from service.kafka_io import StartupError, wait_for_broker
 
@@ -159,10 +164,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     from service.demo import print_top_alerts
 
     settings = settings_from(args)
-    if not settings.kafka_bootstrap:
-        print(
-            "outrider alerts needs --kafka-bootstrap (or OUTRIDER_KAFKA_BOOTSTRAP)", file=sys.stderr
-        )
+    if not has_bootstrap(settings, "alerts"):
         return 2
     print(print_top_alerts(settings, args.top, args.wait))
     return 0
@@ -172,10 +174,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from service.labels import label_command
 
     settings = settings_from(args)
-    if not settings.kafka_bootstrap:
-        print(
-            "outrider label needs --kafka-bootstrap (or OUTRIDER_KAFKA_BOOTSTRAP)", file=sys.stderr
-        )
+    if not has_bootstrap(settings, "label"):
         return 2
     verdict = args.verdict or ("malicious" if args.malicious else "benign")
     try:
@@ -205,8 +204,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     from schemas.models import SensitivityUpdate
 
     settings = settings_from(args)
-    if not settings.kafka_bootstrap:
-        print("outrider sensitivity needs --kafka-bootstrap", file=sys.stderr)
+    if not has_bootstrap(settings, "sensitivity"):
         return 2
     try:
         kinds = dict(_kind_percentile(k) for k in args.kind)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
@@ -119,3 +120,43 @@ def wait_until(predicate: Any, timeout_s: float = 120, every_s: float = 0.2) -> 
             return True
         time.sleep(every_s)
     return False
+
+
+def ids_events(start: int, n: int, odd_every: int = 0) -> list[bytes]:
+    """Canonical ids_alert events at one-second steps; every `odd_every`-th one (from `start`
+    on a multiple) is a rare pattern the model should flag."""
+    return [
+        orjson.dumps({"kind": "ids_alert", "time": 1_700_000_000 + i, "entities": {
+            "name": "odd" if odd_every and i % odd_every == 0 else "x",
+            "short": "s", "ip": "10.0.0.1", "host": "h"}})
+        for i in range(start, start + n)
+    ]  # fmt: skip
+
+
+class ScoreReader:
+    """Reads a scores topic from the start as it grows: the (partition, offset) of every
+    scored input record, and how many score records there were (redos included)."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int = 4) -> None:
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            max_poll_records=5000,
+        )
+        parts = [TopicPartition(topic, p) for p in range(partitions)]
+        self.consumer.assign(parts)
+        self.consumer.seek_to_beginning(*parts)
+        self.origins: set[tuple[int, int]] = set()
+        self.count = 0
+
+    def covers(self, expected: set[tuple[int, int]]) -> bool:
+        for records in self.consumer.poll(timeout_ms=500).values():
+            for r in records:
+                o = orjson.loads(r.value)["origin"]
+                self.origins.add((o["partition"], o["offset"]))
+                self.count += 1
+        return expected <= self.origins
+
+    def close(self) -> None:
+        self.consumer.close()

@@ -21,7 +21,7 @@ from kafka.structs import TopicPartition
 
 from service.local_broker import EXTERNAL_ENV, LocalBroker
 from service.replay import read_records
-from tests.integration.kit import committed_total, fresh_settings, running, wait_until
+from tests.integration.kit import ScoreReader, committed_total, fresh_settings, running, wait_until
 
 N_RECORDS = 20_000
 PARTITIONS = 4
@@ -78,33 +78,6 @@ def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-class ScoreReader:
-    """Reads the scores topic from the start as it grows: (partition, offset) of every scored
-    input record, duplicates included once."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            max_poll_records=5000,
-        )
-        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        self.consumer.assign(parts)
-        self.consumer.seek_to_beginning(*parts)
-        self.origins: set[tuple[int, int]] = set()
-
-    def covers(self, expected: set[tuple[int, int]]) -> bool:
-        for records in self.consumer.poll(timeout_ms=500).values():
-            for r in records:
-                o = orjson.loads(r.value)["origin"]
-                self.origins.add((o["partition"], o["offset"]))
-        return expected <= self.origins
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
 def test_service_recovers_from_a_broker_outage_mid_stream(
     own_broker: LocalBroker, datasets: Path, tmp_path: Path
 ) -> None:
@@ -142,7 +115,7 @@ def test_service_recovers_from_a_broker_outage_mid_stream(
         assert len(expected) >= len(values)
 
         # nothing lost: every input offset is scored, by the same pipeline, without a restart
-        scores = ScoreReader(bootstrap, s.scores_topic)
+        scores = ScoreReader(bootstrap, s.scores_topic, PARTITIONS)
         try:
             assert wait_until(lambda: scores.covers(expected), 240, 0), (
                 f"{len(expected - scores.origins)} input offsets never scored after the outage"

@@ -10,9 +10,14 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import orjson
-
-from tests.integration.kit import committed_total, fresh_settings, produce, running, wait_until
+from tests.integration.kit import (
+    committed_total,
+    fresh_settings,
+    ids_events,
+    produce,
+    running,
+    wait_until,
+)
 
 
 def _sample(body: str, name: str, labels: str = "") -> float:
@@ -26,36 +31,19 @@ def _sample(body: str, name: str, labels: str = "") -> float:
 def test_live_metrics_count_what_happened(kafka_bootstrap: str, tmp_path: Path) -> None:
     s = fresh_settings(kafka_bootstrap, tmp_path, calibration_min_samples=100, batch_max_events=500)
 
-    def events(start: int, n: int, odd_every: int = 0) -> list[bytes]:
-        return [
-            orjson.dumps(
-                {
-                    "kind": "ids_alert",
-                    "time": 1_700_000_000 + i,
-                    "entities": {
-                        "name": "odd" if odd_every and i % odd_every == 0 else "x",
-                        "short": "s",
-                        "ip": "10.0.0.1",
-                        "host": "h",
-                    },
-                }
-            )
-            for i in range(start, start + n)
-        ]
-
     bad = [
         b"oops",
         b"[]",
         b'{"kind": "nope"}',
         b'{"kind": "ids_alert", "time": "x", "entities": {}}',
     ]
-    produce(kafka_bootstrap, s.events_topic, events(1, 2000))  # history: all normal
+    produce(kafka_bootstrap, s.events_topic, ids_events(1, 2000))  # history: all normal
     with running(s) as pipeline:
         port = pipeline.metrics.serve(0)
         assert wait_until(
             lambda: committed_total(kafka_bootstrap, s.group_id, s.events_topic) == 2000
         )
-        produce(kafka_bootstrap, s.events_topic, events(2001, 500, odd_every=100) + bad)
+        produce(kafka_bootstrap, s.events_topic, ids_events(2001, 500, odd_every=100) + bad)
         assert wait_until(
             lambda: committed_total(kafka_bootstrap, s.group_id, s.events_topic) == 2504
         )

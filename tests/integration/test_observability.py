@@ -20,12 +20,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.kit import committed_total, fresh_settings, produce, running, wait_until
+from tests.integration.kit import (
+    committed_total,
+    fresh_settings,
+    ids_events,
+    produce,
+    running,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "outrider.json"
@@ -53,24 +59,6 @@ def shipped_queries() -> dict[str, str]:
         for rule in group["rules"]:
             out[f"rule {rule.get('alert') or rule.get('record')}"] = rule["expr"]
     return out
-
-
-def _events(start: int, n: int, odd_every: int = 0) -> list[bytes]:
-    return [
-        orjson.dumps(
-            {
-                "kind": "ids_alert",
-                "time": 1_700_000_000 + i,
-                "entities": {
-                    "name": "odd" if odd_every and i % odd_every == 0 else "x",
-                    "short": "s",
-                    "ip": "10.0.0.1",
-                    "host": "h",
-                },
-            }
-        )
-        for i in range(start, start + n)
-    ]
 
 
 BAD = [b"oops", b"[]", b'{"kind": "nope"}']
@@ -105,13 +93,13 @@ def live(
         batch_max_events=500,
         checkpoint_interval_s=0.5,
     )
-    produce(kafka_bootstrap, s.events_topic, _events(1, 2000))
+    produce(kafka_bootstrap, s.events_topic, ids_events(1, 2000))
     with running(s) as pipeline:
         port = pipeline.metrics.serve(0)
         assert wait_until(
             lambda: committed_total(kafka_bootstrap, s.group_id, s.events_topic) == 2000, 120
         )
-        produce(kafka_bootstrap, s.events_topic, _events(2001, 500, odd_every=100) + BAD)
+        produce(kafka_bootstrap, s.events_topic, ids_events(2001, 500, odd_every=100) + BAD)
         assert wait_until(
             lambda: committed_total(kafka_bootstrap, s.group_id, s.events_topic) == TOTAL, 120
         )

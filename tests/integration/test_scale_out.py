@@ -24,7 +24,7 @@ from kafka.structs import TopicPartition
 
 from service.replay import read_records
 from service.settings import Settings
-from tests.integration.kit import committed_total, fresh_settings, wait_until
+from tests.integration.kit import ScoreReader, committed_total, fresh_settings, wait_until
 
 N_RECORDS = 20_000
 PARTITIONS = 4
@@ -93,35 +93,6 @@ def _assignment(admin: KafkaAdminClient, group: str, topic: str) -> dict[str, se
     return out
 
 
-class ScoreReader:
-    """Reads the scores topic from the start as it grows: (partition, offset) of every scored
-    input record; counts how often each was scored."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            max_poll_records=5000,
-        )
-        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        self.consumer.assign(parts)
-        self.consumer.seek_to_beginning(*parts)
-        self.origins: set[tuple[int, int]] = set()
-        self.count = 0
-
-    def covers(self, expected: set[tuple[int, int]]) -> bool:
-        for records in self.consumer.poll(timeout_ms=500).values():
-            for r in records:
-                o = orjson.loads(r.value)["origin"]
-                self.origins.add((o["partition"], o["offset"]))
-                self.count += 1
-        return expected <= self.origins
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
 def _input_offsets(bootstrap: str, topic: str) -> set[tuple[int, int]]:
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     try:
@@ -163,7 +134,7 @@ def test_two_scorers_share_the_load_and_survive_a_kill(
     def committed() -> int:
         return committed_total(kafka_bootstrap, s.group_id, s.events_topic, PARTITIONS)
 
-    scores = ScoreReader(kafka_bootstrap, s.scores_topic)
+    scores = ScoreReader(kafka_bootstrap, s.scores_topic, PARTITIONS)
     try:
         for name in ("a", "b"):
             procs[name] = _serve(s, name, tmp_path / name, ports[name], log)

@@ -11,28 +11,16 @@ from tests.integration.kit import (
     committed_total,
     consume_all,
     fresh_settings,
+    ids_events,
     produce,
     running,
     wait_until,
 )
 
 
-def _events(start: int, n: int) -> list[bytes]:
-    return [
-        orjson.dumps(
-            {
-                "kind": "ids_alert",
-                "time": 1_700_000_000 + i,
-                "entities": {"name": "x", "short": "s", "ip": "10.0.0.1", "host": "h"},
-            }
-        )
-        for i in range(start, start + n)
-    ]
-
-
 def test_a_kinds_threshold_changes_while_scoring(kafka_bootstrap: str, tmp_path: Path) -> None:
     s = fresh_settings(kafka_bootstrap, tmp_path, calibration_min_samples=100, batch_max_events=500)
-    produce(kafka_bootstrap, s.events_topic, _events(0, 2000))
+    produce(kafka_bootstrap, s.events_topic, ids_events(0, 2000))
     common = ["--kafka-bootstrap", kafka_bootstrap, "--models-topic", s.models_topic]
     with running(s) as pipeline:
         assert wait_until(
@@ -43,7 +31,7 @@ def test_a_kinds_threshold_changes_while_scoring(kafka_bootstrap: str, tmp_path:
         assert main(["sensitivity", "--kind", "ids_alert=0", *common]) == 0
         assert main(["sensitivity", "--kind", "martian=5", *common]) == 0  # dead-lettered
         assert wait_until(lambda: pipeline.scorer.threshold("ids_alert") == 0.0, 30)
-        produce(kafka_bootstrap, s.events_topic, _events(2000, 300))
+        produce(kafka_bootstrap, s.events_topic, ids_events(2000, 300))
         assert wait_until(
             lambda: committed_total(kafka_bootstrap, s.group_id, s.events_topic) == 2300
         )
