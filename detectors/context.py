@@ -93,3 +93,93 @@ class RateContext:
         if flat:
             ctx.clock = max(flat)
         return ctx
+
+
+class BurstContext:
+    """How unusual a pattern's count in the current window is against its *own* past windows.
+
+    For an event of pattern p in window w (windows of `window_s` seconds from the first event
+    seen): x = events of p so far in w, and the surprise is
+    s = -log((#past windows in which p reached >= x events + a) / (w + 1)), `a` = 0.5: an
+    empirical tail probability of "this many in one window" over every window elapsed. Unlike
+    the Poisson surprise above it does not assume a steady rate: a chronic, bursty stream (an
+    firewall's IDS chatter) has had bursts this large before and scores ~0, while a rare
+    pattern that fires in one window, or a known pattern bursting beyond anything in its past
+    (a DNS scan inside a chronic DNS alert group), scores high; a never-seen pattern scores
+    log(2(w + 1)), the most any pattern can. Causal: within a window the last event carries
+    the window's full count, so the max over a group's events sees every burst. Our own
+    design (an episode-count variant of the rate surprise in METHODS.md).
+
+    State per pattern: its open window and count, and a histogram of its past window counts
+    (count -> windows), so memory grows with the distinct burst sizes, not with time.
+    """
+
+    def __init__(self, window_s: float = 600.0, prior: float = 0.5) -> None:
+        self.window_s = float(window_s)
+        self.prior = float(prior)
+        self.start: float | None = None
+        self.clock = -np.inf
+        self.open: dict[str, tuple[int, int]] = {}  # pattern -> (window, count so far)
+        self.hist: dict[str, dict[int, int]] = {}  # pattern -> {window count: windows}
+
+    def observe(self, rows: Sequence[Sequence[str]], times: np.ndarray) -> np.ndarray:
+        """Surprise of each event given every earlier one, then remember it (time order)."""
+        n = len(rows)
+        out = np.zeros(n)
+        if n == 0:
+            return out
+        for i in np.argsort(times, kind="stable").tolist():
+            t = float(times[i])
+            if self.start is None:
+                self.start = t
+            w = int((t - self.start) // self.window_s)
+            key = _SEP.join(rows[i])
+            cur = self.open.get(key)
+            if cur is None or cur[0] != w:
+                if cur is not None:
+                    h = self.hist.setdefault(key, {})
+                    h[cur[1]] = h.get(cur[1], 0) + 1
+                cur = (w, 0)
+            x = cur[1] + 1
+            self.open[key] = (w, x)
+            ge = sum(c for k, c in self.hist.get(key, {}).items() if k >= x)
+            out[i] = -np.log((ge + self.prior) / (max(w, 0) + 1.0))
+            self.clock = max(self.clock, t)
+        return np.maximum(out, 0.0)
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        keys = sorted(set(self.open) | set(self.hist))
+        hists = [sorted(self.hist.get(k, {}).items()) for k in keys]
+        arrays = {
+            "burst.open": np.array([self.open.get(k, (-1, 0)) for k in keys], np.int64).reshape(
+                len(keys), 2
+            ),
+            "burst.hist_len": np.array([len(h) for h in hists], np.int64),
+            "burst.hist": np.array([kv for h in hists for kv in h], np.int64).reshape(-1, 2),
+        }
+        meta = {"window_s": self.window_s, "prior": self.prior, "start": self.start,
+                "clock": None if not np.isfinite(self.clock) else self.clock,
+                "keys": keys}  # fmt: skip
+        return arrays, meta
+
+    @classmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> BurstContext:
+        ctx = cls(meta["window_s"], meta.get("prior", 0.5))
+        ctx.start = meta["start"]
+        ctx.clock = -np.inf if meta.get("clock") is None else float(meta["clock"])
+        keys = meta["keys"]
+        opened = arrays["burst.open"].reshape(-1, 2).tolist()
+        lens = arrays["burst.hist_len"].tolist()
+        if len(opened) != len(keys) or len(lens) != len(keys):
+            raise ValueError("burst context arrays do not match its keys")
+        flat = arrays["burst.hist"].reshape(-1, 2).tolist()
+        if sum(lens) != len(flat):
+            raise ValueError("burst context histogram does not match its lengths")
+        pos = 0
+        for k, (w, c), ln in zip(keys, opened, lens, strict=True):
+            if w >= 0:
+                ctx.open[k] = (int(w), int(c))
+            if ln:
+                ctx.hist[k] = {int(a): int(b) for a, b in flat[pos : pos + ln]}
+            pos += ln
+        return ctx

@@ -9,8 +9,16 @@ What each part buys (measured on AIT, protocol v2; figures in bench/README.md):
 - time context (detectors/context.py), off by default (`context_weight=0`): as an additive
   per-alert term it made AIT rankings worse; when on, `score_many` advances the rate state,
   and `learn_many` only feeds it events newer than what it has seen;
+- burst context (detectors/context.py `BurstContext`), off by default (`burst_weight=0`):
+  `burst_weight * max(0, s - burst_floor)`, s = how far the pattern's count in the current
+  window exceeds its own past windows (an empirical tail, robust to bursty chronic streams,
+  where the Poisson rate surprise is not); only the far tail (s > `burst_floor`, a tail
+  probability under e^-4 by default) counts, so ordinary activity is left to rarity;
 - group ranking with time-aware MMR (detectors/ranking.py, `rank`): what moved the hard attack
-  steps up; the service should rank alert groups through `rank`.
+  steps up; the service should rank alert groups through `rank`. Optional, off by default:
+  `mmr_burst` (groups firing in the same `burst_window_s` buckets as a group already shown are
+  alike even with no field in common) and `chronic_weight` (a group firing in many buckets of
+  the batch is demoted by `chronic_weight * log(buckets)`).
 """
 
 from __future__ import annotations
@@ -22,12 +30,13 @@ import numpy as np
 
 from detectors.ape import APEDetector
 from detectors.base import STATE_FORMAT, Detector, EventBatch, Explanation
-from detectors.context import RateContext
+from detectors.context import BurstContext, RateContext
 from detectors.ranking import RankedGroups, rank_groups
 
 
 class OutriderDetector(Detector):
-    """The product detector. Score = mean entity surprisal + ape_weight * z(-S) (+ context)."""
+    """The product detector. Score = mean entity surprisal + ape_weight * z(-S) (+ context,
+    + burst)."""
 
     name = "outrider"
 
@@ -41,6 +50,11 @@ class OutriderDetector(Detector):
         mmr_bucket_s: float = 3600.0,
         mmr_types: Sequence[str] | None = None,
         family_types: Sequence[str] = (),
+        burst_weight: float = 0.0,
+        burst_window_s: float = 600.0,
+        burst_floor: float = 4.0,
+        mmr_burst: float = 0.0,
+        chronic_weight: float = 0.0,
         **ape_kwargs: Any,
     ) -> None:
         super().__init__(entity_types)
@@ -53,9 +67,13 @@ class OutriderDetector(Detector):
             "mmr_bucket_s": float(mmr_bucket_s),
             "mmr_types": None if mmr_types is None else list(mmr_types),
             "family_types": list(family_types),
+            "burst_weight": float(burst_weight), "burst_window_s": float(burst_window_s),
+            "burst_floor": float(burst_floor), "mmr_burst": float(mmr_burst),
+            "chronic_weight": float(chronic_weight),
         }  # fmt: skip
         self.ape = APEDetector(entity_types, **ape_kwargs)
         self.context = RateContext(context_window_s)
+        self.burst = BurstContext(burst_window_s)
         self.ape_center_ = 0.0
         self.ape_scale_ = 1.0
 
@@ -81,6 +99,11 @@ class OutriderDetector(Detector):
             if newer.any():
                 idx = np.flatnonzero(newer)
                 self.context.observe([batch.rows[i] for i in idx], batch.times[idx])
+        if self.config["burst_weight"] != 0.0:
+            newer = batch.times > self.burst.clock
+            if newer.any():
+                idx = np.flatnonzero(newer)
+                self.burst.observe([batch.rows[i] for i in idx], batch.times[idx])
 
     # -- scoring --------------------------------------------------------------------------
     def surprisal(self, batch: EventBatch) -> np.ndarray:
@@ -113,15 +136,21 @@ class OutriderDetector(Detector):
             score = score + cfg["ape_weight"] * z
         if cfg["context_weight"] != 0.0:
             score = score + cfg["context_weight"] * self.context.observe(batch.rows, batch.times)
+        if cfg["burst_weight"] != 0.0:
+            s = self.burst.observe(batch.rows, batch.times)
+            score = score + cfg["burst_weight"] * np.maximum(s - cfg["burst_floor"], 0.0)
         return score
 
     def rank(self, batch: EventBatch, scores: np.ndarray | None = None) -> RankedGroups:
         """Alert groups of a batch in the order the analyst should read them."""
         if scores is None:
             scores = self.score_many(batch)
-        return rank_groups(batch.rows, batch.times, scores, lam=self.config["mmr_lambda"],
-                           bucket_s=self.config["mmr_bucket_s"],
-                           similarity_key=self.similarity_key)  # fmt: skip
+        cfg = self.config
+        return rank_groups(batch.rows, batch.times, scores, lam=cfg["mmr_lambda"],
+                           bucket_s=cfg["mmr_bucket_s"], similarity_key=self.similarity_key,
+                           burst_sim=cfg.get("mmr_burst", 0.0),
+                           burst_bucket_s=cfg.get("burst_window_s", 600.0),
+                           chronic_weight=cfg.get("chronic_weight", 0.0))  # fmt: skip
 
     def similarity_key(self, key: Sequence[str]) -> tuple[str, ...]:
         """What MMR compares between groups: `mmr_types` (default all) + `family_types`'
@@ -141,6 +170,8 @@ class OutriderDetector(Detector):
         arrays, ape_meta = self.ape.state_dict()
         carr, cmeta = self.context.state()
         arrays.update(carr)
+        barr, bmeta = self.burst.state()
+        arrays.update(barr)
         meta = {
             "detector": self.name,
             "state_format": STATE_FORMAT,
@@ -148,6 +179,7 @@ class OutriderDetector(Detector):
             "config": self.config,
             "ape": ape_meta,
             "context": cmeta,
+            "burst": bmeta,
             "ape_center": self.ape_center_,
             "ape_scale": self.ape_scale_,
         }
@@ -159,6 +191,8 @@ class OutriderDetector(Detector):
         det = cls(meta["entity_types"], **meta["config"], **meta["ape"]["config"])
         det.ape.load_arrays(arrays, meta["ape"])
         det.context = RateContext.from_state(arrays, meta["context"])
+        if "burst" in meta:  # states saved before the burst context have none
+            det.burst = BurstContext.from_state(arrays, meta["burst"])
         det.ape_center_ = float(meta["ape_center"])
         det.ape_scale_ = float(meta["ape_scale"])
         det.events_seen_ = det.ape.vocab.events_seen

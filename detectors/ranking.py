@@ -9,6 +9,15 @@ our similarity is the share of entity fields two groups have in common, weighted
 of the candidate's time (buckets of `bucket_s` seconds) the shown group also covers, so one
 host's separate episodes stay apart while one burst collapses. The time weighting is our own
 design; on AIT (protocol v2) it is what moved the hard steps up (see bench/README.md).
+
+Two optional terms (our own; off by default, measured on AIT in bench/README.md):
+- `burst_sim`: a group that fires in the same short buckets (`burst_bucket_s`) as a group
+  already shown is alike by `burst_sim` x the share of its buckets the shown group covers, with
+  no field in common: one scan touches many hosts with many alert codes at once, and the
+  analyst who read one of its groups has seen that minute;
+- `chronic_weight`: the group score is its max alert score minus `chronic_weight` x log(number
+  of `burst_bucket_s` buckets the group fired in): attack steps come in few bursts, a group
+  that fires all day is background even when its pattern is new.
 """
 
 from __future__ import annotations
@@ -36,7 +45,9 @@ def group_alerts(rows: Sequence[Sequence[str]]) -> tuple[np.ndarray, list[tuple[
     return ids, list(index)
 
 
-def _time_signatures(group_of: np.ndarray, times: np.ndarray, bucket_s: float, n: int) -> list:
+def _time_signatures(
+    group_of: np.ndarray, times: np.ndarray, bucket_s: float, n: int
+) -> list[set[int]]:
     buckets = np.floor((times - (times.min() if len(times) else 0.0)) / bucket_s).astype(np.int64)
     sig: list[set[int]] = [set() for _ in range(n)]
     for g, b in zip(group_of.tolist(), buckets.tolist(), strict=True):
@@ -51,8 +62,12 @@ def mmr_order(
     lam: float = 1.0,
     floor: float = 0.0,
     shown: Sequence[int] = (),
+    burst_signatures: Sequence[set[int]] | None = None,
+    burst_sim: float = 0.0,
 ) -> np.ndarray:
-    """Greedy MMR over groups; similarity = shared fields x (floor + (1-floor) x time overlap).
+    """Greedy MMR over groups; similarity = shared fields x (floor + (1-floor) x time overlap),
+    or `burst_sim` x the share of the group's short buckets (`burst_signatures`) the other
+    group covers, whichever is larger.
 
     `shown`: groups the analyst has already read; they are left out of the order, and the
     groups like them start with their penalty (read groups count as "already ranked").
@@ -72,6 +87,10 @@ def mmr_order(
             sh = signatures[h]
             overlap = np.array([len(s & sh) / max(len(s), 1) for s in signatures])
             shared = shared * (floor + (1.0 - floor) * overlap)
+        if burst_sim > 0 and burst_signatures is not None:
+            bh = burst_signatures[h]
+            same = np.array([len(s & bh) / max(len(s), 1) for s in burst_signatures])
+            shared = np.maximum(shared, burst_sim * same)
         return shared
 
     for h in sorted(set(int(g) for g in shown)):
@@ -95,23 +114,34 @@ def rank_groups(
     floor: float = 0.0,
     shown: Sequence[int] = (),
     similarity_key: Callable[[tuple[str, ...]], Sequence[str]] | None = None,
+    burst_sim: float = 0.0,
+    burst_bucket_s: float = 600.0,
+    chronic_weight: float = 0.0,
 ) -> RankedGroups:
     """Group alerts, score groups by their max alert score, order them by time-aware MMR.
 
     `lam = 0` is the plain ranking by group score (ties: first-seen group first).
     `shown`: group ids already read (left out of `order`, and penalise their look-alikes);
-    `similarity_key`: what MMR compares between two groups (default: the whole entity tuple).
+    `similarity_key`: what MMR compares between two groups (default: the whole entity tuple);
+    `burst_sim`, `burst_bucket_s`, `chronic_weight`: see the module docstring.
     """
     group_of, keys = group_alerts(rows)
     n = len(keys)
     gs = np.full(n, -np.inf)
     np.maximum.at(gs, group_of, np.asarray(scores, dtype=np.float64))
+    times = np.asarray(times, np.float64)
+    bursts = None
+    if (burst_sim > 0 or chronic_weight != 0) and n:
+        bursts = _time_signatures(group_of, times, burst_bucket_s, n)
+    if chronic_weight != 0 and bursts is not None:
+        gs = gs - chronic_weight * np.log(np.array([max(len(b), 1) for b in bursts], float))
     if lam <= 0 or n == 0:
         order = np.lexsort((np.arange(n), -gs)).astype(np.int64)
         if len(shown):
             order = order[~np.isin(order, np.asarray(list(shown), dtype=np.int64))]
     else:
-        sig = _time_signatures(group_of, np.asarray(times, np.float64), bucket_s, n)
+        sig = _time_signatures(group_of, times, bucket_s, n)
         sim_keys = keys if similarity_key is None else [tuple(similarity_key(k)) for k in keys]
-        order = mmr_order(gs, sim_keys, sig, lam=lam, floor=floor, shown=shown)
+        order = mmr_order(gs, sim_keys, sig, lam=lam, floor=floor, shown=shown,
+                          burst_signatures=bursts, burst_sim=burst_sim)  # fmt: skip
     return RankedGroups(order=order, group_of=group_of, scores=gs, keys=keys)
