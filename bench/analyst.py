@@ -37,6 +37,9 @@ DEFAULT_DATA = REPO.parent / "shared" / "datasets"
 
 #: The configuration measured here (AIT's alert code is `short`; its family = W-Acc, A-Aud...).
 AIT_CONFIG: dict[str, Any] = {"family_types": ("short",), "rank_types": ("short", "host")}
+#: Burst context in the base detector + burst-aware ranking (names no field; bench/README.md).
+BURST_CONFIG: dict[str, Any] = {"base_config": {"burst_weight": 0.25}, "chronic_weight": 0.1,
+                                "mmr_burst": 0.2}  # fmt: skip
 
 
 def _steps_seen(read: list[int], group_steps: list[set[str]]) -> tuple[int, int]:
@@ -70,7 +73,8 @@ def simulate(
     det.learn_many(split.warmup)
     det.observe_patterns(split.test.rows)  # the service sees every pattern it scores
     test = split.test
-    ranked = det.rank(test)
+    base = det.base.score_many(test)  # once: a base with time context advances as it scores
+    ranked = det.rank(test, base_scores=base)
     group_of = ranked.group_of
     members = [np.flatnonzero(group_of == g) for g in range(len(ranked.keys))]
     group_steps: list[set[str]] = [set() for _ in ranked.keys]
@@ -96,7 +100,7 @@ def simulate(
                 labels += [1 if group_steps[g] else 0] * len(vb)
             det.learn_labels(EventBatch(test.entity_types, rows, np.concatenate(times)),
                              np.array(labels))  # fmt: skip
-        ranked = det.rank(test, shown=read)
+        ranked = det.rank(test, shown=read, base_scores=base)
     all_, all_1 = _steps_seen(read, group_steps)
     return {"all": all_, "all_minus_1": all_1, "rounds": rounds,
             "malicious_read": sum(1 for g in read[:all_] if group_steps[g])}  # fmt: skip

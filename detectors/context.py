@@ -122,29 +122,43 @@ class BurstContext:
         self.open: dict[str, tuple[int, int]] = {}  # pattern -> (window, count so far)
         self.hist: dict[str, dict[int, int]] = {}  # pattern -> {window count: windows}
 
-    def observe(self, rows: Sequence[Sequence[str]], times: np.ndarray) -> np.ndarray:
-        """Surprise of each event given every earlier one, then remember it (time order)."""
+    def observe(
+        self, rows: Sequence[Sequence[str]], times: np.ndarray, update: bool = True
+    ) -> np.ndarray:
+        """Surprise of each event given every earlier one (time order), remembering the events
+        when `update` (with `update=False` the state is left exactly as it was: a what-if)."""
         n = len(rows)
         out = np.zeros(n)
         if n == 0:
             return out
+        start = self.start if self.start is not None else float(np.min(times))
+        opened: dict[str, tuple[int, int]] = {}  # this call's view; written back if update
+        hists: dict[str, dict[int, int]] = {}
+        clock = self.clock
         for i in np.argsort(times, kind="stable").tolist():
             t = float(times[i])
-            if self.start is None:
-                self.start = t
-            w = int((t - self.start) // self.window_s)
+            w = max(int((t - start) // self.window_s), 0)
             key = _SEP.join(rows[i])
-            cur = self.open.get(key)
+            if key not in opened:
+                if key in self.open:
+                    opened[key] = self.open[key]
+                hists[key] = dict(self.hist.get(key, {}))
+            cur = opened.get(key)
+            h = hists[key]
             if cur is None or cur[0] != w:
                 if cur is not None:
-                    h = self.hist.setdefault(key, {})
                     h[cur[1]] = h.get(cur[1], 0) + 1
                 cur = (w, 0)
             x = cur[1] + 1
-            self.open[key] = (w, x)
-            ge = sum(c for k, c in self.hist.get(key, {}).items() if k >= x)
-            out[i] = -np.log((ge + self.prior) / (max(w, 0) + 1.0))
-            self.clock = max(self.clock, t)
+            opened[key] = (w, x)
+            ge = sum(c for k, c in h.items() if k >= x)
+            out[i] = -np.log((ge + self.prior) / (w + 1.0))
+            clock = max(clock, t)
+        if update:
+            self.start = start
+            self.clock = clock
+            self.open.update(opened)
+            self.hist.update({k: h for k, h in hists.items() if h})
         return np.maximum(out, 0.0)
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

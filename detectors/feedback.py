@@ -26,7 +26,8 @@ from:
   malicious-labeled time `t_m`. Benign verdicts add nothing here.
 - Ranking (detectors/ranking.py): groups ordered by time-aware MMR whose similarity compares
   `rank_types` and the families, with the groups already read counted as shown, so the next
-  round does not re-show the incident the analyst just confirmed.
+  round does not re-show the incident the analyst just confirmed; optionally (`mmr_burst`,
+  `chronic_weight`) burst-aware, as `OutriderDetector.rank`.
 
 METHODS.md's DevNet/AnoOnly head (detectors/devnet.py) is the deep alternative; on AIT's
 ~150 groups per scenario with 5 verdicts a round, a head trained on embeddings did not fit in
@@ -39,6 +40,7 @@ features, after Li et al. 2023's labeling-budget batches); our own composition.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Sequence
 from itertools import combinations
 from typing import Any
@@ -77,6 +79,9 @@ class FeedbackDetector(Detector):
         rank_types: Sequence[str] | None = None,
         mmr_lambda: float = 2.0,
         mmr_bucket_s: float = 3600.0,
+        mmr_burst: float = 0.0,
+        chronic_weight: float = 0.0,
+        burst_bucket_s: float = 600.0,
         max_patterns: int = 200_000,
         max_malicious_times: int = 50_000,
     ) -> None:
@@ -101,6 +106,8 @@ class FeedbackDetector(Detector):
             "family_types": list(family_types),
             "rank_types": None if rank_types is None else list(rank_types),
             "mmr_lambda": float(mmr_lambda), "mmr_bucket_s": float(mmr_bucket_s),
+            "mmr_burst": float(mmr_burst), "chronic_weight": float(chronic_weight),
+            "burst_bucket_s": float(burst_bucket_s),
             "max_patterns": int(max_patterns), "max_malicious_times": int(max_malicious_times),
         }  # fmt: skip
         self.base: Detector = DETECTORS[base](self.entity_types, **self.config["base_config"])
@@ -164,7 +171,11 @@ class FeedbackDetector(Detector):
         self.events_seen_ = self.base.events_seen_
         self.observe_patterns(dict.fromkeys(map(tuple, batch.rows)))
         step = max(1, len(batch) // 20_000)
-        s = self.base.score_many(EventBatch(batch.entity_types, batch.rows[::step]))
+        sample = EventBatch(batch.entity_types, batch.rows[::step], batch.times[::step])
+        if "advance" in inspect.signature(self.base.score_many).parameters:
+            s = self.base.score_many(sample, advance=False)  # type: ignore[call-arg]
+        else:
+            s = self.base.score_many(sample)
         s = s[np.isfinite(s)]
         if len(s) > 1:
             self.center_, self.scale_ = float(np.median(s)), float(s.std() + 1e-9)
@@ -256,11 +267,17 @@ class FeedbackDetector(Detector):
             adj += cfg["time_weight"] * self.time_term(batch.times, batch.rows)
         return adj
 
-    def score_many(self, batch: EventBatch) -> np.ndarray:
+    def score_many(self, batch: EventBatch, base_scores: np.ndarray | None = None) -> np.ndarray:
+        """z(base score) + what the verdicts add. `base_scores`: the base detector's scores of
+        this batch when already computed (a base with time context advances it when it scores,
+        so a batch re-ranked after new verdicts should reuse its first base scores)."""
         self._check(batch)
         if len(batch) == 0:
             return np.zeros(0, dtype=np.float64)
-        z = (self.base.score_many(batch) - self.center_) / self.scale_
+        base = self.base.score_many(batch) if base_scores is None else np.asarray(base_scores)
+        if len(base) != len(batch):
+            raise ValueError(f"{len(base)} base scores for {len(batch)} events")
+        z = (base - self.center_) / self.scale_
         return z + self.adjustment(batch)
 
     def similarity_key(self, key: Sequence[str]) -> tuple[str, ...]:
@@ -273,15 +290,22 @@ class FeedbackDetector(Detector):
         return tuple(key[j] for j in cols) + tuple(family(key[j]) for j in self._fam)
 
     def rank(
-        self, batch: EventBatch, scores: np.ndarray | None = None, shown: Sequence[int] = ()
+        self,
+        batch: EventBatch,
+        scores: np.ndarray | None = None,
+        shown: Sequence[int] = (),
+        base_scores: np.ndarray | None = None,
     ) -> RankedGroups:
-        """Groups of a batch in reading order; `shown` = group ids the analyst has read."""
+        """Groups of a batch in reading order; `shown` = group ids the analyst has read;
+        `base_scores` as in `score_many`."""
         if scores is None:
-            scores = self.score_many(batch)
+            scores = self.score_many(batch, base_scores)
+        cfg = self.config
         return rank_groups(
-            batch.rows, batch.times, scores, lam=self.config["mmr_lambda"],
-            bucket_s=self.config["mmr_bucket_s"], shown=shown,
-            similarity_key=self.similarity_key,
+            batch.rows, batch.times, scores, lam=cfg["mmr_lambda"],
+            bucket_s=cfg["mmr_bucket_s"], shown=shown, similarity_key=self.similarity_key,
+            burst_sim=cfg.get("mmr_burst", 0.0), burst_bucket_s=cfg.get("burst_bucket_s", 600.0),
+            chronic_weight=cfg.get("chronic_weight", 0.0),
         )  # fmt: skip
 
     def explain_many(self, batch: EventBatch, top_k: int = 3) -> list[Explanation]:

@@ -125,7 +125,10 @@ class OutriderDetector(Detector):
             out += -np.log((c + 1.0) / total)
         return out / len(self.entity_types)
 
-    def score_many(self, batch: EventBatch) -> np.ndarray:
+    def score_many(self, batch: EventBatch, advance: bool = True) -> np.ndarray:
+        """Scores of a batch. With the burst context on, scoring also advances it (the batch
+        becomes the past of the next one); `advance=False` scores against the burst context
+        as it is and leaves it unchanged (what-if queries, re-scoring a batch already seen)."""
         self._check(batch)
         score = self.surprisal(batch)
         if len(batch) == 0:
@@ -137,7 +140,7 @@ class OutriderDetector(Detector):
         if cfg["context_weight"] != 0.0:
             score = score + cfg["context_weight"] * self.context.observe(batch.rows, batch.times)
         if cfg["burst_weight"] != 0.0:
-            s = self.burst.observe(batch.rows, batch.times)
+            s = self.burst.observe(batch.rows, batch.times, update=advance)
             score = score + cfg["burst_weight"] * np.maximum(s - cfg["burst_floor"], 0.0)
         return score
 

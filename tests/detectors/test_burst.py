@@ -86,3 +86,18 @@ def test_outrider_burst_options_change_nothing_when_off_and_round_trip_when_on()
     assert s_on[8] > off.score_many(test)[8]  # the quiet pattern's burst of 9 is lifted
     np.testing.assert_allclose(s_on[9:], off.score_many(test)[9:])  # chronic: no lift
     assert on.rank(test, s_on).order.tolist() == back.rank(test, s_back).order.tolist()
+
+
+def test_what_if_scoring_leaves_the_burst_state_unchanged() -> None:
+    ctx = BurstContext(600.0)
+    ctx.observe(*_history())
+    rows = [("quiet",)] * 9
+    times = 200 * 600.0 + np.arange(9.0)
+    before = ctx.state()
+    peek = ctx.observe(rows, times, update=False)
+    after = ctx.state()
+    assert before[1] == after[1]
+    for k, v in before[0].items():
+        np.testing.assert_array_equal(v, after[0][k])
+    np.testing.assert_allclose(peek, ctx.observe(rows, times))  # same scores, now remembered
+    assert ctx.open["quiet"] == (200, 9)  # remembered: the window holds the 9

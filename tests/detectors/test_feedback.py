@@ -112,3 +112,16 @@ def test_select_queries_near_threshold_diverse_deterministic() -> None:
     assert q[0] == 0 and 4 not in q and 3 not in q  # nearest first; far from threshold out
     assert keys[q[1]] != keys[q[0]]  # the twin of the first pick (group 1) is passed over
     assert select_queries(keys, scores, k=0) == [] and select_queries([], np.zeros(0)) == []
+
+
+def test_burst_base_is_scored_once_and_reused(train: EventBatch, test_batch) -> None:
+    det = _fitted(train, base_config={"burst_weight": 0.5}, mmr_burst=0.2, chronic_weight=0.1)
+    state_after_fit = det.base.burst.state()[1]
+    assert state_after_fit["clock"] == float(train.times.max())  # the fit's sample: no advance
+    base = det.base.score_many(test_batch)
+    first = det.score_many(test_batch, base_scores=base)
+    np.testing.assert_allclose(det.score_many(test_batch, base_scores=base), first)
+    ranked = det.rank(test_batch, base_scores=base)
+    assert ranked.order.tolist() == det.rank(test_batch, scores=first).order.tolist()
+    with pytest.raises(ValueError):
+        det.score_many(test_batch, base_scores=base[:-1])
