@@ -22,6 +22,7 @@ class DeadLetterReason(StrEnum):
     missing_entity = "missing_entity"  #: an entity type the kind requires is absent
     invalid_verdict = "invalid_verdict"  #: a feedback record no verdict vocabulary reads
     unknown_target = "unknown_target"  #: a verdict for an alert or group id nobody knows
+    rate_limited = "rate_limited"  #: one analyst sent verdicts faster than the configured rate
     scoring_error = "scoring_error"  #: the detector failed on this record (a bug: report it)
 
 

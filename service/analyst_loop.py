@@ -1,17 +1,30 @@
-"""The analyst loop inside a scorer: verdicts resolve to alert groups, teach the model, and
-start a new model generation that every later alert names.
+"""The analyst loop: verdicts resolve to alert groups, teach the model, and start a new model
+generation that every later alert names.
 
 A verdict names an alert id or a group id. It resolves through the group book to the group's
 entity pattern; what the verdict teaches (service/verdicts.py `training_signal`) goes to the
 scorer's feedback learner (detectors/feedback.py): a benign verdict sinks look-alikes by what
 is specific to the pattern, a malicious one lifts them, an undo (`undetermined`) retracts.
 Fine-tuning is a cheap, bounded update between batches, so it never stalls scoring.
+
+Two guard rails stand between a verdict and the model:
+- a per-analyst rate limit (a token bucket on the verdicts' Kafka timestamps, so a replayed
+  history is judged as it was sent): a flood from one analyst or a script with their name
+  goes to the dead-letter topic as `rate_limited` and teaches nothing;
+- a regression check: the verdicts learned before a fine-tune are its held-out set. If the
+  fine-tuned model ranks them worse (the AUC of their scores, malicious above benign, drops),
+  the fine-tune is rolled back: the model stays as it was and no new version is published.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+from dataclasses import dataclass
 
+import numpy as np
+
+from detectors.feedback import _SEP as FEEDBACK_SEP
 from schemas import DeadLetter, DeadLetterReason, Feedback, Verdict
 from service.decode import clip, dead_letter
 from service.feedback_intake import FeedbackIntake
@@ -22,27 +35,83 @@ from service.verdicts import training_signal
 
 log = logging.getLogger(__name__)
 
+Rows = list[tuple[str, ...]]
+
+
+class RateLimiter:
+    """Token buckets per analyst: `per_minute` verdicts a minute, bursts of one minute's worth."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.capacity = per_minute
+        self.rate = per_minute / 60.0
+        self.buckets: dict[str, tuple[float, float]] = {}  # analyst -> (tokens, at time)
+
+    def allow(self, analyst: str, at: float) -> bool:
+        tokens, last = self.buckets.get(analyst, (self.capacity, at))
+        tokens = min(self.capacity, tokens + max(at - last, 0.0) * self.rate)
+        allowed = tokens >= 1.0
+        self.buckets[analyst] = (tokens - 1.0 if allowed else tokens, max(at, last))
+        if len(self.buckets) > 10_000:  # bounded: forget the longest-idle analysts
+            for name, _ in sorted(self.buckets.items(), key=lambda kv: kv[1][1])[:1000]:
+                del self.buckets[name]
+        return allowed
+
+
+def ranking_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """P(a malicious pattern scores above a benign one), ties half; None without both."""
+    mal, ben = scores[labels == 1], scores[labels == 0]
+    if not len(mal) or not len(ben):
+        return None
+    diff = mal[:, None] - ben[None, :]
+    return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one pass over new verdicts did."""
+
+    changed: bool  # the model learned something: a new generation to checkpoint and announce
+    resolved: list[Feedback]  # live verdicts that resolved to a group (their findings close)
+    dead: list[DeadLetter]  # bad, unknown-target or rate-limited verdicts
+    rolled_back: int = 0  # kinds whose fine-tune the regression check refused
+
 
 class AnalystLoop:
     """Applies the feedback topic's verdicts to a scorer."""
 
     def __init__(
-        self, intake: FeedbackIntake, scorer: Scorer, groups: GroupBook, metrics: Metrics
+        self,
+        intake: FeedbackIntake,
+        scorer: Scorer,
+        groups: GroupBook,
+        metrics: Metrics,
+        verdicts_per_minute: float = 60.0,
     ) -> None:
         self.intake = intake
         self.scorer = scorer
         self.groups = groups
         self.metrics = metrics
+        self.limiter = RateLimiter(verdicts_per_minute)
 
-    def apply(self) -> tuple[bool, list[Feedback], list[DeadLetter]]:
-        """Read new verdicts: (whether the model changed, the live verdicts that resolved to a
-        group, dead letters for the bad ones)."""
+    def apply(self) -> Outcome:
+        """Read new verdicts and learn the live ones that pass the guard rails."""
         verdicts, dead = self.intake.poll()
         resolved: list[Feedback] = []
-        learned: dict[str, tuple[list[tuple[str, ...]], list[int]]] = {}
+        learned: dict[str, tuple[Rows, list[int]]] = {}
         changed = False
         for v in verdicts:
             fb = v.feedback
+            if v.live:
+                at = v.record.timestamp / 1000 if v.record.timestamp else fb.time
+                if not self.limiter.allow(fb.analyst, at):
+                    if self.intake.store.get(fb.target_id) is fb:
+                        del self.intake.store[fb.target_id]
+                    dead.append(dead_letter(
+                        v.record, DeadLetterReason.rate_limited,
+                        f"analyst {clip(fb.analyst, 64)!r} sent more than "
+                        f"{self.limiter.capacity:g} verdicts a minute; send it again later",
+                    ))  # fmt: skip
+                    continue
             self.metrics.verdicts.labels(fb.verdict.value).inc()
             group = self.groups.mark(fb.target_id, fb.verdict.value)
             if group is None:
@@ -50,7 +119,7 @@ class AnalystLoop:
                     dead.append(dead_letter(
                         v.record, DeadLetterReason.unknown_target,
                         f"no alert or group {clip(fb.target_id, 64)!r} is known to this "
-                        "scorer (evicted, or scored by another scorer of the group)",
+                        "process (evicted, or not yet read from the alerts topic)",
                     ))  # fmt: skip
                 continue
             if not v.live:
@@ -67,10 +136,39 @@ class AnalystLoop:
                 labels.append(signal.label)
             elif fb.verdict is Verdict.undetermined:
                 changed |= self.scorer.retract(group.kind, row)
+        rolled_back = 0
         for kind, (rows, labels) in learned.items():
-            self.scorer.learn_verdicts(kind, rows, labels)
-            changed = True
+            if self.fine_tune(kind, rows, labels):
+                changed = True
+            else:
+                rolled_back += 1
         if changed:
             self.metrics.fine_tunes.inc()
             log.info("fine-tuned from %d verdicts: model %s", len(verdicts), self.scorer.version)
-        return changed, resolved, dead
+        return Outcome(changed, resolved, dead, rolled_back)
+
+    def fine_tune(self, kind: str, rows: Rows, labels: list[int]) -> bool:
+        """Learn one kind's new verdicts unless that ranks the earlier verdicts worse; False
+        (and the model untouched) when rolled back."""
+        before_fb = self.scorer.feedback_of(kind)
+        new = {FEEDBACK_SEP.join(r) for r in rows}
+        held = [(k, y) for k, y in before_fb.labeled_.items() if k not in new]
+        held_rows = [tuple(k.split(FEEDBACK_SEP)) for k, _ in held]
+        held_labels = np.fromiter((y for _, y in held), np.int64, len(held))
+        auc_before = ranking_auc(self.scorer.peek(kind, held_rows), held_labels) if held else None
+        snapshot = copy.deepcopy(before_fb) if auc_before is not None else None
+        generation = self.scorer.generation
+        self.scorer.learn_verdicts(kind, rows, labels)
+        if snapshot is None:
+            return True
+        auc_after = ranking_auc(self.scorer.peek(kind, held_rows), held_labels)
+        if auc_after is not None and auc_before is not None and auc_after < auc_before - 1e-9:
+            self.scorer.feedback[kind] = snapshot
+            self.scorer.generation = generation
+            self.metrics.fine_tune_rollbacks.inc()
+            log.warning(
+                "fine-tune of %s from %d verdicts rolled back: earlier verdicts' ranking AUC "
+                "%.3f -> %.3f", kind, len(rows), auc_before, auc_after,
+            )  # fmt: skip
+            return False
+        return True

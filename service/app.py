@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from detectors.checkpoint import checkpoint_digest
-from schemas import DeadLetter, ModelAnnouncement, ModelRef
+from detectors.checkpoint import CheckpointError
+from schemas import DeadLetter, ModelRef
 from service.analyst_loop import AnalystLoop
 from service.control import ControlIntake
 from service.decode import Decoder
@@ -33,6 +33,7 @@ from service.groups import GroupBook, digest
 from service.kafka_io import KafkaIO, PublishError, ensure_topics
 from service.logmining import LogMiner
 from service.metrics import Metrics
+from service.model_store import announce, local_store, model_store
 from service.outputs import build_alerts, dead_letter_headers, score_records
 from service.scoring import Scorer
 from service.session_stage import SessionStage
@@ -55,16 +56,12 @@ class Pipeline:
         self.settings = settings
         self.metrics = metrics or Metrics()
         config = SourceConfig.load(settings.sources_config)
-        self.scorer = Scorer(
-            config,
-            detector=settings.detector,
-            alert_percentile=settings.alert_percentile,
-            calibration_window=settings.calibration_window,
-            calibration_min_samples=settings.calibration_min_samples,
-            feedback_weight=settings.feedback_weight,
-        )
-        self.checkpoints = Path(settings.state_dir) / "checkpoints"
+        self.scorer = Scorer.for_settings(config, settings)
+        self.checkpoints = local_store(settings)
         restored = self.scorer.restore(self.checkpoints)
+        # role `scorer`: learns on its own only until it first adopts the trainer's model;
+        # from then on it scores with exactly the announced version (frozen between swaps)
+        self.adopted = bool((restored or {}).get("adopted", False))
         miner = None
         if restored is not None:
             log.info("restored model %s from %s", self.scorer.version, self.checkpoints)
@@ -76,7 +73,8 @@ class Pipeline:
             if restored is not None and "groups" in restored
             else GroupBook()
         )
-        self.loop: AnalystLoop | None = None  # verdicts in; started with the Kafka clients
+        self.intake: FeedbackIntake | None = None  # verdicts in; started with Kafka clients
+        self.loop: AnalystLoop | None = None  # learns from them (role `all`)
         self._feedback_applied: dict[str, int] = (restored or {}).get("feedback_applied", {})
         self.sessions = (
             SessionStage(
@@ -120,12 +118,14 @@ class Pipeline:
         io = KafkaIO(s)
         tune_gc()
         intake = FeedbackIntake(s, self._feedback_applied) if s.feedback_topic else None
+        self.intake = intake
         self.control = ControlIntake(s)
-        if intake is not None:
-            self.loop = AnalystLoop(intake, self.scorer, self.groups, m)
+        if intake is not None and s.role == "all":
+            self.loop = AnalystLoop(intake, self.scorer, self.groups, m, s.verdicts_per_minute)
         m.model_info.info({"name": self.model.name, "version": self.model.version})
         log.info("scoring %s -> %s as group %s", s.events_topic, s.alerts_topic, s.group_id)
-        self.triage = start_triage(s, self.groups, self.snapshot, lambda: self.model.version)
+        if s.role == "all":  # split roles: the trainer's page shows every scorer's groups
+            self.triage = start_triage(s, self.groups, self.snapshot, lambda: self.model.version)
         try:
             while not self.stopping.is_set():
                 records = io.poll_batch(s.batch_max_events, s.batch_max_wait_ms / 1000)
@@ -145,17 +145,24 @@ class Pipeline:
     def between_batches(self, io: KafkaIO) -> None:
         """Verdicts, the triage page's rows, the digest, the periodic checkpoint."""
         s, now = self.settings, time.monotonic()
-        if self.loop is not None:
+        if self.intake is not None:
             self.learn_from_analysts(io)
         if self.control is not None:
             bad = self.control.apply(self.scorer)
             if bad:
                 self._send_dead_letters(io, bad)
                 self._flush_between_batches(io, bad)
+            if s.role == "scorer":
+                self.follow_trainer()
         if now - self._last_refresh >= 1.0:
             self._last_refresh = now
             self.snapshot.refresh(self.groups, s.alert_percentile)
-        if s.digest_topic and self.groups.groups and now - self._last_digest >= s.digest_interval_s:
+        if (
+            s.role == "all"  # split roles: the trainer digests every scorer's groups
+            and s.digest_topic
+            and self.groups.groups
+            and now - self._last_digest >= s.digest_interval_s
+        ):
             self._last_digest = now
             record = digest(self.groups, self.model.model_dump(), s.alert_percentile)
             io.send(s.digest_topic, orjson.dumps(record), key=b"digest")
@@ -164,9 +171,16 @@ class Pipeline:
 
     def learn_from_analysts(self, io: KafkaIO) -> None:
         """Between batches: apply new verdicts; a changed model is checkpointed and announced
-        on the models topic (compacted, keyed by model name) before the next batch."""
-        assert self.loop is not None
-        changed, resolved, dead = self.loop.apply()
+        on the models topic (compacted, keyed by model name) before the next batch. In role
+        `scorer` the trainer learns (and dead-letters bad verdicts); verdicts here only close
+        the OCSF findings this scorer opened."""
+        assert self.intake is not None
+        if self.loop is not None:
+            outcome = self.loop.apply()
+            changed, resolved, dead = outcome.changed, outcome.resolved, outcome.dead
+        else:
+            verdicts, _ = self.intake.poll()
+            changed, resolved, dead = False, [v.feedback for v in verdicts if v.live], []
         self._send_dead_letters(io, dead)
         for fb in resolved:  # a verdict closes the group's OCSF finding
             for topic, key, value, headers in self.views.close(fb):
@@ -174,15 +188,32 @@ class Pipeline:
         if changed:
             path = self._checkpoint()
             if path is not None:
-                announcement = ModelAnnouncement(
-                    model_name=self.model.name, version=self.model.version, path=str(path),
-                    sha256=checkpoint_digest(path), created_at=time.time(),
-                )  # fmt: skip
-                io.send(self.settings.models_topic, orjson.dumps(announcement.model_dump()),
-                        key=self.model.name.encode())  # fmt: skip
+                announce(io, self.settings, self.model.name, self.model.version, path)
             self.metrics.model_info.info({"name": self.model.name, "version": self.model.version})
         if dead or changed or resolved:
             self._flush_between_batches(io, dead)
+
+    def follow_trainer(self) -> None:
+        """Role `scorer`: hot-swap to the newest model the trainer announced, between batches;
+        a model that fails its checks is refused and the current one stays."""
+        assert self.control is not None
+        announced = self.control.announced
+        if announced is None or announced.version == self.scorer.version:
+            return
+        self.control.announced = None  # tried once; the next announcement tries again
+        try:
+            self.scorer.adopt(model_store(self.settings), announced.version, announced.sha256)
+        except (CheckpointError, OSError) as exc:
+            self.metrics.model_swaps.labels("refused").inc()
+            log.error("model %s refused, still scoring with %s: %s", announced.version,
+                      self.scorer.version, exc)  # fmt: skip
+            return
+        self.adopted = True
+        self.metrics.model_swaps.labels("ok").inc()
+        self.metrics.model_info.info({"name": self.model.name, "version": self.model.version})
+        self.metrics.model_timestamp.set(announced.created_at)
+        log.info("hot-swapped to model %s", self.scorer.version)
+        self._checkpoint()  # a restart resumes with this version
 
     def process(self, io: KafkaIO, records: list) -> bool:
         """One batch through the chain; offsets are committed last. False = batch redone."""
@@ -197,7 +228,7 @@ class Pipeline:
 
         # score: calibrated percentiles; explanations for the flagged; learn from the rest
         t0 = time.perf_counter()
-        scored = self.scorer.score(events)
+        scored = self.scorer.score(events, learn=not self.adopted)
         m.scoring_seconds.observe(time.perf_counter() - t0)
 
         # publish: alerts (keyed by group, so a group stays on one partition) and their OCSF /
@@ -291,13 +322,17 @@ class Pipeline:
         extra: dict = {"groups": self.groups.state()}
         if self.views.findings is not None:
             extra["findings"] = self.views.findings.state()
-        if self.loop is not None:
-            extra["feedback_applied"] = {str(p): o for p, o in self.loop.intake.applied.items()}
+        if self.intake is not None:
+            extra["feedback_applied"] = {str(p): o for p, o in self.intake.applied.items()}
+        if self.adopted:
+            extra["adopted"] = True
         if self.decoder.miner is not None:
             extra["log_miner"] = self.decoder.miner.state()
         try:
             path = self.scorer.save(self.checkpoints, extra=extra)
             self.metrics.checkpoints.labels("ok").inc()
+            if self.settings.role == "all":  # a scorer's model dates from its announcement
+                self.metrics.model_timestamp.set(time.time())
             return path
         except OSError as exc:
             self.metrics.checkpoints.labels("failed").inc()

@@ -61,6 +61,7 @@ def _configure_logging(level: str) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from service.app import Pipeline
+    from service.trainer import Trainer
 
     settings = settings_from(args)
     if not has_bootstrap(settings, "serve", "; `outrider demo` starts a local broker for you"):
@@ -72,7 +73,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"outrider serve: {exc}", file=sys.stderr)
         return 2
-    pipeline = Pipeline(settings)
+    pipeline: Pipeline | Trainer = (
+        Trainer(settings) if settings.role == "trainer" else Pipeline(settings)
+    )
     port = pipeline.metrics.serve(settings.metrics_port, settings.metrics_host)
     log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
     signal.signal(signal.SIGTERM, lambda *_: pipeline.stop())

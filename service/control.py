@@ -1,8 +1,9 @@
-"""Run-time control from the models topic: alert sensitivity changed without a restart.
+"""Run-time control from the models topic: alert sensitivity and model announcements.
 
 The models topic is compacted and read whole at start, so the latest sensitivity setting
-applies to a scorer that starts later too. Model announcements on the same topic are for
-scorers that hot-swap checkpoints (not built yet: one process runs all roles).
+applies to a scorer that starts later too, and a scorer (role `scorer`) finds the trainer's
+newest model there: `announced` holds the latest announcement for the scorer's detector, which
+the pipeline hot-swaps to between batches.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from kafka.structs import TopicPartition
 from pydantic import ValidationError
 
 from schemas import DeadLetter, DeadLetterReason
-from schemas.models import SensitivityUpdate
+from schemas.models import ModelAnnouncement, SensitivityUpdate
 from service.decode import clip, dead_letter, summarize
 from service.scoring import Scorer
 from service.settings import Settings
@@ -34,6 +35,7 @@ class ControlIntake:
         tps = [TopicPartition(settings.models_topic, p) for p in sorted(parts)]
         self.consumer.assign(tps)
         self.consumer.seek_to_beginning(*tps)
+        self.announced: ModelAnnouncement | None = None  # the newest for this detector
 
     def apply(self, scorer: Scorer) -> list[DeadLetter]:
         dead: list[DeadLetter] = []
@@ -44,8 +46,26 @@ class ControlIntake:
                 except orjson.JSONDecodeError as exc:
                     dead.append(dead_letter(rec, DeadLetterReason.malformed_json, str(exc)))
                     continue
+                if isinstance(obj, dict) and "model_name" in obj:
+                    try:
+                        announced = ModelAnnouncement.model_validate_json(rec.value)
+                    except ValidationError as exc:
+                        dead.append(
+                            dead_letter(rec, DeadLetterReason.invalid_event, summarize(exc))
+                        )
+                        continue
+                    if announced.model_name == scorer.detector_name:
+                        self.announced = announced
+                    continue
                 if not isinstance(obj, dict) or obj.get("type") != "sensitivity":
-                    continue  # a model announcement: for hot-swapping scorers
+                    dead.append(
+                        dead_letter(
+                            rec,
+                            DeadLetterReason.invalid_event,
+                            "neither a model announcement nor a sensitivity update",
+                        )
+                    )
+                    continue
                 try:
                     update = SensitivityUpdate.model_validate_json(rec.value)
                 except ValidationError as exc:

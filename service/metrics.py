@@ -144,6 +144,30 @@ class Metrics:
         self.checkpoints = Counter(
             "outrider_checkpoints_total", "Model checkpoints written.", ["outcome"], registry=r
         )
+        # Hot swaps to the trainer's models by outcome; "refused" = a checkpoint failed its
+        # checksum or did not load (the scorer keeps its model: check the store and the trainer).
+        self.model_swaps = Counter(
+            "outrider_model_swaps_total",
+            "Scorer hot swaps to an announced model.",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("ok", "refused"):
+            self.model_swaps.labels(outcome)
+        # Fine-tunes rolled back because they ranked the earlier verdicts worse; rising = the
+        # analysts disagree with each other (or with themselves): read the verdicts' notes.
+        self.fine_tune_rollbacks = Counter(
+            "outrider_fine_tune_rollbacks_total",
+            "Fine-tunes not published: they made the held-out verdicts rank worse.",
+            registry=r,
+        )
+        # Time of the newest model this process scores with or published (trainer); stale
+        # while verdicts or traffic flow = the trainer is down or cannot write the store.
+        self.model_timestamp = Gauge(
+            "outrider_model_timestamp_seconds",
+            "When the model in use was made (Unix time).",
+            registry=r,
+        )
 
     @staticmethod
     def observe_many(histogram: Histogram, values: np.ndarray) -> None:

@@ -19,6 +19,7 @@ from kafka.structs import TopicPartition
 from schemas import ModelRef
 from service.decode import Decoder
 from service.logmining import LogMiner
+from service.model_store import model_store
 from service.outputs import build_alerts
 from service.replay import encode_record, read_records
 from service.scoring import Scorer
@@ -43,19 +44,12 @@ class FileRecord(NamedTuple):
 
 def pinned_scorer(settings: Settings, version: str) -> tuple[Scorer, Decoder]:
     config = SourceConfig.load(settings.sources_config)
-    scorer = Scorer(
-        config,
-        detector=settings.detector,
-        alert_percentile=settings.alert_percentile,
-        calibration_window=settings.calibration_window,
-        calibration_min_samples=settings.calibration_min_samples,
-        feedback_weight=settings.feedback_weight,
-    )
-    extra = scorer.restore(Path(settings.state_dir) / "checkpoints", version=version)
+    scorer = Scorer.for_settings(config, settings)
+    extra = scorer.restore(model_store(settings), version=version)
     if extra is None or scorer.version != version:
         raise PinnedVersionError(
             f"no checkpoint of model version {version!r} for detector {settings.detector!r} "
-            f"in {Path(settings.state_dir) / 'checkpoints'}"
+            f"in {model_store(settings)}"
         )
     miner = LogMiner.from_state(extra["log_miner"]) if "log_miner" in extra else None
     decoder = Decoder(config, settings.max_message_bytes, settings.logs_topic, miner)

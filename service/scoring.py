@@ -7,6 +7,7 @@ that it is normal); analysts' benign verdicts are the way such events become nor
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,12 +18,19 @@ import numpy as np
 from detectors.ape import APEDetector
 from detectors.base import Detector, EventBatch, Explanation
 from detectors.calibration import QuantileCalibrator
-from detectors.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from detectors.checkpoint import (
+    CheckpointError,
+    checkpoint_digest,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from detectors.feedback import _SEP as FEEDBACK_SEP
 from detectors.feedback import FeedbackDetector
 from detectors.frequency import FrequencyDetector
 from detectors.outrider import OutriderDetector
 from service.decode import DecodedEvent
+from service.settings import Settings
 from service.sources import SourceConfig
 
 FEEDBACK_KEY = "~feedback~"  # checkpoint key prefix: '~' is never part of a kind name
@@ -34,6 +42,10 @@ DETECTOR_FACTORIES: dict[str, DetectorFactory] = {
     "outrider": lambda types: OutriderDetector(types),
     "ape": lambda types: APEDetector(types),
 }
+
+
+class ForeignModelError(CheckpointError):
+    """A valid checkpoint of another detector than the one this scorer runs."""
 
 
 @dataclass(slots=True)
@@ -79,8 +91,23 @@ class Scorer:
         # what analysts' verdicts taught, per kind (detectors/feedback.py: pattern tokens
         # weighted by their log-odds among verdicts and their specificity)
         self.feedback: dict[str, FeedbackDetector] = {}
-        self.lineage = f"{detector}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        # detector + birth + a random tag: two processes born in the same second (a trainer
+        # and its scorers) must never name different models alike
+        born = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self.lineage = f"{detector}-{born}-{secrets.token_hex(2)}"
         self.generation = 0  # bumped by every fine-tune from verdicts
+
+    @classmethod
+    def for_settings(cls, config: SourceConfig, settings: Settings) -> Scorer:
+        """A scorer as the settings configure it."""
+        return cls(
+            config,
+            detector=settings.detector,
+            alert_percentile=settings.alert_percentile,
+            calibration_window=settings.calibration_window,
+            calibration_min_samples=settings.calibration_min_samples,
+            feedback_weight=settings.feedback_weight,
+        )
 
     @property
     def version(self) -> str:
@@ -95,6 +122,11 @@ class Scorer:
         if kind not in self.feedback:
             self.feedback[kind] = FeedbackDetector(det.entity_types, base="frequency")
         return det, self.calibrators[kind]
+
+    def feedback_of(self, kind: str) -> FeedbackDetector:
+        """The kind's verdict learner (made with the kind's detector if new)."""
+        self._for_kind(kind)
+        return self.feedback[kind]
 
     def threshold(self, kind: str) -> float:
         """The kind's alert percentile: set at run time (`outrider sensitivity`), else the
@@ -239,9 +271,34 @@ class Scorer:
         path = latest_checkpoint(store) if version is None else Path(store) / version
         if path is None or (version is not None and not path.is_dir()):
             return None
+        try:
+            return self.load(path)
+        except ForeignModelError:
+            return None
+
+    def adopt(self, store: Path, version: str, sha256: str) -> None:
+        """Hot swap to an announced model (service role `scorer`): its detectors, calibrators,
+        verdict learning and version replace this scorer's, between batches. Only a version
+        name inside `store` is read (never a path from the topic), and its tensor file must
+        hash to the announced digest; anything else raises CheckpointError and the current
+        model stays."""
+        if not version or "/" in version or "\\" in version or version.startswith("."):
+            raise CheckpointError(f"announced version {version[:80]!r} is not a store name")
+        path = Path(store) / version
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: announced model is not in the store")
+        if checkpoint_digest(path) != sha256:
+            raise CheckpointError(f"{path}: digest differs from the announcement")
+        self.load(path)
+
+    def load(self, path: Path) -> dict:
+        """Replace the model with checkpoint `path` (verified by load_checkpoint); its extra."""
         version, detectors, extra = load_checkpoint(path)
         if extra.get("detector") != self.detector_name:
-            return None
+            raise ForeignModelError(
+                f"{path}: another detector's model ({extra.get('detector')!r}, "
+                f"this scorer runs {self.detector_name!r})"
+            )
         self.lineage = extra.get("lineage", version)
         self.generation = int(extra.get("generation", 0))
         self.feedback = {

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     ssl_cafile: Path | None = None
 
     # -- the chain ------------------------------------------------------------------------
+    role: Literal["all", "scorer", "trainer"] = Field(
+        default="all",
+        description="all: one process does everything; scorer: scores events and hot-swaps "
+        "to the trainer's models (run N in one group); trainer: learns from events, alerts "
+        "and verdicts, publishes models, serves the triage page (run one)",
+    )
     batch_max_events: int = Field(default=2000, ge=1, le=100_000)
     batch_max_wait_ms: int = Field(default=100, ge=1, le=60_000)
     max_message_bytes: int = Field(
@@ -85,7 +91,12 @@ class Settings(BaseSettings):
     state_dir: Path = Field(
         default=Path("outrider-state"), description="checkpoint store and local state"
     )
-    checkpoint_interval_s: float = Field(default=60.0, gt=0)
+    checkpoint_interval_s: float = Field(
+        default=60.0, gt=0, description="local state saved; the trainer publishes a model"
+    )
+    keep_checkpoints: int = Field(
+        default=100, ge=2, description="the trainer keeps this many newest models in the store"
+    )
 
     # -- analysts -------------------------------------------------------------------------
     digest_topic: str = Field(
@@ -94,6 +105,12 @@ class Settings(BaseSettings):
     digest_interval_s: float = Field(default=30.0, gt=0)
     feedback_weight: float = Field(
         default=1.0, ge=0, description="how strongly verdicts move look-alikes' scores"
+    )
+    verdicts_per_minute: float = Field(
+        default=60.0,
+        gt=0,
+        description="per analyst; beyond it (burst: one minute's worth) "
+        "verdicts are dead-lettered as rate_limited",
     )
     triage_host: str = Field(default="127.0.0.1", description="triage page; loopback default")
     triage_port: int = Field(default=8765, ge=-1, le=65535, description="-1 = off, 0 = any")

@@ -18,6 +18,7 @@ from kafka.structs import TopicPartition
 from service.app import Pipeline
 from service.kafka_io import ensure_topics
 from service.settings import Settings
+from service.trainer import Trainer
 
 
 def fresh_settings(bootstrap: str, state_dir: Path, **overrides: Any) -> Settings:
@@ -46,9 +47,10 @@ def fresh_settings(bootstrap: str, state_dir: Path, **overrides: Any) -> Setting
 
 
 @contextmanager
-def running(settings: Settings) -> Iterator[Pipeline]:
-    """A pipeline consuming in a background thread; stopped and joined on exit."""
-    pipeline = Pipeline(settings)
+def running(settings: Settings) -> Iterator[Any]:
+    """A pipeline (or, for role `trainer`, a trainer) consuming in a background thread;
+    stopped and joined on exit."""
+    pipeline = Trainer(settings) if settings.role == "trainer" else Pipeline(settings)
     errors: list[BaseException] = []
 
     def run() -> None:

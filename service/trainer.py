@@ -1,0 +1,221 @@
+"""Role `trainer`: the one process that learns, so that N scorers score with one model.
+
+    events topic ──► decode ──► learn (counts, calibration; never from what it flags)
+    alerts topic ──► group book (every scorer's alerts: any alert or group id resolves)
+    feedback topic ──► analyst loop (rate limit, fine-tune, regression check)
+                                  │
+        every checkpoint interval, or at once after verdicts:
+        model store ◄── checkpoint ──► models topic (announcement) ──► scorers hot-swap
+
+The trainer reads the events topic in its own consumer group (its `group_id`) and commits the
+offsets only once a published model holds what it learned from them, so a crash re-learns the
+events after the last model, never skips them. The alerts topic is read by assignment, its
+offsets kept in the model's checkpoint beside the group book they built. Bad input is the
+scorers' to dead-letter; the trainer dead-letters bad verdicts (it alone reads them to learn).
+It also serves the triage page and the digest: its group book is the whole picture.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import orjson
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+
+from schemas import DeadLetter
+from service.analyst_loop import AnalystLoop
+from service.control import ControlIntake
+from service.decode import Decoder
+from service.feedback_intake import FeedbackIntake
+from service.groups import GroupBook, digest
+from service.kafka_io import KafkaIO, PublishError, ensure_topics
+from service.logmining import LogMiner
+from service.metrics import Metrics
+from service.model_store import announce, model_store, prune
+from service.outputs import dead_letter_headers
+from service.scoring import Scorer
+from service.settings import Settings
+from service.sources import SourceConfig
+from service.triage import TriageServer
+from service.triage_wiring import TriageSnapshot, start_triage
+
+log = logging.getLogger("outrider.trainer")
+
+
+class AlertFollower:
+    """The alerts topic by assignment, from the offsets the last model recorded."""
+
+    def __init__(self, settings: Settings, read: dict[int, int]) -> None:
+        self.consumer = KafkaConsumer(group_id=None, enable_auto_commit=False,
+                                      client_id=f"{settings.client_id}-alerts",
+                                      **settings.kafka_client_config())  # fmt: skip
+        parts = self.consumer.partitions_for_topic(settings.alerts_topic) or {0}
+        tps = [TopicPartition(settings.alerts_topic, p) for p in sorted(parts)]
+        self.consumer.assign(tps)
+        for tp in tps:
+            if tp.partition in read:
+                self.consumer.seek(tp, read[tp.partition])
+            else:
+                self.consumer.seek_to_beginning(tp)
+        self.read = dict(read)
+
+    def poll(self) -> list[dict[str, Any]]:
+        alerts = []
+        for tp, records in self.consumer.poll(timeout_ms=0, max_records=20_000).items():
+            for rec in records:
+                self.read[tp.partition] = rec.offset + 1
+                try:
+                    alert = orjson.loads(rec.value or b"")
+                except orjson.JSONDecodeError:
+                    log.warning("alerts topic: %s[%d]@%d is not JSON", tp.topic, tp.partition,
+                                rec.offset)  # fmt: skip
+                    continue
+                if isinstance(alert, dict) and "group_id" in alert and "alert_id" in alert:
+                    alerts.append(alert)
+        return alerts
+
+    def close(self) -> None:
+        self.consumer.close(autocommit=False)
+
+
+class Trainer:
+    """Learns from events, alerts and verdicts; publishes and announces models."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        config = SourceConfig.load(settings.sources_config)
+        self.scorer = Scorer.for_settings(config, settings)
+        self.store = model_store(settings)
+        restored = self.scorer.restore(self.store) or {}
+        if restored:
+            log.info("restored model %s from %s", self.scorer.version, self.store)
+        miner = LogMiner.from_state(restored["log_miner"]) if "log_miner" in restored else None
+        self.decoder = Decoder(config, settings.max_message_bytes, settings.logs_topic, miner)
+        self.groups = (
+            GroupBook.from_state(restored["groups"]) if "groups" in restored else GroupBook()
+        )
+        self._alerts_read = {int(p): int(o) for p, o in restored.get("alerts_read", {}).items()}
+        self._feedback_applied: dict[str, int] = restored.get("feedback_applied", {})
+        self.snapshot = TriageSnapshot()
+        self.stopping = threading.Event()
+        self._learned: dict[tuple[str, int], Any] = {}  # newest record learned, per partition
+        self._published = self.scorer.version if restored else ""
+        self._last_publish = self._last_refresh = self._last_digest = 0.0
+
+    def run(self) -> None:
+        s, m = self.settings, self.metrics
+        ensure_topics(s)
+        io = KafkaIO(s)
+        alerts = AlertFollower(s, self._alerts_read)
+        intake = FeedbackIntake(s, self._feedback_applied)
+        loop = AnalystLoop(intake, self.scorer, self.groups, m, s.verdicts_per_minute)
+        control = ControlIntake(s)
+        triage: TriageServer | None = start_triage(
+            s, self.groups, self.snapshot, lambda: self.scorer.version
+        )
+        m.model_info.info({"name": self.scorer.detector_name, "version": self.scorer.version})
+        log.info("training on %s, %s and %s as group %s; models to %s", s.events_topic,
+                 s.alerts_topic, s.feedback_topic, s.group_id, self.store)  # fmt: skip
+        self._last_publish = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                records = io.poll_batch(s.batch_max_events, s.batch_max_wait_ms / 1000)
+                if records:
+                    self.learn(records)
+                    for tp, lag in io.lag().items():  # how far the model is behind traffic
+                        m.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+                for alert in alerts.poll():
+                    self.groups.add(alert)
+                control.apply(self.scorer)  # thresholds decide what is "flagged"; the
+                # scorers dead-letter bad control records, so the trainer does not repeat them
+                outcome = loop.apply()
+                if outcome.dead:
+                    self._send_dead_letters(io, outcome.dead)
+                now = time.monotonic()
+                due = now - self._last_publish >= s.checkpoint_interval_s
+                if outcome.changed or (due and self._learned):
+                    self.publish(io, alerts, intake)
+                self.serve_analysts(io, now)
+        finally:
+            if self._learned or self.scorer.version != self._published:
+                self.publish(io, alerts, intake)
+            if triage is not None:
+                triage.stop()
+            for closing in (alerts, intake, control):
+                closing.close()
+            io.close()
+
+    def learn(self, records: list) -> None:
+        """Decode and score without publishing: the model learns from what it does not flag."""
+        events, _dead = self.decoder.decode_many(records)  # the scorers dead-letter these
+        self.scorer.score(events)
+        for r in records:
+            self._learned[(r.topic, r.partition)] = r
+
+    def publish(self, io: KafkaIO, alerts: AlertFollower, intake: FeedbackIntake) -> None:
+        """A new model version: checkpoint, announce, then commit the events it learned."""
+        m = self.metrics
+        if self.scorer.version == self._published:  # traffic alone: a generation of its own
+            self.scorer.generation += 1
+        extra: dict[str, Any] = {
+            "groups": self.groups.state(),
+            "alerts_read": {str(p): o for p, o in alerts.read.items()},
+            "feedback_applied": {str(p): o for p, o in intake.applied.items()},
+        }
+        if self.decoder.miner is not None:
+            extra["log_miner"] = self.decoder.miner.state()
+        self._last_publish = time.monotonic()
+        try:
+            path = self.scorer.save(self.store, extra=extra)
+        except OSError as exc:
+            m.checkpoints.labels("failed").inc()
+            log.error("model %s not written to %s: %s", self.scorer.version, self.store, exc)
+            return
+        m.checkpoints.labels("ok").inc()
+        announce(io, self.settings, self.scorer.detector_name, self.scorer.version, path)
+        try:
+            io.flush_or_raise()
+        except PublishError as exc:  # the next publish announces a newer one
+            log.error("announcement of %s not acknowledged: %s", self.scorer.version, exc)
+            return
+        self._published = self.scorer.version
+        if self._learned:
+            io.commit(list(self._learned.values()))
+            self._learned.clear()
+        m.model_info.info({"name": self.scorer.detector_name, "version": self.scorer.version})
+        m.model_timestamp.set(time.time())
+        prune(self.store, self.settings.keep_checkpoints)
+        log.info("published model %s", self.scorer.version)
+
+    def serve_analysts(self, io: KafkaIO, now: float) -> None:
+        """The triage page's rows (once a second) and the digest of the whole group book."""
+        s = self.settings
+        if now - self._last_refresh >= 1.0:
+            self._last_refresh = now
+            self.snapshot.refresh(self.groups, s.alert_percentile)
+        if s.digest_topic and self.groups.groups and now - self._last_digest >= s.digest_interval_s:
+            self._last_digest = now
+            model = {"name": self.scorer.detector_name, "version": self.scorer.version}
+            io.send(s.digest_topic, orjson.dumps(digest(self.groups, model, s.alert_percentile)),
+                    key=b"digest")  # fmt: skip
+
+    def _send_dead_letters(self, io: KafkaIO, dead: list[DeadLetter]) -> None:
+        """Bad verdicts to the dead-letter topic, counted once the broker has them."""
+        for dl in dead:
+            io.send(self.settings.dead_letter_topic, orjson.dumps(dl.model_dump(mode="json")),
+                    headers=dead_letter_headers(dl))  # fmt: skip
+        try:
+            io.flush_or_raise()
+        except PublishError as exc:
+            log.error("dead letters not acknowledged: %s", exc)
+            return
+        for dl in dead:
+            self.metrics.dead_letters.labels(dl.reason.value).inc()
+
+    def stop(self) -> None:
+        self.stopping.set()

@@ -1,0 +1,156 @@
+"""Guard rails between a verdict and the model: per-analyst rate limit, the regression check
+that rolls a fine-tune back, and the checks a scorer makes before it hot-swaps a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from detectors.checkpoint import CheckpointError
+from schemas import DeadLetterReason, Feedback
+from service.analyst_loop import AnalystLoop, RateLimiter, ranking_auc
+from service.feedback_intake import Verdict
+from service.groups import GroupBook
+from service.metrics import Metrics
+from service.scoring import Scorer
+from service.sources import SourceConfig
+from tests.conftest import records_of
+
+CONFIG = SourceConfig.load()
+TYPES = CONFIG.kinds["ids_alert"].entities
+
+
+class FakeIntake:
+    """The feedback topic's verdicts, handed over once (FeedbackIntake's interface)."""
+
+    def __init__(self) -> None:
+        self.pending: list[Verdict] = []
+        self.store: dict[str, Feedback] = {}
+        self.applied: dict[int, int] = {}
+
+    def give(self, verdicts: list[tuple[str, str, str]], ts_ms: int = 1_700_000_000_000) -> None:
+        values = [
+            orjson.dumps({"target_id": t, "verdict": v, "analyst": a, "time": 1.0})
+            for t, v, a in verdicts
+        ]
+        for rec, (t, v, a) in zip(records_of(values, "feedback", ts_ms), verdicts, strict=True):
+            fb = Feedback(target_id=t, verdict=v, analyst=a, time=1.0)
+            self.store[t] = fb
+            self.pending.append(Verdict(fb, rec, live=True))
+
+    def poll(self) -> tuple[list[Verdict], list[Any]]:
+        out, self.pending = self.pending, []
+        return out, []
+
+
+def _alert(gid: str, entities: dict[str, str]) -> dict[str, Any]:
+    return {
+        "group_id": gid, "alert_id": f"a-{gid}", "kind": "ids_alert", "entities": entities,
+        "score": 1.0, "percentile": 99.5, "severity": "high", "event_time": 1.0,
+    }  # fmt: skip
+
+
+def _loop(patterns: dict[str, dict[str, str]], per_minute: float = 60.0) -> AnalystLoop:
+    book = GroupBook()
+    for gid, ent in patterns.items():
+        book.add(_alert(gid, ent))
+    scorer = Scorer(CONFIG)
+    return AnalystLoop(FakeIntake(), scorer, book, Metrics(), per_minute)  # type: ignore[arg-type]
+
+
+def _ent(name: str, short: str, ip: str, host: str) -> dict[str, str]:
+    return {"name": name, "short": short, "ip": ip, "host": host}
+
+
+def test_rate_limiter_allows_a_minute_of_burst_then_refills() -> None:
+    lim = RateLimiter(per_minute=3)
+    assert [lim.allow("ana", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert lim.allow("bob", 0.0), "buckets are per analyst"
+    assert not lim.allow("ana", 10.0)  # half a token back after 10 s
+    assert lim.allow("ana", 21.0)  # a whole one after 20 s
+
+
+def test_a_flood_of_verdicts_is_dead_lettered_and_teaches_nothing() -> None:
+    patterns = {f"g{i}": _ent(f"n{i}", f"S-{i}", "10.0.0.1", f"h{i}") for i in range(8)}
+    loop = _loop(patterns, per_minute=5)
+    loop.intake.give([(f"g{i}", "benign_positive", "bot") for i in range(8)])  # type: ignore[attr-defined]
+    out = loop.apply()
+    limited = [d for d in out.dead if d.reason is DeadLetterReason.rate_limited]
+    assert len(limited) == 3 and "bot" in limited[0].detail
+    assert len(loop.scorer.feedback_of("ids_alert").labeled_) == 5
+    assert set(loop.intake.store) == {f"g{i}" for i in range(5)}, "limited ones leave the store"
+    assert out.changed and not out.rolled_back
+
+
+def test_ranking_auc() -> None:
+    assert ranking_auc(np.array([3.0, 1.0, 2.0]), np.array([1, 0, 0])) == 1.0
+    assert ranking_auc(np.array([1.0, 1.0]), np.array([1, 0])) == 0.5
+    assert ranking_auc(np.array([1.0, 2.0]), np.array([1, 1])) is None
+
+
+def test_a_fine_tune_that_ranks_earlier_verdicts_worse_is_rolled_back() -> None:
+    attack = _ent("ET SCAN", "S-Scan", "10.0.0.9", "web")
+    noise = _ent("Login ok", "A-Auth", "10.0.0.2", "mail")
+    # a second analyst's verdicts that contradict the first's: the attack's look-alikes on
+    # other hosts benign, the housekeeping's look-alikes malicious
+    twins = {f"t{i}": {**attack, "host": f"h{i}"} for i in range(6)}
+    flips = {f"f{i}": {**noise, "host": f"h{i}"} for i in range(6)}
+    loop = _loop({"attack": attack, "noise": noise, **twins, **flips})
+    loop.intake.give([("attack", "true_positive", "ana"), ("noise", "benign_positive", "ana")])  # type: ignore[attr-defined]
+    assert loop.apply().changed
+    fb = loop.scorer.feedback_of("ids_alert")
+    version, learned = loop.scorer.version, dict(fb.labeled_)
+    rows = [tuple(attack[t] for t in TYPES), tuple(noise[t] for t in TYPES)]
+    before = loop.scorer.peek("ids_alert", rows)
+    assert before[0] > before[1]
+
+    loop.intake.give(  # type: ignore[attr-defined]
+        [(t, "benign_positive", "bob") for t in twins]
+        + [(f, "true_positive", "bob") for f in flips]
+    )
+    out = loop.apply()
+    assert out.rolled_back == 1 and not out.changed
+    assert loop.scorer.version == version, "no new generation for a rolled-back fine-tune"
+    assert loop.scorer.feedback_of("ids_alert").labeled_ == learned
+    assert np.array_equal(loop.scorer.peek("ids_alert", rows), before)
+    assert loop.metrics.fine_tune_rollbacks._value.get() == 1
+
+
+def test_a_consistent_fine_tune_is_kept() -> None:
+    attack = _ent("ET SCAN", "S-Scan", "10.0.0.9", "web")
+    noise = _ent("Login ok", "A-Auth", "10.0.0.2", "mail")
+    other = _ent("Cron ran", "A-Cron", "10.0.0.3", "db")
+    loop = _loop({"attack": attack, "noise": noise, "other": other})
+    loop.intake.give([("attack", "true_positive", "ana"), ("noise", "benign_positive", "ana")])  # type: ignore[attr-defined]
+    loop.apply()
+    version = loop.scorer.version
+    loop.intake.give([("other", "benign_positive", "ana")])  # type: ignore[attr-defined]
+    out = loop.apply()
+    assert out.changed and not out.rolled_back and loop.scorer.version != version
+
+
+def test_adopt_refuses_names_outside_the_store_and_wrong_digests(tmp_path: Path) -> None:
+    trainer = Scorer(CONFIG)
+    trainer.peek("ids_alert", [])
+    path = trainer.save(tmp_path)
+    manifest = orjson.loads((path / "manifest.json").read_bytes())
+    digest = manifest["sha256"]["model.safetensors"]
+    scorer = Scorer(CONFIG)
+    own = scorer.version
+    for name in ("../etc", "/abs", ".hidden", ""):
+        with pytest.raises(CheckpointError):
+            scorer.adopt(tmp_path, name, digest)
+    with pytest.raises(CheckpointError, match="digest"):
+        scorer.adopt(tmp_path, trainer.version, "0" * 64)
+    with pytest.raises(CheckpointError, match="not in the store"):
+        scorer.adopt(tmp_path, trainer.version + "x", digest)
+    assert scorer.version == own
+    scorer.adopt(tmp_path, trainer.version, digest)
+    assert scorer.version == trainer.version
+    other = Scorer(CONFIG, detector="outrider")
+    with pytest.raises(CheckpointError, match="another detector"):
+        other.adopt(tmp_path, trainer.version, digest)
