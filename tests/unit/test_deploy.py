@@ -33,9 +33,6 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 DOCKERFILE = REPO / "Dockerfile"
 METRICS_PORT = Settings.model_fields["metrics_port"].default  # 9464
-# OUTRIDER_* variables the manifests may set beyond Settings' fields: the role setting the
-# trainer uses (scorer | trainer), documented in docs/operations.md.
-EXTRA_ENV = {"OUTRIDER_ROLE"}
 SETTINGS_ENV = {"OUTRIDER_" + name.upper() for name in Settings.model_fields}
 PARTITIONS = inspect.signature(ensure_topics).parameters["partitions"].default
 
@@ -68,7 +65,7 @@ def _settings_from_env(env: dict[str, Any]) -> Settings:
     kwargs = {
         k.removeprefix("OUTRIDER_").lower(): str(v)
         for k, v in env.items()
-        if k.startswith("OUTRIDER_") and k not in EXTRA_ENV
+        if k.startswith("OUTRIDER_")
     }
     return Settings(**kwargs)
 
@@ -200,7 +197,7 @@ def test_compose_file_is_consistent() -> None:
         assert svc["build"]["context"] == ".." and (DEPLOY / ".." / "Dockerfile").exists()
         assert svc["command"] == ["serve"]
         env = svc["environment"]
-        unknown = {k for k in env if k.startswith("OUTRIDER_")} - SETTINGS_ENV - EXTRA_ENV
+        unknown = {k for k in env if k.startswith("OUTRIDER_")} - SETTINGS_ENV
         assert not unknown, f"{role}: not a setting: {unknown}"
         s = _settings_from_env(env)
         assert s.metrics_port == METRICS_PORT and s.metrics_host == "0.0.0.0"
@@ -208,7 +205,8 @@ def test_compose_file_is_consistent() -> None:
         broker = s.kafka_bootstrap.split(":")[0]
         assert broker in services, f"{role}: bootstrap {broker} is no service"
         assert "ports" not in svc, f"{role}: no host port, so replicas scale"
-    assert services["trainer"]["environment"]["OUTRIDER_ROLE"] == "trainer"
+    for role in ("scorer", "trainer"):  # split roles: N scorers hot-swap the trainer's models
+        assert _settings_from_env(services[role]["environment"]).role == role
     assert (
         services["scorer"]["environment"]["OUTRIDER_GROUP_ID"]
         != (services["trainer"]["environment"]["OUTRIDER_GROUP_ID"])
@@ -270,7 +268,7 @@ def test_k8s_manifests_are_consistent() -> None:
     assert 1 <= deployments["outrider-scorer"]["spec"]["replicas"] <= PARTITIONS
     assert deployments["outrider-trainer"]["spec"]["replicas"] == 1
     assert deployments["outrider-trainer"]["spec"]["strategy"]["type"] == "Recreate"
-    groups = set()
+    groups, roles = set(), set()
     for name, dep in deployments.items():
         spec = dep["spec"]
         template = spec["template"]
@@ -305,7 +303,7 @@ def test_k8s_manifests_are_consistent() -> None:
             o["metadata"]["name"]: o for o in _yaml_docs(DEPLOY / "k8s" / "secret.example.yaml")
         }
         for var in container["env"]:
-            assert var["name"] in SETTINGS_ENV | EXTRA_ENV, var["name"]
+            assert var["name"] in SETTINGS_ENV, var["name"]
             ref = var.get("valueFrom", {}).get("secretKeyRef")
             if ref:
                 assert ref["key"] in secrets[ref["name"]]["stringData"], ref
@@ -314,6 +312,7 @@ def test_k8s_manifests_are_consistent() -> None:
                 env[var["name"]] = var["value"]
         s = _settings_from_env(env)
         groups.add(s.group_id)
+        roles.add(s.role)
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         assert set(mounts.values()) <= set(volumes)
         checkpoints = volumes[mounts[str(s.state_dir)]]
@@ -324,6 +323,7 @@ def test_k8s_manifests_are_consistent() -> None:
         assert "secret" in volumes[mounts[ca_dir]], "the CA comes from a Secret"
 
     assert len(groups) == 2, "scorers form one group; the trainer is not in it"
+    assert roles == {"scorer", "trainer"}, "split roles: scorers hot-swap the trainer's models"
 
     services = {k[1]: o for k, o in objs.items() if k[0] == "Service"}
     for name, svc in services.items():
