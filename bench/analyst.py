@@ -1,6 +1,6 @@
 """The analyst loop on real labeled alerts: how fast verdicts lead an analyst to every attack step.
 
-    python -m bench.analyst --dataset ait-ads --json [--data DIR]
+    python -m bench.analyst --dataset ait-ads --json [--data DIR] [--config ait-burst|ait]
 
 Per AIT scenario, protocol v2 (../shared/datasets/README.md, bench/ait.py): fit on the warm-up,
 then rounds: the analyst reads the top `--per-round` (5) unread groups of the model's ranking
@@ -13,6 +13,9 @@ group score.
 
 A verdict is passed to the model as up to `--alerts-per-verdict` alerts of the group (evenly
 spaced in time, first and last included): the group's pattern and when it fired.
+
+`--config ait-burst` (default): burst context + burst-aware ranking, verdicts lifting the
+entity fields only; `--config ait`: the earlier configuration (bench/README.md, Analyst loop).
 """
 
 from __future__ import annotations
@@ -35,11 +38,17 @@ from detectors.ranking import rank_groups
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets"
 
-#: The configuration measured here (AIT's alert code is `short`; its family = W-Acc, A-Aud...).
+#: The earlier configuration (AIT's alert code is `short`; its family = W-Acc, A-Aud...).
 AIT_CONFIG: dict[str, Any] = {"family_types": ("short",), "rank_types": ("short", "host")}
 #: Burst context in the base detector + burst-aware ranking (names no field; bench/README.md).
 BURST_CONFIG: dict[str, Any] = {"base_config": {"burst_weight": 0.25}, "chronic_weight": 0.1,
                                 "mmr_burst": 0.2}  # fmt: skip
+#: Verdicts generalise over the entity fields only, and only upwards (detectors/feedback.py).
+ENTITY_LIFT: dict[str, Any] = {"lift_types": ("ip", "host"), "sink_types": (), "lift_weight": 1.0}
+CONFIGS: dict[str, dict[str, Any]] = {
+    "ait-burst": {**AIT_CONFIG, **BURST_CONFIG, **ENTITY_LIFT},  # measured best, the default
+    "ait": AIT_CONFIG,
+}
 
 
 def _steps_seen(read: list[int], group_steps: list[set[str]]) -> tuple[int, int]:
@@ -69,7 +78,8 @@ def simulate(
     config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One scenario's loop; stops when every attack step has been seen."""
-    det = FeedbackDetector(ait.ENTITY_TYPES, **(config if config is not None else AIT_CONFIG))
+    config = CONFIGS["ait-burst"] if config is None else config
+    det = FeedbackDetector(ait.ENTITY_TYPES, **config)
     det.learn_many(split.warmup)
     det.observe_patterns(split.test.rows)  # the service sees every pattern it scores
     test = split.test
@@ -114,11 +124,21 @@ def avf(split: ait.Split) -> dict[str, Any]:
     return {"all": seen[-1], "all_minus_1": seen[-2] if len(seen) > 1 else seen[-1]}
 
 
-def run_ait(data: Path, per_round: int = 5, alerts_per_verdict: int = 64) -> dict[str, Any]:
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    return list(v) if isinstance(v, tuple) else v
+
+
+def run_ait(
+    data: Path, per_round: int = 5, alerts_per_verdict: int = 64, config: str = "ait-burst"
+) -> dict[str, Any]:
+    cfg = CONFIGS[config]
     out: dict[str, Any] = {
         "protocol": "AIT v2 (datasets/README.md); analyst reads the top "
         f"{per_round} unread groups per round, verdict = any alert with an attack step",
-        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in AIT_CONFIG.items()},
+        "config_name": config,
+        "config": _jsonable(cfg),
         "scenarios": {},
     }
     for path in ait.find_scenarios(data):
@@ -130,7 +150,7 @@ def run_ait(data: Path, per_round: int = 5, alerts_per_verdict: int = 64) -> dic
         }
         for name, fb in (("feedback", True), ("no_feedback", False)):
             t0 = time.perf_counter()
-            res[name] = simulate(split, fb, per_round, alerts_per_verdict)
+            res[name] = simulate(split, fb, per_round, alerts_per_verdict, cfg)
             res[name]["seconds"] = round(time.perf_counter() - t0, 2)
         res["avf"] = avf(split)
         out["scenarios"][split.scenario] = res
@@ -152,10 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--per-round", type=int, default=5)
     p.add_argument("--alerts-per-verdict", type=int, default=64)
+    p.add_argument(
+        "--config", choices=sorted(CONFIGS), default="ait-burst",
+        help="feedback/ranking configuration (bench/README.md, Analyst loop)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     result = {
         "dataset": args.dataset,
-        **run_ait(args.data, args.per_round, args.alerts_per_verdict),
+        **run_ait(args.data, args.per_round, args.alerts_per_verdict, args.config),
     }
     if not result["scenarios"]:
         print(f"no data for {args.dataset} under {args.data}", file=sys.stderr)

@@ -21,6 +21,14 @@ from:
   rule's look-alikes on other hosts by the specific tokens they share, not every alert with
   the code. Tokens are counted once per distinct labeled pattern (a verdict on a group of
   7,000 identical alerts is one piece of evidence).
+- Which way a verdict generalises (`lift_types`, `sink_types`; ours, default: every token
+  both ways): a token may lift (positive log-odds) only when all its values are of
+  `lift_types`, and sink (negative) only when all are of `sink_types`. Configured with the
+  entity fields (address, host) as `lift_types` and nothing as `sink_types`, a malicious
+  verdict says "this host is under attack" and lifts the host's *other* alerts, while the
+  look-alikes of what was read (the same rule) are held back by the MMR below, and a benign
+  verdict generalises nowhere. On AIT a rule's benign verdict on one host sank the same rule's
+  attack alert on another (bench/README.md, Analyst loop).
 - `time(x)` (ours): attack steps come in bursts, so an event close in time to an alert an
   analyst confirmed malicious is suspicious: `exp(-|t - t_m| / time_scale_s)` for the nearest
   malicious-labeled time `t_m`. Benign verdicts add nothing here.
@@ -71,6 +79,8 @@ class FeedbackDetector(Detector):
         base_config: dict[str, Any] | None = None,
         pattern_weight: float = 0.1,
         lift_weight: float = 0.25,
+        lift_types: Sequence[str] | None = None,
+        sink_types: Sequence[str] | None = None,
         time_weight: float = 0.0,
         time_scale_s: float = 300.0,
         time_other_than: str | None = None,
@@ -95,11 +105,14 @@ class FeedbackDetector(Detector):
             unknown |= {time_other_than} - set(self.entity_types)
         if rank_types is not None:
             unknown |= set(rank_types) - set(self.entity_types)
+        unknown |= (set(lift_types or ()) | set(sink_types or ())) - set(self.entity_types)
         if unknown:
             raise ValueError(f"unknown entity types {sorted(unknown)}")
         self.config: dict[str, Any] = {
             "base": base, "base_config": dict(base_config or {}),
             "pattern_weight": float(pattern_weight), "lift_weight": float(lift_weight),
+            "lift_types": None if lift_types is None else list(lift_types),
+            "sink_types": None if sink_types is None else list(sink_types),
             "time_weight": float(time_weight),
             "time_scale_s": float(time_scale_s), "time_other_than": time_other_than,
             "alpha": float(alpha),
@@ -153,13 +166,23 @@ class FeedbackDetector(Detector):
                 into[t] = into.get(t, 0) + 1
         a = self.config["alpha"]
         n = len(self.patterns_)
+        lift, sink = self._allowed("lift_types"), self._allowed("sink_types")
         w = {}
         for t in set(mal) | set(ben):
-            idf = np.log((n + 1.0) / (self.df_.get(t, 0) + 1.0)) + 1.0
             lo = float(np.log((mal.get(t, 0) + a) / (ben.get(t, 0) + a)))
+            cols = {int(part.split("=" if "=" in part else "~", 1)[0]) for part in t.split(_SEP)}
+            if (lo > 0 and not cols <= lift) or (lo < 0 and not cols <= sink):
+                continue
+            idf = np.log((n + 1.0) / (self.df_.get(t, 0) + 1.0)) + 1.0
             w[t] = idf * lo * (self.config["lift_weight"] if lo > 0 else 1.0)
         self._weights = w
         return w
+
+    def _allowed(self, option: str) -> set[int]:
+        types = self.config.get(option)
+        if types is None:
+            return set(range(len(self.entity_types)))
+        return {self.entity_types.index(t) for t in types}
 
     # -- learning -------------------------------------------------------------------------
     def learn_many(self, batch: EventBatch) -> None:

@@ -125,3 +125,21 @@ def test_burst_base_is_scored_once_and_reused(train: EventBatch, test_batch) -> 
     assert ranked.order.tolist() == det.rank(test_batch, scores=first).order.tolist()
     with pytest.raises(ValueError):
         det.score_many(test_batch, base_scores=base[:-1])
+
+
+def test_entity_lift_raises_the_hosts_other_alerts_not_the_rules_look_alikes(
+    train: EventBatch,
+) -> None:
+    det = _fitted(train, lift_weight=1.0, lift_types=("host",), sink_types=())
+    bad = ("user_tail5", "host_4", "process_tail8", "port_4")
+    same_host = ("user_tail6", "host_4", "process_tail2", "port_2")  # another rule, same host
+    same_rule = ("user_tail5", "host_0", "process_tail8", "port_0")  # the rule elsewhere
+    probe = EventBatch(TYPES, [same_host, same_rule])
+    before = det.score_many(probe)
+    det.learn_labels(_one(bad), [1])
+    change = det.score_many(probe) - before
+    assert change[0] > 0.1 and abs(change[1]) < 1e-12, change
+    det.learn_labels(_one(("user_tail7", "host_2", "process_tail9", "port_2")), [0])
+    assert all(v >= 0 for v in det._token_weights().values())  # nothing sinks
+    with pytest.raises(ValueError):
+        FeedbackDetector(TYPES, lift_types=("nope",))
