@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 
 from detectors.checkpoint import CheckpointError
-from schemas import DeadLetter, ModelRef
+from schemas import ModelRef
 from service.analyst_loop import AnalystLoop
 from service.control import ControlIntake
 from service.decode import Decoder
@@ -34,7 +34,8 @@ from service.kafka_io import KafkaIO, PublishError, ensure_topics
 from service.logmining import LogMiner
 from service.metrics import Metrics
 from service.model_store import announce, local_store, model_store
-from service.outputs import build_alerts, dead_letter_headers, score_records
+from service.outbox import Outbox, send_dead_letters
+from service.outputs import build_alerts, score_records
 from service.scoring import Scorer
 from service.session_stage import SessionStage
 from service.sessions import SessionSpec
@@ -102,6 +103,7 @@ class Pipeline:
         self._last_refresh = self._last_digest = 0.0
         self._lag_series: set[tuple[str, str]] = set()
         self.stopping = threading.Event()
+        self.outbox = Outbox(settings.dead_letter_topic, self.metrics)  # between batches
         self.on_batch: BatchHook | None = None  # benchmarks and tests observe batches here
         self._last_checkpoint = time.monotonic()
         if restored is None:  # make the version durable now: a redo after a crash must
@@ -140,6 +142,7 @@ class Pipeline:
                 intake.close()
             if self.control is not None:
                 self.control.close()
+            self.outbox.flush(io)
             io.close()  # a synchronous final commit
 
     def between_batches(self, io: KafkaIO) -> None:
@@ -148,10 +151,7 @@ class Pipeline:
         if self.intake is not None:
             self.learn_from_analysts(io)
         if self.control is not None:
-            bad = self.control.apply(self.scorer)
-            if bad:
-                self._send_dead_letters(io, bad)
-                self._flush_between_batches(io, bad)
+            self.outbox.put_dead(self.control.apply(self.scorer))
             if s.role == "scorer":
                 self.follow_trainer()
         if now - self._last_refresh >= 1.0:
@@ -168,6 +168,7 @@ class Pipeline:
             io.send(s.digest_topic, orjson.dumps(record), key=b"digest")
         if now - self._last_checkpoint >= s.checkpoint_interval_s:
             self._checkpoint()
+        self.outbox.flush(io)
 
     def learn_from_analysts(self, io: KafkaIO) -> None:
         """Between batches: apply new verdicts; a changed model is checkpointed and announced
@@ -181,17 +182,15 @@ class Pipeline:
         else:
             verdicts, _ = self.intake.poll()
             changed, resolved, dead = False, [v.feedback for v in verdicts if v.live], []
-        self._send_dead_letters(io, dead)
+        self.outbox.put_dead(dead)
         for fb in resolved:  # a verdict closes the group's OCSF finding
             for topic, key, value, headers in self.views.close(fb):
-                io.send(topic, value, key=key, headers=headers)
+                self.outbox.put(topic, value, key=key, headers=headers)
         if changed:
             path = self._checkpoint()
             if path is not None:
-                announce(io, self.settings, self.model.name, self.model.version, path)
+                announce(self.outbox, self.settings, self.model.name, self.model.version, path)
             self.metrics.model_info.info({"name": self.model.name, "version": self.model.version})
-        if dead or changed or resolved:
-            self._flush_between_batches(io, dead)
 
     def follow_trainer(self) -> None:
         """Role `scorer`: hot-swap to the newest model the trainer announced, between batches;
@@ -255,7 +254,7 @@ class Pipeline:
             trace = traces.get((o["topic"], o["partition"], o["offset"]))
             for topic, key, value, headers in self.views.render(alert, trace):
                 io.send(topic, value, key=key, headers=headers)
-        self._send_dead_letters(io, dead)
+        send_dead_letters(io, s.dead_letter_topic, dead)
 
         # commit: only once the broker acknowledged every output of the batch
         try:
@@ -270,7 +269,8 @@ class Pipeline:
 
         # account only for what is now durable
         done = time.time()
-        self._count_dead_letters(dead)
+        for dl in dead:
+            m.dead_letters.labels(dl.reason.value).inc()
         for alert in alerts:
             m.alerts.labels(alert["kind"], alert["severity"]).inc()
             m.alert_confidence.labels(alert["kind"]).observe(alert["confidence_score"] / 100)
@@ -289,29 +289,6 @@ class Pipeline:
         if self.on_batch is not None:
             self.on_batch(records, alerts)
         return True
-
-    def _flush_between_batches(self, io: KafkaIO, dead: list[DeadLetter]) -> None:
-        """Wait for the acks of what was written between batches (verdict and control
-        outputs); their dead letters count only once the broker has them."""
-        try:
-            io.flush_or_raise()
-        except PublishError as exc:
-            log.error("outputs between batches not acknowledged: %s", exc)
-            return
-        self._count_dead_letters(dead)
-
-    def _count_dead_letters(self, dead: list[DeadLetter]) -> None:
-        """Count dead letters once the broker has them (called after the flush)."""
-        for dl in dead:
-            self.metrics.dead_letters.labels(dl.reason.value).inc()
-
-    def _send_dead_letters(self, io: KafkaIO, dead: list[DeadLetter]) -> None:
-        for dl in dead:
-            io.send(
-                self.settings.dead_letter_topic,
-                orjson.dumps(dl.model_dump(mode="json")),
-                headers=dead_letter_headers(dl),
-            )
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand and exit (safe from a signal handler)."""

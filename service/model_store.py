@@ -20,7 +20,7 @@ import orjson
 
 from detectors.checkpoint import MANIFEST, checkpoint_digest
 from schemas import ModelAnnouncement
-from service.kafka_io import KafkaIO
+from service.outbox import Outbox
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,15 +38,15 @@ def local_store(settings: Settings) -> Path:
     return Path(settings.state_dir) / "scorers" / f"{settings.client_id}-{socket.gethostname()}"
 
 
-def announce(io: KafkaIO, settings: Settings, model_name: str, version: str, path: Path) -> None:
+def announce(outbox: Outbox, settings: Settings, model_name: str, version: str, path: Path) -> None:
     """Announce a checkpoint on the compacted models topic (keyed by model name, so the topic
     keeps the newest); scorers hot-swap to it between batches."""
     announcement = ModelAnnouncement(
         model_name=model_name, version=version, path=str(path),
         sha256=checkpoint_digest(path), created_at=time.time(),
     )  # fmt: skip
-    io.send(settings.models_topic, orjson.dumps(announcement.model_dump()),
-            key=model_name.encode())  # fmt: skip
+    outbox.put(settings.models_topic, orjson.dumps(announcement.model_dump()),
+               key=model_name.encode())  # fmt: skip
 
 
 def prune(store: Path, keep: int) -> int:

@@ -26,17 +26,16 @@ import orjson
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
-from schemas import DeadLetter
 from service.analyst_loop import AnalystLoop
 from service.control import ControlIntake
 from service.decode import Decoder
 from service.feedback_intake import FeedbackIntake
 from service.groups import GroupBook, digest
-from service.kafka_io import KafkaIO, PublishError, ensure_topics
+from service.kafka_io import KafkaIO, ensure_topics
 from service.logmining import LogMiner
 from service.metrics import Metrics
 from service.model_store import announce, model_store, prune
-from service.outputs import dead_letter_headers
+from service.outbox import Outbox
 from service.scoring import Scorer
 from service.settings import Settings
 from service.sources import SourceConfig
@@ -103,6 +102,7 @@ class Trainer:
         self._feedback_applied: dict[str, int] = restored.get("feedback_applied", {})
         self.snapshot = TriageSnapshot()
         self.stopping = threading.Event()
+        self.outbox = Outbox(settings.dead_letter_topic, self.metrics)  # bad verdicts, models
         self._learned: dict[tuple[str, int], Any] = {}  # newest record learned, per partition
         self._published = self.scorer.version if restored else ""
         self._last_publish = self._last_refresh = self._last_digest = 0.0
@@ -134,13 +134,13 @@ class Trainer:
                 control.apply(self.scorer)  # thresholds decide what is "flagged"; the
                 # scorers dead-letter bad control records, so the trainer does not repeat them
                 outcome = loop.apply()
-                if outcome.dead:
-                    self._send_dead_letters(io, outcome.dead)
+                self.outbox.put_dead(outcome.dead)
                 now = time.monotonic()
                 due = now - self._last_publish >= s.checkpoint_interval_s
                 if outcome.changed or (due and self._learned):
                     self.publish(io, alerts, intake)
                 self.serve_analysts(io, now)
+                self.outbox.flush(io)
         finally:
             if self._learned or self.scorer.version != self._published:
                 self.publish(io, alerts, intake)
@@ -148,6 +148,7 @@ class Trainer:
                 triage.stop()
             for closing in (alerts, intake, control):
                 closing.close()
+            self.outbox.flush(io)
             io.close()
 
     def learn(self, records: list) -> None:
@@ -177,11 +178,8 @@ class Trainer:
             log.error("model %s not written to %s: %s", self.scorer.version, self.store, exc)
             return
         m.checkpoints.labels("ok").inc()
-        announce(io, self.settings, self.scorer.detector_name, self.scorer.version, path)
-        try:
-            io.flush_or_raise()
-        except PublishError as exc:  # the next publish announces a newer one
-            log.error("announcement of %s not acknowledged: %s", self.scorer.version, exc)
+        announce(self.outbox, self.settings, self.scorer.detector_name, self.scorer.version, path)
+        if not self.outbox.flush(io):  # kept and retried; the events stay uncommitted
             return
         self._published = self.scorer.version
         if self._learned:
@@ -203,19 +201,6 @@ class Trainer:
             model = {"name": self.scorer.detector_name, "version": self.scorer.version}
             io.send(s.digest_topic, orjson.dumps(digest(self.groups, model, s.alert_percentile)),
                     key=b"digest")  # fmt: skip
-
-    def _send_dead_letters(self, io: KafkaIO, dead: list[DeadLetter]) -> None:
-        """Bad verdicts to the dead-letter topic, counted once the broker has them."""
-        for dl in dead:
-            io.send(self.settings.dead_letter_topic, orjson.dumps(dl.model_dump(mode="json")),
-                    headers=dead_letter_headers(dl))  # fmt: skip
-        try:
-            io.flush_or_raise()
-        except PublishError as exc:
-            log.error("dead letters not acknowledged: %s", exc)
-            return
-        for dl in dead:
-            self.metrics.dead_letters.labels(dl.reason.value).inc()
 
     def stop(self) -> None:
         self.stopping.set()
