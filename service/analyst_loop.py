@@ -8,9 +8,10 @@ is specific to the pattern, a malicious one lifts them, an undo (`undetermined`)
 Fine-tuning is a cheap, bounded update between batches, so it never stalls scoring.
 
 Two guard rails stand between a verdict and the model:
-- a per-analyst rate limit (a token bucket on the verdicts' Kafka timestamps, so a replayed
-  history is judged as it was sent): a flood from one analyst or a script with their name
-  goes to the dead-letter topic as `rate_limited` and teaches nothing;
+- a per-analyst rate limit (the triage page's sliding-minute limiter, run on the verdicts'
+  Kafka timestamps, so a replayed history is judged as it was sent): a flood from one
+  analyst, or a script using their name, goes to the dead-letter topic as `rate_limited` and
+  teaches nothing;
 - a regression check: the verdicts learned before a fine-tune are its held-out set. If the
   fine-tuned model ranks them worse (the AUC of their scores, malicious above benign, drops),
   the fine-tune is rolled back: the model stays as it was and no new version is published.
@@ -31,30 +32,12 @@ from service.feedback_intake import FeedbackIntake
 from service.groups import GroupBook
 from service.metrics import Metrics
 from service.scoring import Scorer
+from service.triage import RateLimiter
 from service.verdicts import training_signal
 
 log = logging.getLogger(__name__)
 
 Rows = list[tuple[str, ...]]
-
-
-class RateLimiter:
-    """Token buckets per analyst: `per_minute` verdicts a minute, bursts of one minute's worth."""
-
-    def __init__(self, per_minute: float) -> None:
-        self.capacity = per_minute
-        self.rate = per_minute / 60.0
-        self.buckets: dict[str, tuple[float, float]] = {}  # analyst -> (tokens, at time)
-
-    def allow(self, analyst: str, at: float) -> bool:
-        tokens, last = self.buckets.get(analyst, (self.capacity, at))
-        tokens = min(self.capacity, tokens + max(at - last, 0.0) * self.rate)
-        allowed = tokens >= 1.0
-        self.buckets[analyst] = (tokens - 1.0 if allowed else tokens, max(at, last))
-        if len(self.buckets) > 10_000:  # bounded: forget the longest-idle analysts
-            for name, _ in sorted(self.buckets.items(), key=lambda kv: kv[1][1])[:1000]:
-                del self.buckets[name]
-        return allowed
 
 
 def ranking_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
@@ -91,7 +74,7 @@ class AnalystLoop:
         self.scorer = scorer
         self.groups = groups
         self.metrics = metrics
-        self.limiter = RateLimiter(verdicts_per_minute)
+        self.limiter = RateLimiter(max(int(verdicts_per_minute), 1))  # per sliding minute
 
     def apply(self) -> Outcome:
         """Read new verdicts and learn the live ones that pass the guard rails."""
@@ -103,13 +86,13 @@ class AnalystLoop:
             fb = v.feedback
             if v.live:
                 at = v.record.timestamp / 1000 if v.record.timestamp else fb.time
-                if not self.limiter.allow(fb.analyst, at):
+                if self.limiter.retry_after(fb.analyst, at) is not None:
                     if self.intake.store.get(fb.target_id) is fb:
                         del self.intake.store[fb.target_id]
                     dead.append(dead_letter(
                         v.record, DeadLetterReason.rate_limited,
                         f"analyst {clip(fb.analyst, 64)!r} sent more than "
-                        f"{self.limiter.capacity:g} verdicts a minute; send it again later",
+                        f"{self.limiter.per_min} verdicts a minute; send it again later",
                     ))  # fmt: skip
                     continue
             self.metrics.verdicts.labels(fb.verdict.value).inc()

@@ -107,9 +107,10 @@ class RateLimiter:
     _seen: dict[str, deque[float]] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
-    def retry_after(self, key: str) -> float | None:
-        """Record one event for `key`: None when allowed, else seconds until it would be."""
-        now = self.clock()
+    def retry_after(self, key: str, now: float | None = None) -> float | None:
+        """Record one event for `key` at `now` (default: the clock): None when allowed, else
+        seconds until it would be."""
+        now = self.clock() if now is None else now
         with self._lock:
             if len(self._seen) > 10_000:  # forget idle analysts; bounded memory
                 self._seen = {k: q for k, q in self._seen.items() if q and q[-1] > now - 60}
@@ -135,6 +136,7 @@ class TriageServer:
         model_version: Callable[[], str] | None = None,
         rate_limit_per_min: int = 60,
         known_ids: Callable[[str], bool] | None = None,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         if not token or len(token) < 8:
             raise ValueError("the triage page needs a token of at least 8 characters")
@@ -143,6 +145,7 @@ class TriageServer:
         self.groups, self.submit_verdict = groups, submit_verdict
         self.model_version, self.known_ids = model_version, known_ids
         self.host, self.port = host, port
+        self.on_stop = on_stop  # e.g. closes the verdicts' producer
         self._token = token.encode()
         self.limiter = RateLimiter(rate_limit_per_min)
         self._static = {
@@ -179,6 +182,8 @@ class TriageServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._httpd = self._thread = None
+        if self.on_stop is not None:
+            self.on_stop()
 
     @property
     def url(self) -> str:

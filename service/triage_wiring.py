@@ -69,7 +69,8 @@ def start_triage(
     server = TriageServer(
         groups=lambda: snapshot.rows, submit_verdict=submit, token=triage_token(settings),
         host=settings.triage_host, port=max(settings.triage_port, 0), model_version=version,
-        known_ids=book.knows,
+        known_ids=book.knows, rate_limit_per_min=max(int(settings.verdicts_per_minute), 1),
+        on_stop=producer.close,
     )  # fmt: skip
     try:
         port = server.start()

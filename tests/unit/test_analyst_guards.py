@@ -12,12 +12,13 @@ import pytest
 
 from detectors.checkpoint import CheckpointError
 from schemas import DeadLetterReason, Feedback
-from service.analyst_loop import AnalystLoop, RateLimiter, ranking_auc
+from service.analyst_loop import AnalystLoop, ranking_auc
 from service.feedback_intake import Verdict
 from service.groups import GroupBook
 from service.metrics import Metrics
 from service.scoring import Scorer
 from service.sources import SourceConfig
+from service.triage import RateLimiter
 from tests.conftest import records_of
 
 CONFIG = SourceConfig.load()
@@ -66,12 +67,12 @@ def _ent(name: str, short: str, ip: str, host: str) -> dict[str, str]:
     return {"name": name, "short": short, "ip": ip, "host": host}
 
 
-def test_rate_limiter_allows_a_minute_of_burst_then_refills() -> None:
-    lim = RateLimiter(per_minute=3)
-    assert [lim.allow("ana", 0.0) for _ in range(4)] == [True, True, True, False]
-    assert lim.allow("bob", 0.0), "buckets are per analyst"
-    assert not lim.allow("ana", 10.0)  # half a token back after 10 s
-    assert lim.allow("ana", 21.0)  # a whole one after 20 s
+def test_the_verdict_limit_runs_on_the_verdicts_own_time() -> None:
+    lim = RateLimiter(per_min=3)
+    assert [lim.retry_after("ana", 0.0) for _ in range(3)] == [None, None, None]
+    assert lim.retry_after("ana", 30.0) == 30.0, "full: the oldest leaves the window at 60 s"
+    assert lim.retry_after("bob", 30.0) is None, "limits are per analyst"
+    assert lim.retry_after("ana", 60.5) is None
 
 
 def test_a_flood_of_verdicts_is_dead_lettered_and_teaches_nothing() -> None:
