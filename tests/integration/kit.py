@@ -162,3 +162,25 @@ class ScoreReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def benign_group_with_look_alike(bootstrap: str, alerts_topic: str, ranked: list) -> tuple:
+    """An analyst's pick: the top-ranked group whose alerts the attack did not cause (AIT's
+    `event_label` is `-` on all of them) that has a look-alike (same alert name and code) on
+    another host; (pick, look-alike), or (None, None)."""
+    labels: dict[str, set[str]] = {}
+    for rec in consume_all(bootstrap, alerts_topic, 1, timeout_s=30):
+        a = orjson.loads(rec.value)
+        labels.setdefault(a["group_id"], set()).add(a["attributes"].get("event_label", "-"))
+    for g in ranked:
+        if labels.get(g.group_id) != {"-"}:
+            continue
+        for h in ranked:
+            if (
+                h is not g
+                and h.entities["name"] == g.entities["name"]
+                and h.entities["short"] == g.entities["short"]
+                and h.entities["host"] != g.entities["host"]
+            ):
+                return g, h
+    return None, None

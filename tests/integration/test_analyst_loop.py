@@ -5,7 +5,6 @@ restart the label store and the model come back."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
 import orjson
@@ -14,6 +13,7 @@ from service.app import Pipeline
 from service.labels import label_command
 from service.replay import encode_record, read_records
 from tests.integration.kit import (
+    benign_group_with_look_alike,
     committed_total,
     consume_all,
     fresh_settings,
@@ -37,28 +37,9 @@ def test_benign_verdict_sinks_a_look_alike_and_advances_the_model(
         book = pipeline.groups
     version_before = pipeline.model.version
 
-    # the analyst's pick: the top-ranked group whose alerts the attack did not cause, which
-    # has a look-alike (same alert name and code) on another host
-    labels: dict[str, set[str]] = defaultdict(set)
-    for rec in consume_all(kafka_bootstrap, s.alerts_topic, 1, timeout_s=30):
-        a = orjson.loads(rec.value)
-        labels[a["group_id"]].add(a["attributes"].get("event_label", "-"))
+    # the analyst's pick: a benign group with a look-alike on another host
     ranked = book.ranked()
-    pick = look_alike = None
-    for g in ranked:
-        if labels.get(g.group_id) != {"-"}:
-            continue
-        twins = [
-            h
-            for h in ranked
-            if h is not g
-            and h.entities["name"] == g.entities["name"]
-            and h.entities["short"] == g.entities["short"]
-            and h.entities["host"] != g.entities["host"]
-        ]
-        if twins:
-            pick, look_alike = g, twins[0]
-            break
+    pick, look_alike = benign_group_with_look_alike(kafka_bootstrap, s.alerts_topic, ranked)
     assert pick is not None, "no benign group with a look-alike on another host"
     types = ("name", "short", "ip", "host")
     row = tuple(look_alike.entities[t] for t in types)

@@ -10,7 +10,6 @@ both the trainer's group book and the scorer's model version come back."""
 from __future__ import annotations
 
 import shutil
-from collections import defaultdict
 from pathlib import Path
 
 import orjson
@@ -22,6 +21,7 @@ from service.model_store import model_store
 from service.replay import encode_record, read_records
 from service.trainer import Trainer
 from tests.integration.kit import (
+    benign_group_with_look_alike,
     committed_total,
     consume_all,
     fresh_settings,
@@ -74,22 +74,9 @@ def test_trainer_teaches_a_hot_swapping_scorer(
         )
 
         # the analyst's pick, from the trainer's book: a benign group with a look-alike
-        labels: dict[str, set[str]] = defaultdict(set)
-        for rec in consume_all(kafka_bootstrap, scorer_s.alerts_topic, 1, timeout_s=30):
-            a = orjson.loads(rec.value)
-            labels[a["group_id"]].add(a["attributes"].get("event_label", "-"))
-        ranked = trainer.groups.ranked()
-        pick = look_alike = None
-        for g in ranked:
-            twins = [
-                h for h in ranked
-                if h is not g and h.entities["short"] == g.entities["short"]
-                and h.entities["name"] == g.entities["name"]
-                and h.entities["host"] != g.entities["host"]
-            ]  # fmt: skip
-            if labels.get(g.group_id) == {"-"} and twins:
-                pick, look_alike = g, twins[0]
-                break
+        pick, look_alike = benign_group_with_look_alike(
+            kafka_bootstrap, scorer_s.alerts_topic, trainer.groups.ranked()
+        )
         assert pick is not None and look_alike is not None
         row = tuple(look_alike.entities[t] for t in TYPES)
         swapped_to = scorer.model.version
