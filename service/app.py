@@ -8,6 +8,10 @@ At-least-once: a batch's offsets are committed only after the broker acknowledge
 outputs; if publishing fails, the consumer rewinds to the batch start and the batch is redone
 (alert ids are deterministic, so a redo never mints a second alert). Bad input goes to the
 dead-letter topic with its reason and never stops the loop.
+
+Between batches: verdicts, run-time sensitivity, the digest, checkpoints. In role `all` this
+process also learns from verdicts; in role `scorer` it hot-swaps to the models the trainer
+(service/trainer.py) announces and scores with them frozen.
 """
 
 from __future__ import annotations
