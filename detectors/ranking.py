@@ -34,7 +34,7 @@ class RankedGroups:
 
     order: np.ndarray  # group ids, first = read first
     group_of: np.ndarray  # group id of each alert
-    scores: np.ndarray  # group score (max of its alerts), by group id
+    scores: np.ndarray  # group score (max of its alerts, less the chronic term), by group id
     keys: list[tuple[str, ...]]  # entity tuple of each group id
 
 
