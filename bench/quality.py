@@ -73,15 +73,6 @@ def methods(dataset: str = "ait-ads") -> dict[str, Method]:
 AIT_ONLY = {"outrider-code-host"}  # configurations that name AIT's fields
 
 
-def _fit_score(factory: Callable, types: tuple[str, ...], fit: EventBatch,
-               test: EventBatch) -> tuple[np.ndarray, float]:  # fmt: skip
-    t0 = time.perf_counter()
-    det = factory(types)
-    det.learn_many(fit)
-    scores = det.score_many(test)
-    return scores, time.perf_counter() - t0
-
-
 def _auc_ap(labels: np.ndarray, scores: np.ndarray) -> tuple[float | None, float | None]:
     if labels.all() or not labels.any():
         return None, None
