@@ -33,7 +33,7 @@ from service.analyst_loop import AnalystLoop
 from service.control import ControlIntake
 from service.decode import Decoder
 from service.feedback_intake import FeedbackIntake
-from service.groups import GroupBook, digest
+from service.groups import digest, group_book
 from service.kafka_io import KafkaIO, PublishError, ensure_topics
 from service.logmining import LogMiner
 from service.metrics import Metrics
@@ -73,11 +73,7 @@ class Pipeline:
             if "log_miner" in restored:
                 miner = LogMiner.from_state(restored["log_miner"])
         self.decoder = Decoder(config, settings.max_message_bytes, settings.logs_topic, miner)
-        self.groups = (
-            GroupBook.from_state(restored["groups"])
-            if restored is not None and "groups" in restored
-            else GroupBook()
-        )
+        self.groups = group_book(settings, (restored or {}).get("groups"))
         self.intake: FeedbackIntake | None = None  # verdicts in; started with Kafka clients
         self.loop: AnalystLoop | None = None  # learns from them (role `all`)
         self._feedback_applied: dict[str, int] = (restored or {}).get("feedback_applied", {})

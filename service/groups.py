@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from detectors.feedback import select_queries
+from detectors.ranking import mmr_order
+from service.settings import Settings
 from service.triage import group_row
 
 _SEVERITY_RANK = {"critical": 3, "high": 2, "medium": 1, "low": 0}
@@ -36,18 +38,38 @@ class GroupState:
     last_alert_id: str = ""
     verdict: str | None = None
     alert_ids: list[str] = field(default_factory=list)  # the newest few, for the page
+    buckets: list[int] = field(default_factory=list)  # time buckets it fired in (newest 64)
 
 
 class GroupBook:
     """Groups by id (bounded: the least recently alerted are forgotten first) and the map
-    from alert id to group id (bounded too)."""
+    from alert id to group id (bounded too).
 
-    def __init__(self, max_groups: int = 50_000, max_alert_ids: int = 500_000) -> None:
+    Ranking is diverse, not by score alone: the `mmr_top` highest-scoring groups are ordered
+    by time-aware maximal marginal relevance (detectors/ranking.py `mmr_order`: a group that
+    shares entity values and time buckets with one ranked above it waits), so the first groups
+    an analyst reads are distinct threats rather than one incident's many patterns; the rest
+    follow by score, benign verdicts last. `mmr_lambda=0` ranks by score alone.
+    """
+
+    def __init__(
+        self,
+        max_groups: int = 50_000,
+        max_alert_ids: int = 500_000,
+        mmr_lambda: float = 1.0,
+        bucket_s: float = 3600.0,
+        mmr_top: int = 100,
+        rerank_s: float = 1.0,
+    ) -> None:
         self.max_groups = max_groups
         self.max_alert_ids = max_alert_ids
+        self.mmr_lambda, self.bucket_s, self.mmr_top = mmr_lambda, bucket_s, mmr_top
+        self.rerank_s = rerank_s  # alerts' group_rank is at most this stale (MMR costs ms)
         self.groups: OrderedDict[str, GroupState] = OrderedDict()
         self.group_of_alert: OrderedDict[str, str] = OrderedDict()
         self._ranks: dict[str, int] = {}
+        self._ranked: list[GroupState] = []
+        self._ranked_at = -float("inf")
         self._dirty = False
 
     def add(self, alert: dict[str, Any]) -> GroupState:
@@ -71,6 +93,9 @@ class GroupBook:
             self.group_of_alert[aid] = gid
             while len(self.group_of_alert) > self.max_alert_ids:
                 self.group_of_alert.popitem(last=False)
+        bucket = int(alert["event_time"] // self.bucket_s)
+        if bucket not in g.buckets:
+            g.buckets = [*g.buckets[-63:], bucket]
         g.first_seen = min(g.first_seen, alert["event_time"])
         g.last_seen = max(g.last_seen, alert["event_time"])
         g.last_alert_id = aid
@@ -96,12 +121,12 @@ class GroupBook:
         }
 
     @classmethod
-    def from_state(cls, d: dict[str, Any]) -> GroupBook:
+    def from_state(cls, d: dict[str, Any], **options: Any) -> GroupBook:
         if d.get("format") != "outrider.groups/1":
             raise ValueError(f"not a group book state: {d.get('format')!r}")
-        book = cls()
+        book = cls(**options)
         for g in d["groups"]:
-            book.groups[g["group_id"]] = GroupState(**g)
+            book.groups[g["group_id"]] = GroupState(**g)  # older states lack `buckets`
         book.group_of_alert.update((a, gid) for a, gid in d["alert_ids"])
         book._dirty = True
         return book
@@ -115,18 +140,44 @@ class GroupBook:
         return self.resolve(target_id) is not None
 
     def ranked(self) -> list[GroupState]:
-        """Groups most anomalous first; groups an analyst called benign sink to the end."""
-        return sorted(
-            self.groups.values(),
-            key=lambda g: (g.verdict in ("benign_positive", "false_positive"), -g.top_score,
-                           -g.count, g.group_id),
-        )  # fmt: skip
+        """Groups in reading order: distinct threats first, benign verdicts last."""
+        if self._dirty:
+            self._rerank()
+        return self._ranked
 
     def rank_of(self, group_id: str) -> int:
-        if self._dirty:
-            self._ranks = {g.group_id: i for i, g in enumerate(self.ranked(), 1)}
-            self._dirty = False
+        """The group's rank (0 = not ranked yet); re-ranked at most every `rerank_s`."""
+        if self._dirty and time.monotonic() - self._ranked_at >= self.rerank_s:
+            self._rerank()
         return self._ranks.get(group_id, 0)
+
+    def _rerank(self) -> None:
+        benign = ("benign_positive", "false_positive")
+        by_score = sorted(
+            self.groups.values(), key=lambda g: (g.verdict in benign, -g.top_score, -g.count,
+                                                 g.group_id),
+        )  # fmt: skip
+        live = sum(1 for g in by_score if g.verdict not in benign)
+        head = by_score[: min(live, self.mmr_top)]
+        if self.mmr_lambda > 0 and len(head) > 1:
+            # compare "type=value" fields position by position; pad with values unique to
+            # the group, so groups of kinds with fewer entities share nothing there
+            width = max(len(g.entities) + 1 for g in head)
+            keys = [
+                [f"kind={g.kind}", *(f"{t}={v}" for t, v in sorted(g.entities.items()))]
+                for g in head
+            ]
+            keys = [k + [f"\x00{g.group_id}{i}" for i in range(width - len(k))]
+                    for k, g in zip(keys, head, strict=True)]  # fmt: skip
+            order = mmr_order(
+                np.array([g.top_score for g in head]), keys,
+                [set(g.buckets) for g in head], lam=self.mmr_lambda,
+            )  # fmt: skip
+            head = [head[i] for i in order]
+        self._ranked = head + by_score[len(head) :]
+        self._ranks = {g.group_id: i for i, g in enumerate(self._ranked, 1)}
+        self._ranked_at = time.monotonic()
+        self._dirty = False
 
     def mark(self, target_id: str, verdict: str) -> GroupState | None:
         g = self.resolve(target_id)
@@ -134,6 +185,13 @@ class GroupBook:
             g.verdict = None if verdict == "undetermined" else verdict
             self._dirty = True
         return g
+
+
+def group_book(settings: Settings, state: dict[str, Any] | None = None) -> GroupBook:
+    """The group book as the settings rank it, restored from `state` when there is one."""
+    if state is None:
+        return GroupBook(mmr_lambda=settings.group_diversity)
+    return GroupBook.from_state(state, mmr_lambda=settings.group_diversity)
 
 
 def _why(alert: dict[str, Any]) -> str:

@@ -103,6 +103,12 @@ class Settings(BaseSettings):
         default="outrider.digest", description="periodic top groups + ask-about; empty = off"
     )
     digest_interval_s: float = Field(default=30.0, gt=0)
+    group_diversity: float = Field(
+        default=1.0,
+        ge=0,
+        description="how strongly alert groups like one ranked above them "
+        "(same entities, same hours) wait: time-aware MMR; 0 = rank by score alone",
+    )
     feedback_weight: float = Field(
         default=1.0, ge=0, description="how strongly verdicts move look-alikes' scores"
     )

@@ -30,7 +30,7 @@ from service.analyst_loop import AnalystLoop
 from service.control import ControlIntake
 from service.decode import Decoder
 from service.feedback_intake import FeedbackIntake
-from service.groups import GroupBook, digest
+from service.groups import digest, group_book
 from service.kafka_io import KafkaIO, ensure_topics
 from service.logmining import LogMiner
 from service.metrics import Metrics
@@ -95,9 +95,7 @@ class Trainer:
             log.info("restored model %s from %s", self.scorer.version, self.store)
         miner = LogMiner.from_state(restored["log_miner"]) if "log_miner" in restored else None
         self.decoder = Decoder(config, settings.max_message_bytes, settings.logs_topic, miner)
-        self.groups = (
-            GroupBook.from_state(restored["groups"]) if "groups" in restored else GroupBook()
-        )
+        self.groups = group_book(settings, (restored or {}).get("groups"))
         self._alerts_read = {int(p): int(o) for p, o in restored.get("alerts_read", {}).items()}
         self._feedback_applied: dict[str, int] = restored.get("feedback_applied", {})
         self.snapshot = TriageSnapshot()

@@ -65,3 +65,28 @@ def test_digest_lists_top_groups_and_asks_about_others() -> None:
     d = digest(book, {"name": "frequency", "version": "v"}, threshold=99.0, top=5)
     assert [r["group_id"] for r in d["top"][:5]] == [g.group_id for g in book.ranked()[:5]]
     assert sum(r["ask"] for r in d["top"]) == 3
+
+
+def test_diverse_ranking_puts_a_distinct_threat_before_one_incidents_second_pattern() -> None:
+    """Two patterns of one burst on one host score highest; a different host's alert in
+    another hour scores third. By score alone it is read third; with time-aware MMR, second."""
+
+    def alert(aid: str, name: str, host: str, score: float, t: float) -> dict:
+        entities = {"name": name, "short": "S-Scan", "ip": "10.0.0.9", "host": host}
+        base = _alert(aid, f"g-{name}-{host}", score, host=host)
+        return {**base, "event_time": t, "entities": entities}
+
+    alerts = [
+        alert("a1", "scan-1", "web", 9.0, 3600.0 * 5 + 10),
+        alert("a2", "scan-2", "web", 8.6, 3600.0 * 5 + 20),
+        alert("a3", "dns-exfil", "dns", 8.5, 3600.0 * 9),
+    ]
+    by_score, diverse = GroupBook(mmr_lambda=0), GroupBook(mmr_lambda=1.0)
+    for a in alerts:
+        by_score.add(dict(a))
+        diverse.add(dict(a))
+    assert [g.entities["name"] for g in by_score.ranked()] == ["scan-1", "scan-2", "dns-exfil"]
+    assert [g.entities["name"] for g in diverse.ranked()] == ["scan-1", "dns-exfil", "scan-2"]
+    assert diverse.rank_of("g-dns-exfil-dns") == 2
+    again = GroupBook.from_state(diverse.state(), mmr_lambda=1.0)  # buckets survive a restart
+    assert [g.group_id for g in again.ranked()] == [g.group_id for g in diverse.ranked()]
