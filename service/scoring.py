@@ -30,6 +30,7 @@ from detectors.feedback import FeedbackDetector
 from detectors.frequency import FrequencyDetector
 from detectors.outrider import OutriderDetector
 from service.decode import DecodedEvent
+from service.holdback import HoldBack
 from service.settings import Settings
 from service.sources import SourceConfig
 
@@ -77,6 +78,8 @@ class Scorer:
         calibration_window: int = 50_000,
         calibration_min_samples: int = 1000,
         feedback_weight: float = 1.0,
+        learn_delay_s: float = 0.0,
+        learn_hold_max: int = 200_000,
     ) -> None:
         self.config = config
         self.detector_name = detector
@@ -96,6 +99,10 @@ class Scorer:
         born = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         self.lineage = f"{detector}-{born}-{secrets.token_hex(2)}"
         self.generation = 0  # bumped by every fine-tune from verdicts
+        # traffic is learned `learn_delay_s` late, minus patterns that alerted meanwhile
+        # (service/holdback.py); 0 = at once
+        self.learn_delay_s, self.learn_hold_max = learn_delay_s, learn_hold_max
+        self.holdbacks: dict[str, HoldBack] = {}
 
     @classmethod
     def for_settings(cls, config: SourceConfig, settings: Settings) -> Scorer:
@@ -107,6 +114,8 @@ class Scorer:
             calibration_window=settings.calibration_window,
             calibration_min_samples=settings.calibration_min_samples,
             feedback_weight=settings.feedback_weight,
+            learn_delay_s=settings.learn_delay_s,
+            learn_hold_max=settings.learn_hold_max_events,
         )
 
     @property
@@ -186,11 +195,12 @@ class Scorer:
                 )
             )
             if learn:
-                self._learn(det, cal, fb, batch, scores, alerted)
+                self._learn(kind, det, cal, fb, batch, scores, alerted)
         return out
 
     def _learn(
         self,
+        kind: str,
         det: Detector,
         cal: QuantileCalibrator,
         fb: FeedbackDetector,
@@ -199,21 +209,23 @@ class Scorer:
         alerted: np.ndarray,
     ) -> None:
         """Calibrate on the batch's scores and learn from every event not flagged, plus the
-        flagged ones whose pattern an analyst called benign."""
-        if det.events_seen_ > 0:  # an empty model's scores would skew calibration
-            cal.update(scores)
+        flagged ones whose pattern an analyst called benign, once the hold-back lets them."""
         learnable = ~alerted
         if fb.labeled_ and alerted.any():
             for i in np.flatnonzero(alerted):
                 if fb.labeled_.get(FEEDBACK_SEP.join(batch.rows[i])) == 0:
                     learnable[i] = True
-        keep = np.flatnonzero(learnable)
-        if len(keep) == len(batch):
-            det.learn_many(batch)
-        elif len(keep):
-            det.learn_many(
-                EventBatch(batch.entity_types, [batch.rows[i] for i in keep], batch.times[keep])
-            )
+        hold = self.holdbacks.get(kind)
+        if hold is None:
+            hold = self.holdbacks[kind] = HoldBack(self.learn_delay_s, self.learn_hold_max)
+        hold.push(batch, scores, alerted & ~learnable, learnable)
+        # a young model has nothing to protect yet: it learns at once until it is calibrated
+        young = cal.seen < self.calibration_min_samples
+        for events, chunk_scores in hold.ready(everything=young):
+            if det.events_seen_ > 0:  # an empty model's scores would skew calibration
+                cal.update(chunk_scores)
+            if len(events):
+                det.learn_many(events)
 
     def peek(self, kind: str, rows: list[tuple[str, ...]]) -> np.ndarray:
         """Scores the model would give `rows` now, learning nothing (what-if queries)."""

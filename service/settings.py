@@ -76,6 +76,18 @@ class Settings(BaseSettings):
     calibration_min_samples: int = Field(
         default=1000, ge=1, description="scores seen per kind before any alert is raised"
     )
+    learn_delay_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="traffic is learned this late (event time), minus "
+        "patterns that alerted meanwhile, so an attack does not teach the model it is normal",
+    )
+    learn_hold_max_events: int = Field(
+        default=200_000,
+        ge=0,
+        description="per kind; beyond it the oldest held events are "
+        "learned early (bounds memory at high rates)",
+    )
     session_key_field: str = Field(
         default="",
         description="session view: entity/attribute holding the session key; "
@@ -104,7 +116,7 @@ class Settings(BaseSettings):
     )
     digest_interval_s: float = Field(default=30.0, gt=0)
     group_diversity: float = Field(
-        default=1.0,
+        default=2.0,
         ge=0,
         description="how strongly alert groups like one ranked above them "
         "(same entities, same hours) wait: time-aware MMR; 0 = rank by score alone",

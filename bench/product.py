@@ -1,0 +1,148 @@
+"""What an analyst sees through the service, on AIT: the product's own detection quality.
+
+`bench.quality` ranks every test alert group with a model fitted on the warm-up (protocol v2).
+The service is not that: it learns online, raises an alert only above the alert percentile,
+and its triage page lists the groups of those alerts in its group book's order. This bench runs
+the service's own decode -> score -> alert -> group book code in process (no Kafka: the same
+classes `service/app.py` chains) over each AIT capture in time order, in batches of 2,000, and
+reads the group book like the simulated analyst of protocol v2: groups in ranked order until
+every attack step present in the test stream has been seen ("all") or all but one ("all-1").
+An attack step whose alerts never crossed the threshold is "missed": no reading order finds it.
+
+    python -m bench.product --json [--data ../shared/datasets] [--detector frequency]
+
+Configurations, each measured in the same run: learning at once or held back
+(`--learn-delay-s`, service/holdback.py), and group ranking by score alone or diverse
+(`--group-diversity`, time-aware MMR in service/groups.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+
+from schemas import ModelRef
+from service.decode import Decoder
+from service.groups import GroupBook
+from service.outputs import build_alerts
+from service.replay import encode_record, read_records
+from service.scoring import Scorer
+from service.settings import Settings
+from service.sources import SourceConfig
+
+FIELDS = ("name", "short", "ip", "host")
+DEFAULTS = Settings.model_fields
+
+
+class Record(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    value: bytes
+    headers: Any = None
+    key: Any = None
+
+
+def groups_to_see(ranked: list, steps_of: dict[tuple[str, ...], set[str]], steps: set[str]):
+    """(groups read until every step was seen, until all but one, the steps never seen)."""
+    seen: set[str] = set()
+    n_all = n_all1 = None
+    for k, g in enumerate(ranked, 1):
+        seen |= steps_of.get(tuple(g.entities[f] for f in FIELDS), set())
+        if n_all1 is None and len(steps - seen) <= 1:
+            n_all1 = k
+        if n_all is None and not steps - seen:
+            n_all = k
+            break
+    return n_all, n_all1, sorted(steps - seen)
+
+
+def run_scenario(
+    path: Path, detector: str, delays: list[float], lambdas: list[float], percentile: float
+) -> dict[str, Any]:
+    rows = sorted(read_records(path), key=lambda r: float(r["time"]))
+    attack_start = next(float(r["time"]) for r in rows if r["time_label"] != "false_positive")
+    test = [r for r in rows if float(r["time"]) >= attack_start]
+    steps_of: dict[tuple[str, ...], set[str]] = {}
+    for r in test:
+        steps_of.setdefault(tuple(r[f] for f in FIELDS), set()).add(r["event_label"])
+    for labels in steps_of.values():
+        labels.discard("-")
+    steps = set().union(*steps_of.values())
+    records = [
+        Record("events", 0, i, int(float(r["time"]) * 1000), encode_record(r))
+        for i, r in enumerate(rows)
+    ]
+    config = SourceConfig.load()
+    out: dict[str, Any] = {"scenario": path.name.split("_")[0], "steps": len(steps),
+                           "test_alerts_in_capture": len(test), "configs": []}  # fmt: skip
+    for delay in delays:
+        t0 = time.perf_counter()
+        decoder = Decoder(config, 1 << 18)
+        scorer = Scorer(
+            config, detector=detector, alert_percentile=percentile,
+            calibration_window=DEFAULTS["calibration_window"].default,
+            calibration_min_samples=DEFAULTS["calibration_min_samples"].default,
+            learn_delay_s=delay,
+        )  # fmt: skip
+        model = ModelRef(name=detector, version="bench")
+        books = {lam: GroupBook(mmr_lambda=lam, rerank_s=0) for lam in lambdas}
+        raised = 0
+        for i in range(0, len(records), 2000):
+            events, _ = decoder.decode_many(records[i : i + 2000])
+            for part in scorer.score(events):
+                for alert in build_alerts(part, model):
+                    if alert["event_time"] >= attack_start:
+                        raised += 1
+                        for book in books.values():
+                            book.add(dict(alert))
+        seconds = time.perf_counter() - t0
+        for lam, book in books.items():
+            n_all, n_all1, missed = groups_to_see(book.ranked(), steps_of, steps)
+            out["configs"].append({
+                "learn_delay_s": delay, "group_diversity": lam, "all": n_all, "all_1": n_all1,
+                "missed_steps": missed, "alerts": raised, "alert_groups": len(book.groups),
+                "seconds": round(seconds, 1),
+            })  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=Path("../shared/datasets"))
+    ap.add_argument("--detector", default=DEFAULTS["detector"].default)
+    ap.add_argument("--alert-percentile", type=float, default=DEFAULTS["alert_percentile"].default)
+    ap.add_argument("--learn-delay-s", type=float, nargs="+", default=[0.0, 600.0])
+    ap.add_argument("--group-diversity", type=float, nargs="+", default=[0.0, 1.0, 2.0])
+    ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    args = ap.parse_args(argv)
+    files = sorted((args.data / "ait-ads").glob("*_alerts.csv*"))
+    if not files:
+        print(f"no AIT captures under {args.data / 'ait-ads'}", file=sys.stderr)
+        return 2
+    results = []
+    for f in files:
+        res = run_scenario(f, args.detector, args.learn_delay_s, args.group_diversity,
+                           args.alert_percentile)  # fmt: skip
+        results.append(res)
+        if not args.json:
+            for c in res["configs"]:
+                print(
+                    f"{res['scenario']:16} delay {c['learn_delay_s']:>6.0f}s diversity "
+                    f"{c['group_diversity']:.1f}: all {c['all']} all-1 {c['all_1']} missed "
+                    f"{c['missed_steps']} ({c['alert_groups']} groups, {c['alerts']} alerts)"
+                )
+    if args.json:
+        print(orjson.dumps({"detector": args.detector, "alert_percentile": args.alert_percentile,
+                            "scenarios": results}).decode())  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

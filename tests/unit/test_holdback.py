@@ -1,0 +1,58 @@
+"""Held-back learning: traffic is learned late, and a pattern that alerts is not learned from
+its own burst (service/holdback.py), so an attack does not teach the model it is normal."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detectors.base import EventBatch
+from service.holdback import HoldBack
+
+TYPES = ("name", "host")
+
+
+def _batch(rows: list[tuple[str, str]], start: float) -> EventBatch:
+    return EventBatch(TYPES, rows, np.arange(len(rows), dtype=np.float64) + start)
+
+
+def _push(hold: HoldBack, batch: EventBatch, alerted: list[int] = ()) -> None:  # type: ignore[assignment]
+    flagged = np.zeros(len(batch), dtype=bool)
+    flagged[list(alerted)] = True
+    hold.push(batch, np.zeros(len(batch)), flagged, ~flagged)
+
+
+def test_nothing_is_learned_before_the_delay_then_everything_in_order() -> None:
+    hold = HoldBack(delay_s=100, max_events=10_000)
+    _push(hold, _batch([("a", "h")] * 10, start=0))
+    assert list(hold.ready()) == []
+    _push(hold, _batch([("b", "h")] * 10, start=200))
+    (released,) = list(hold.ready())
+    events, scores = released
+    assert events.rows == [("a", "h")] * 10 and len(scores) == 10
+    assert hold.held == 10, "the second batch waits"
+
+
+def test_a_pattern_that_alerts_is_not_learned_from_its_burst() -> None:
+    hold = HoldBack(delay_s=100, max_events=10_000)
+    burst = [("scan", "web")] * 5 + [("ok", "web")] * 5
+    _push(hold, _batch(burst, start=0))  # under the threshold: learnable for now
+    _push(hold, _batch([("scan", "web")] * 3, start=50), alerted=[2])  # then it alerts
+    _push(hold, _batch([("ok", "web")], start=1000))
+    learned = [r for events, _ in hold.ready() for r in events.rows]
+    assert ("scan", "web") not in learned, "the burst that alerted is not learned"
+    assert learned.count(("ok", "web")) == 5
+
+
+def test_memory_is_bounded_by_learning_the_oldest_early() -> None:
+    hold = HoldBack(delay_s=1e9, max_events=25)
+    for k in range(5):
+        _push(hold, _batch([(f"v{k}", "h")] * 10, start=k * 10))
+    learned = [events for events, _ in hold.ready()]
+    assert sum(len(e) for e in learned) == 30 and hold.held == 20
+
+
+def test_no_delay_learns_at_once_what_did_not_alert() -> None:
+    hold = HoldBack(delay_s=0, max_events=10_000)
+    _push(hold, _batch([("a", "h"), ("odd", "x"), ("a", "h")], start=0), alerted=[1])
+    ((events, _),) = list(hold.ready())
+    assert events.rows == [("a", "h"), ("a", "h")]
