@@ -14,6 +14,13 @@ An attack step whose alerts never crossed the threshold is "missed": no reading 
 Configurations, each measured in the same run: learning at once or held back
 (`--learn-delay-s`, service/holdback.py), and group ranking by score alone or diverse
 (`--group-diversity`, time-aware MMR in service/groups.py).
+
+Then the analyst loop through the service, on the default settings: each round the simulated
+analyst of protocol v2 reads the top 5 unread groups of the group book and gives each its
+verdict from the ground truth (malicious when any of its alerts has an attack step); the
+verdicts go through the service's `AnalystLoop` (rate limit, fine-tune, regression check,
+re-scoring of the unread queue) before the next round. Reported beside the same reading with
+no learning from the verdicts.
 """
 
 from __future__ import annotations
@@ -26,9 +33,12 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from schemas import ModelRef
+from schemas import Feedback, ModelRef
+from service.analyst_loop import AnalystLoop
 from service.decode import Decoder
+from service.feedback_intake import Verdict
 from service.groups import GroupBook
+from service.metrics import Metrics
 from service.outputs import build_alerts
 from service.replay import encode_record, read_records
 from service.scoring import Scorer
@@ -63,9 +73,65 @@ def groups_to_see(ranked: list, steps_of: dict[tuple[str, ...], set[str]], steps
     return n_all, n_all1, sorted(steps - seen)
 
 
+class ListIntake:
+    """Verdicts handed to the analyst loop in process (FeedbackIntake's interface)."""
+
+    def __init__(self) -> None:
+        self.pending: list[Verdict] = []
+        self.store: dict[str, Feedback] = {}
+        self.applied: dict[int, int] = {}
+        self.offset = 0
+
+    def give(self, target: str, verdict: str, at: float) -> None:
+        fb = Feedback(target_id=target, verdict=verdict, analyst="sim", time=at)
+        self.offset += 1
+        record = Record("feedback", 0, self.offset, int(at * 1000), b"")
+        self.store[target] = fb
+        self.pending.append(Verdict(fb, record, live=True))
+
+    def poll(self) -> tuple[list[Verdict], list[Any]]:
+        out, self.pending = self.pending, []
+        return out, []
+
+
+def simulate_analyst(
+    book: GroupBook, scorer: Scorer, steps_of: dict, steps: set[str], learn: bool,
+    per_round: int = 5,
+) -> dict[str, Any]:  # fmt: skip
+    """Rounds of `per_round` verdicts on the top unread groups; groups read to all / all-1."""
+    intake = ListIntake()
+    loop = AnalystLoop(intake, scorer, book, Metrics())  # type: ignore[arg-type]
+    read, seen = 0, set()
+    n_all = n_all1 = None
+    rolled_back = 0
+    at = 2e9  # verdict time: after the capture, one round a minute (under the rate limit)
+    while n_all is None:
+        unread = [g for g in book.ranked() if not g.verdict][:per_round]
+        if not unread:
+            break
+        for g in unread:
+            read += 1
+            found = steps_of.get(tuple(g.entities[f] for f in FIELDS), set())
+            seen |= found
+            if n_all1 is None and len(steps - seen) <= 1:
+                n_all1 = read
+            if n_all is None and not steps - seen:
+                n_all = read
+            verdict = "true_positive" if found else "benign_positive"
+            if learn:
+                intake.give(g.group_id, verdict, at)
+            else:
+                book.mark(g.group_id, verdict)
+        if learn:
+            rolled_back += loop.apply().rolled_back
+        at += 60
+    return {"all": n_all, "all_1": n_all1, "groups_read": read, "rolled_back": rolled_back}
+
+
 def run_scenario(
-    path: Path, detector: str, delays: list[float], lambdas: list[float], percentile: float
-) -> dict[str, Any]:
+    path: Path, detector: str, delays: list[float], lambdas: list[float], percentile: float,
+    default: tuple[float, float],
+) -> dict[str, Any]:  # fmt: skip
     rows = sorted(read_records(path), key=lambda r: float(r["time"]))
     attack_start = next(float(r["time"]) for r in rows if r["time_label"] != "false_positive")
     test = [r for r in rows if float(r["time"]) >= attack_start]
@@ -82,7 +148,8 @@ def run_scenario(
     config = SourceConfig.load()
     out: dict[str, Any] = {"scenario": path.name.split("_")[0], "steps": len(steps),
                            "test_alerts_in_capture": len(test), "configs": []}  # fmt: skip
-    for delay in delays:
+    for delay in [*delays, default[0], default[0]]:
+        analyst = len(out["configs"]) >= len(delays) * len(lambdas)  # the last two passes
         t0 = time.perf_counter()
         decoder = Decoder(config, 1 << 18)
         scorer = Scorer(
@@ -92,7 +159,8 @@ def run_scenario(
             learn_delay_s=delay,
         )  # fmt: skip
         model = ModelRef(name=detector, version="bench")
-        books = {lam: GroupBook(mmr_lambda=lam, rerank_s=0) for lam in lambdas}
+        books = {lam: GroupBook(mmr_lambda=lam, rerank_s=0) for lam in
+                 ([default[1]] if analyst else lambdas)}  # fmt: skip
         raised = 0
         for i in range(0, len(records), 2000):
             events, _ = decoder.decode_many(records[i : i + 2000])
@@ -103,6 +171,11 @@ def run_scenario(
                         for book in books.values():
                             book.add(dict(alert))
         seconds = time.perf_counter() - t0
+        if analyst:
+            learn = "feedback" not in out
+            result = simulate_analyst(books[default[1]], scorer, steps_of, steps, learn)
+            out["feedback" if learn else "no_feedback"] = result
+            continue
         for lam, book in books.items():
             n_all, n_all1, missed = groups_to_see(book.ranked(), steps_of, steps)
             out["configs"].append({
@@ -128,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = []
     for f in files:
+        default = (DEFAULTS["learn_delay_s"].default, DEFAULTS["group_diversity"].default)
         res = run_scenario(f, args.detector, args.learn_delay_s, args.group_diversity,
-                           args.alert_percentile)  # fmt: skip
+                           args.alert_percentile, default)  # fmt: skip
         results.append(res)
         if not args.json:
             for c in res["configs"]:
@@ -137,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"{res['scenario']:16} delay {c['learn_delay_s']:>6.0f}s diversity "
                     f"{c['group_diversity']:.1f}: all {c['all']} all-1 {c['all_1']} missed "
                     f"{c['missed_steps']} ({c['alert_groups']} groups, {c['alerts']} alerts)"
+                )
+            for name in ("feedback", "no_feedback"):
+                r = res[name]
+                print(
+                    f"{res['scenario']:16} analyst, {name}: all {r['all']} all-1 {r['all_1']}"
+                    f" ({r['groups_read']} read, {r['rolled_back']} fine-tunes rolled back)"
                 )
     if args.json:
         print(orjson.dumps({"detector": args.detector, "alert_percentile": args.alert_percentile,

@@ -125,7 +125,8 @@ class AnalystLoop:
                 changed = True
             else:
                 rolled_back += 1
-        if changed:
+        if changed:  # the queue reflects what the verdicts taught, before any new alert
+            self.groups.rescore(self.scorer.peek, lambda k: self.scorer.config.kinds[k].entities)
             self.metrics.fine_tunes.inc()
             log.info("fine-tuned from %d verdicts: model %s", len(verdicts), self.scorer.version)
         return Outcome(changed, resolved, dead, rolled_back)

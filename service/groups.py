@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,13 @@ class GroupState:
     verdict: str | None = None
     alert_ids: list[str] = field(default_factory=list)  # the newest few, for the page
     buckets: list[int] = field(default_factory=list)  # time buckets it fired in (newest 64)
+    model_score: float | None = None  # the pattern's score under the newest fine-tune
+
+    @property
+    def ranking_score(self) -> float:
+        """What ranks the group: its pattern's score under the newest fine-tune, or, before
+        any, its highest alert score."""
+        return self.top_score if self.model_score is None else self.model_score
 
 
 class GroupBook:
@@ -99,6 +107,8 @@ class GroupBook:
         g.first_seen = min(g.first_seen, alert["event_time"])
         g.last_seen = max(g.last_seen, alert["event_time"])
         g.last_alert_id = aid
+        if g.model_score is not None:  # scored by the newest model, like the re-score
+            g.model_score = max(g.model_score, alert["score"])
         if alert["score"] >= g.top_score or not g.why:
             g.top_score = max(g.top_score, alert["score"])
             g.percentile = max(g.percentile, alert["percentile"])
@@ -152,32 +162,58 @@ class GroupBook:
         return self._ranks.get(group_id, 0)
 
     def _rerank(self) -> None:
+        """Read groups an analyst did not call benign first (confirmed threats), then the
+        unread ones: the top `mmr_top` by time-aware MMR, read groups counting as already
+        shown (so the incident just confirmed does not fill the next page), the rest by
+        score; benign verdicts last."""
         benign = ("benign_positive", "false_positive")
-        by_score = sorted(
-            self.groups.values(), key=lambda g: (g.verdict in benign, -g.top_score, -g.count,
-                                                 g.group_id),
-        )  # fmt: skip
-        live = sum(1 for g in by_score if g.verdict not in benign)
-        head = by_score[: min(live, self.mmr_top)]
+
+        def order_key(g: GroupState) -> tuple:
+            return (-g.ranking_score, -g.count, g.group_id)
+
+        read = sorted((g for g in self.groups.values() if g.verdict and g.verdict not in benign),
+                      key=order_key)  # fmt: skip
+        unread = sorted((g for g in self.groups.values() if not g.verdict), key=order_key)
+        sunk = sorted((g for g in self.groups.values() if g.verdict in benign), key=order_key)
+        head, tail = unread[: self.mmr_top], unread[self.mmr_top :]
         if self.mmr_lambda > 0 and len(head) > 1:
+            cand = read + head
             # compare "type=value" fields position by position; pad with values unique to
             # the group, so groups of kinds with fewer entities share nothing there
-            width = max(len(g.entities) + 1 for g in head)
+            width = max(len(g.entities) + 1 for g in cand)
             keys = [
                 [f"kind={g.kind}", *(f"{t}={v}" for t, v in sorted(g.entities.items()))]
-                for g in head
+                for g in cand
             ]
             keys = [k + [f"\x00{g.group_id}{i}" for i in range(width - len(k))]
-                    for k, g in zip(keys, head, strict=True)]  # fmt: skip
+                    for k, g in zip(keys, cand, strict=True)]  # fmt: skip
             order = mmr_order(
-                np.array([g.top_score for g in head]), keys,
-                [set(g.buckets) for g in head], lam=self.mmr_lambda,
+                np.array([g.ranking_score for g in cand]), keys,
+                [set(g.buckets) for g in cand], lam=self.mmr_lambda, shown=range(len(read)),
             )  # fmt: skip
-            head = [head[i] for i in order]
-        self._ranked = head + by_score[len(head) :]
+            head = [cand[i] for i in order]
+        self._ranked = read + head + tail + sunk
         self._ranks = {g.group_id: i for i, g in enumerate(self._ranked, 1)}
         self._ranked_at = time.monotonic()
         self._dirty = False
+
+    def rescore(self, score: Callable[[str, list[tuple[str, ...]]], np.ndarray],
+                types: Callable[[str], tuple[str, ...]]) -> int:  # fmt: skip
+        """Re-score the unread groups with the model as it is now (after a fine-tune), so the
+        queue reflects what the verdicts taught: look-alikes of a benign verdict sink, those
+        of a malicious one rise, before any new alert. `score(kind, rows)` scores patterns,
+        `types(kind)` is the kind's entity order. How many groups were re-scored."""
+        by_kind: dict[str, list[GroupState]] = {}
+        for g in self.groups.values():
+            if not g.verdict:
+                by_kind.setdefault(g.kind, []).append(g)
+        for kind, groups in by_kind.items():
+            order = types(kind)
+            scores = score(kind, [tuple(g.entities.get(t, "") for t in order) for g in groups])
+            for g, value in zip(groups, scores.tolist(), strict=True):
+                g.model_score = value
+        self._dirty = True
+        return sum(len(v) for v in by_kind.values())
 
     def mark(self, target_id: str, verdict: str) -> GroupState | None:
         g = self.resolve(target_id)

@@ -64,25 +64,32 @@ class HoldBack:
         """(events to learn, scores to calibrate on) that have waited long enough, or all
         held ones (`everything`: a young model learns at once)."""
         horizon = self.latest - self.delay_s
-        while self.chunks and (
-            everything or self.chunks[0].newest <= horizon or self.held > self.max_events
-        ):
+        while self.chunks and self.held > self.max_events:  # over budget: oldest first
             chunk = self.chunks.popleft()
             self.held -= len(chunk.batch)
             yield self._unflagged(chunk.batch), chunk.scores
+        # partitions move at their own pace: a chunk behind a newer one may be due
+        due = [c for c in self.chunks if everything or c.newest <= horizon]
+        if due:
+            self.chunks = deque(c for c in self.chunks if not (everything or c.newest <= horizon))
+            for chunk in due:
+                self.held -= len(chunk.batch)
+                yield self._unflagged(chunk.batch), chunk.scores
         if len(self.flagged) > 10_000:  # forget alerts older than any held event can reach
             old = horizon - self.delay_s
             self.flagged = {r: t for r, t in self.flagged.items() if t >= old}
 
     def _unflagged(self, batch: EventBatch) -> EventBatch:
-        """The events whose pattern did not alert within `delay_s` before or after them."""
+        """The events whose pattern did not alert within `delay_s` before or after them. Only
+        the pattern's latest alert is kept, so an alert far ahead of the event (another
+        partition read ahead in event time) does not count: the window is two-sided."""
         if not self.flagged or not self.delay_s:
             return batch
         get, delay = self.flagged.get, self.delay_s
         keep = [
             i
             for i, (row, t) in enumerate(zip(batch.rows, batch.times.tolist(), strict=True))
-            if get(row, -np.inf) < t - delay
+            if not t - delay <= get(row, -np.inf) <= t + delay
         ]
         return batch if len(keep) == len(batch) else _subset(batch, np.asarray(keep, np.int64))
 

@@ -155,3 +155,18 @@ def test_adopt_refuses_names_outside_the_store_and_wrong_digests(tmp_path: Path)
     other = Scorer(CONFIG, detector="outrider")
     with pytest.raises(CheckpointError, match="another detector"):
         other.adopt(tmp_path, trainer.version, digest)
+
+
+def test_a_verdict_re_ranks_the_unread_queue_at_once() -> None:
+    noise = _ent("Login ok", "A-Auth", "10.0.0.2", "mail")
+    twin = {**noise, "host": "web"}  # the same rule on another host
+    other = _ent("Cron ran", "A-Cron", "10.0.0.3", "db")
+    loop = _loop({"a-twin": twin, "b-other": other, "c-noise": noise})
+    assert loop.groups.rank_of("a-twin") < loop.groups.rank_of("b-other")  # a tie: by id
+    loop.intake.give([("c-noise", "benign_positive", "ana")])  # type: ignore[attr-defined]
+    assert loop.apply().changed
+    g = loop.groups.groups
+    assert g["a-twin"].ranking_score < g["b-other"].ranking_score
+    ranked = [x.group_id for x in loop.groups.ranked()]
+    assert ranked.index("a-twin") > ranked.index("b-other"), "the look-alike sank"
+    assert ranked[-1] == "c-noise", "the benign group itself goes last"

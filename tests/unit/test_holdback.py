@@ -56,3 +56,13 @@ def test_no_delay_learns_at_once_what_did_not_alert() -> None:
     _push(hold, _batch([("a", "h"), ("odd", "x"), ("a", "h")], start=0), alerted=[1])
     ((events, _),) = list(hold.ready())
     assert events.rows == [("a", "h"), ("a", "h")]
+
+
+def test_an_alert_far_ahead_in_event_time_does_not_block_learning() -> None:
+    """Partitions are read at different paces: one far ahead alerting on a pattern must not
+    keep another partition's old, quiet events of that pattern from ever being learned."""
+    hold = HoldBack(delay_s=100, max_events=10_000)
+    _push(hold, _batch([("p", "h")] * 3, start=5000), alerted=[0, 1, 2])  # partition A, ahead
+    _push(hold, _batch([("p", "h")] * 4, start=0))  # partition B: the same pattern, long ago
+    learned = [r for events, _ in hold.ready() for r in events.rows]
+    assert learned.count(("p", "h")) == 4
