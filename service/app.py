@@ -100,7 +100,7 @@ class Pipeline:
         self.snapshot = TriageSnapshot()
         self.triage: TriageServer | None = None
         self.control: ControlIntake | None = None  # run-time sensitivity, started in run()
-        self._last_refresh = self._last_digest = 0.0
+        self._last_refresh = self._last_digest = self._last_intake = 0.0
         self._lag_series: set[tuple[str, str]] = set()
         self.stopping = threading.Event()
         self.outbox = Outbox(settings.dead_letter_topic, self.metrics)  # between batches
@@ -148,12 +148,9 @@ class Pipeline:
     def between_batches(self, io: KafkaIO) -> None:
         """Verdicts, the triage page's rows, the digest, the periodic checkpoint."""
         s, now = self.settings, time.monotonic()
-        if self.intake is not None:
-            self.learn_from_analysts(io)
-        if self.control is not None:
-            self.outbox.put_dead(self.control.apply(self.scorer))
-            if s.role == "scorer":
-                self.follow_trainer()
+        if now - self._last_intake >= 0.1:  # verdicts and control: 10 polls a second at most
+            self._last_intake = now
+            self.follow_topics(io)
         if now - self._last_refresh >= 1.0:
             self._last_refresh = now
             self.snapshot.refresh(self.groups, s.alert_percentile)
@@ -169,6 +166,15 @@ class Pipeline:
         if now - self._last_checkpoint >= s.checkpoint_interval_s:
             self._checkpoint()
         self.outbox.flush(io)
+
+    def follow_topics(self, io: KafkaIO) -> None:
+        """Verdicts from the feedback topic; sensitivity and models from the models topic."""
+        if self.intake is not None:
+            self.learn_from_analysts(io)
+        if self.control is not None:
+            self.outbox.put_dead(self.control.apply(self.scorer))
+            if self.settings.role == "scorer":
+                self.follow_trainer()
 
     def learn_from_analysts(self, io: KafkaIO) -> None:
         """Between batches: apply new verdicts; a changed model is checkpointed and announced
