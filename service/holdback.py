@@ -41,7 +41,8 @@ class HoldBack:
         self.chunks: deque[_Chunk] = deque()
         self.held = 0
         self.latest = -np.inf  # newest event time seen
-        self.flagged: dict[tuple[str, ...], float] = {}  # pattern -> when it last alerted
+        # pattern -> (when its current alert episode began, when it last alerted)
+        self.flagged: dict[tuple[str, ...], tuple[float, float]] = {}
 
     def push(
         self, batch: EventBatch, scores: np.ndarray, alerted: np.ndarray, learnable: np.ndarray
@@ -51,8 +52,11 @@ class HoldBack:
             return
         for i in np.flatnonzero(alerted).tolist():
             row, t = batch.rows[i], float(batch.times[i])
-            if t > self.flagged.get(row, -np.inf):
-                self.flagged[row] = t
+            start, last = self.flagged.get(row, (-np.inf, -np.inf))
+            if abs(t - last) > self.delay_s:  # quiet for longer than the window: a new episode
+                self.flagged[row] = (t, t)
+            elif t > last:
+                self.flagged[row] = (start, t)
         keep = np.flatnonzero(learnable)
         sub = batch if len(keep) == len(batch) else _subset(batch, keep)
         newest = float(batch.times.max())
@@ -77,19 +81,21 @@ class HoldBack:
                 yield self._unflagged(chunk.batch), chunk.scores
         if len(self.flagged) > 10_000:  # forget alerts older than any held event can reach
             old = horizon - self.delay_s
-            self.flagged = {r: t for r, t in self.flagged.items() if t >= old}
+            self.flagged = {r: se for r, se in self.flagged.items() if se[1] >= old}
 
     def _unflagged(self, batch: EventBatch) -> EventBatch:
-        """The events whose pattern did not alert within `delay_s` before or after them. Only
-        the pattern's latest alert is kept, so an alert far ahead of the event (another
-        partition read ahead in event time) does not count: the window is two-sided."""
+        """The events outside their pattern's alert episode's first window: within `delay_s`
+        before or after the episode began (the burst that alerted) an event is not learned;
+        a pattern that keeps alerting longer than that is learned again and fades, so a
+        change in normal traffic does not flood the analysts for good. Windows are two-sided,
+        so partitions read at different paces in event time do not poison each other."""
         if not self.flagged or not self.delay_s:
             return batch
-        get, delay = self.flagged.get, self.delay_s
+        get, delay, never = self.flagged.get, self.delay_s, (np.inf, np.inf)
         keep = [
             i
             for i, (row, t) in enumerate(zip(batch.rows, batch.times.tolist(), strict=True))
-            if not t - delay <= get(row, -np.inf) <= t + delay
+            if abs(t - get(row, never)[0]) > delay
         ]
         return batch if len(keep) == len(batch) else _subset(batch, np.asarray(keep, np.int64))
 

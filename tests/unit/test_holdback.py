@@ -66,3 +66,20 @@ def test_an_alert_far_ahead_in_event_time_does_not_block_learning() -> None:
     _push(hold, _batch([("p", "h")] * 4, start=0))  # partition B: the same pattern, long ago
     learned = [r for events, _ in hold.ready() for r in events.rows]
     assert learned.count(("p", "h")) == 4
+
+
+def test_only_the_first_window_of_an_alert_episode_is_kept_from_learning() -> None:
+    """A pattern that alerts now and then for hours: its quiet events near the episode's
+    start are not learned (the burst), later quiet ones are (it is part of normal now)."""
+    hold = HoldBack(delay_s=100, max_events=10_000)
+    for start in range(0, 1000, 50):  # alerts every 50 s: one long episode from t=0
+        _push(hold, _batch([("p", "h"), ("p", "h")], start=float(start)), alerted=[0])
+    _push(hold, _batch([("q", "h")], start=5000.0))
+    times = sorted(
+        t
+        for events, _ in hold.ready()
+        for r, t in zip(events.rows, events.times.tolist(), strict=True)
+        if r == ("p", "h")
+    )
+    assert times and min(times) > 100, "nothing from the episode's first window"
+    assert len(times) == len([s for s in range(0, 1000, 50) if s + 1 > 100])
