@@ -146,8 +146,11 @@ def run_scenario(
         for i, r in enumerate(rows)
     ]
     config = SourceConfig.load()
-    out: dict[str, Any] = {"scenario": path.name.split("_")[0], "steps": len(steps),
-                           "test_alerts_in_capture": len(test), "configs": []}  # fmt: skip
+    out: dict[str, Any] = {
+        "scenario": path.name.split("_")[0], "steps": len(steps),
+        "test_events": len(test), "test_attack_events": sum(r["event_label"] != "-" for r in test),
+        "configs": [],
+    }  # fmt: skip
     for delay in [*delays, default[0], default[0]]:
         analyst = len(out["configs"]) >= len(delays) * len(lambdas)  # the last two passes
         t0 = time.perf_counter()
@@ -161,13 +164,14 @@ def run_scenario(
         model = ModelRef(name=detector, version="bench")
         books = {lam: GroupBook(mmr_lambda=lam, rerank_s=0) for lam in
                  ([default[1]] if analyst else lambdas)}  # fmt: skip
-        raised = 0
+        raised = on_attack = 0
         for i in range(0, len(records), 2000):
             events, _ = decoder.decode_many(records[i : i + 2000])
             for part in scorer.score(events):
                 for alert in build_alerts(part, model):
                     if alert["event_time"] >= attack_start:
                         raised += 1
+                        on_attack += rows[alert["origin"]["offset"]]["event_label"] != "-"
                         for book in books.values():
                             book.add(dict(alert))
         seconds = time.perf_counter() - t0
@@ -181,6 +185,7 @@ def run_scenario(
             out["configs"].append({
                 "learn_delay_s": delay, "group_diversity": lam, "all": n_all, "all_1": n_all1,
                 "missed_steps": missed, "alerts": raised, "alert_groups": len(book.groups),
+                "alerts_on_attack_events": on_attack,
                 "seconds": round(seconds, 1),
             })  # fmt: skip
     return out
@@ -210,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{res['scenario']:16} delay {c['learn_delay_s']:>6.0f}s diversity "
                     f"{c['group_diversity']:.1f}: all {c['all']} all-1 {c['all_1']} missed "
-                    f"{c['missed_steps']} ({c['alert_groups']} groups, {c['alerts']} alerts)"
+                    f"{c['missed_steps']} ({c['alert_groups']} groups, {c['alerts']} alerts, "
+                    f"{c['alerts_on_attack_events']} of {res['test_attack_events']} attack events)"
                 )
             for name in ("feedback", "no_feedback"):
                 r = res[name]
