@@ -8,8 +8,9 @@
         model store ◄── checkpoint ──► models topic (announcement) ──► scorers hot-swap
 
 The trainer reads the events topic in its own consumer group (its `group_id`) and commits the
-offsets only once a published model holds what it learned from them, so a crash re-learns the
-events after the last model, never skips them. The alerts topic is read by assignment, its
+offsets only once a published model was built after them, so a crash re-reads the events after
+the last model, never skips them (what the hold-back still held is learned no more: at most
+`learn_delay_s` of learning, see service/holdback.py). The alerts topic is read by assignment, its
 offsets kept in the model's checkpoint beside the group book they built. Bad input is the
 scorers' to dead-letter; the trainer dead-letters bad verdicts (it alone reads them to learn).
 It also serves the triage page and the digest: its group book is the whole picture.
