@@ -3,8 +3,13 @@ producing/consuming whole topics against the real broker."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -184,3 +189,34 @@ def benign_group_with_look_alike(bootstrap: str, alerts_topic: str, ranked: list
             ):
                 return g, h
     return None, None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve_process(settings: Settings, log: Path, *args: str) -> subprocess.Popen:
+    """`outrider serve` as an operator runs it: settings as OUTRIDER_* variables, `args` as
+    flags (which win), output appended to `log`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTRIDER_")}
+    for key, value in settings.model_dump().items():
+        if value is not None and key != "sasl_password":
+            env[f"OUTRIDER_{key.upper()}"] = str(value)
+    return subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def scrape(port: int) -> str:
+    """The /metrics page on a loopback port ("" while it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return resp.read().decode()
+    except OSError:
+        return ""

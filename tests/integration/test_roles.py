@@ -9,7 +9,9 @@ both the trainer's group book and the scorer's model version come back."""
 
 from __future__ import annotations
 
+import re
 import shutil
+import signal
 from pathlib import Path
 
 import orjson
@@ -24,9 +26,13 @@ from tests.integration.kit import (
     benign_group_with_look_alike,
     committed_total,
     consume_all,
+    free_port,
     fresh_settings,
+    ids_events,
     produce,
     running,
+    scrape,
+    serve_process,
     wait_until,
 )
 
@@ -149,3 +155,63 @@ def test_trainer_teaches_a_hot_swapping_scorer(
     assert (restarted_trainer.groups.groups[pick.group_id].verdict or "").startswith("benign")
     assert restarted_scorer.adopted
     assert restarted_scorer.model.version == scorer.model.version
+
+
+def test_roles_through_the_cli(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """`outrider serve --role trainer` and `--role scorer` as an operator runs them: the scorer
+    hot-swaps to the trainer's model (seen in its /metrics over HTTP), alerts name the
+    trainer's version, and both stop cleanly on SIGTERM."""
+    s = fresh_settings(kafka_bootstrap, tmp_path, checkpoint_interval_s=2.0)
+    produce(kafka_bootstrap, s.events_topic, ids_events(0, 3000, odd_every=300))
+    ports = {"trainer": free_port(), "scorer": free_port()}
+    procs = {
+        role: serve_process(
+            s,
+            tmp_path / f"{role}.log",
+            "--role",
+            role,
+            "--metrics-port",
+            str(ports[role]),
+            "--group-id",
+            f"{s.group_id}-{role}",
+            "--client-id",
+            f"cli-{role}",
+        )
+        for role in ("trainer", "scorer")
+    }
+    try:
+        swapped = wait_until(lambda: _swaps(scrape(ports["scorer"])) >= 1, 120, 0.5)
+        logs = {r: (tmp_path / f"{r}.log").read_text() for r in procs}
+        assert swapped, logs["scorer"][-2000:] + logs["trainer"][-2000:]
+        trainer_page = scrape(ports["trainer"])
+        assert "training on" in logs["trainer"] and "hot-swapped to model" in logs["scorer"]
+        version = re.search(r'outrider_model_info\{name="frequency",version="([^"]+)"\}',
+                            scrape(ports["scorer"]))  # fmt: skip
+        assert version is not None and version.group(1) in logs["trainer"]
+        assert "outrider_model_timestamp_seconds" in trainer_page
+        produce(kafka_bootstrap, s.events_topic, ids_events(3000, 600, odd_every=100))
+        assert wait_until(
+            lambda: (
+                committed_total(kafka_bootstrap, f"{s.group_id}-scorer", s.events_topic) == 3600
+            ),
+            120,
+        )
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        codes = {role: proc.wait(60) for role, proc in procs.items()}
+    assert codes == {"trainer": 0, "scorer": 0}, codes
+    late = [
+        orjson.loads(r.value)
+        for r in consume_all(kafka_bootstrap, s.alerts_topic, 1, timeout_s=20)
+        if orjson.loads(r.value)["event_time"] >= 1_700_003_000
+    ]
+    assert late and {a["model"]["version"] for a in late} <= {
+        orjson.loads(r.value)["version"]
+        for r in consume_all(kafka_bootstrap, s.models_topic, 1, timeout_s=20)
+    }, "every later alert names a model the trainer announced"
+
+
+def _swaps(page: str) -> float:
+    found = re.search(r'^outrider_model_swaps_total\{outcome="ok"\} (\S+)$', page, re.M)
+    return float(found.group(1)) if found else 0.0

@@ -4,15 +4,11 @@ the other takes its partitions, and every input offset ends up scored at least o
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,55 +20,29 @@ from kafka.structs import TopicPartition
 
 from service.replay import read_records
 from service.settings import Settings
-from tests.integration.kit import ScoreReader, committed_total, fresh_settings, wait_until
+from tests.integration.kit import (
+    ScoreReader,
+    committed_total,
+    free_port,
+    fresh_settings,
+    scrape,
+    serve_process,
+    wait_until,
+)
 
 N_RECORDS = 20_000
 PARTITIONS = 4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(settings: Settings, name: str, state: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTRIDER_")}
-    for key, value in settings.model_dump().items():
-        if value is not None and key != "sasl_password":
-            env[f"OUTRIDER_{key.upper()}"] = str(value)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "serve",
-            "--batch-max-events",
-            "500",
-            "--client-id",
-            f"outrider-{name}",
-            "--state-dir",
-            str(state),
-            "--metrics-port",
-            str(port),
-        ],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _scrape(port: int) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            return resp.read().decode()
-    except OSError:
-        return ""
+    return serve_process(
+        settings, log, "--batch-max-events", "500", "--client-id", f"outrider-{name}",
+        "--state-dir", str(state), "--metrics-port", str(port),
+    )  # fmt: skip
 
 
 def _consumed(port: int) -> float:
-    found = re.findall(r"^outrider_events_consumed_total\{[^}]*\} (\S+)$", _scrape(port), re.M)
+    found = re.findall(r"^outrider_events_consumed_total\{[^}]*\} (\S+)$", scrape(port), re.M)
     return sum(float(v) for v in found)
 
 
@@ -124,7 +94,7 @@ def test_two_scorers_share_the_load_and_survive_a_kill(
     half = len(values) // 2
     s = fresh_settings(kafka_bootstrap, tmp_path / "unused")
     log = tmp_path / "serve.log"
-    ports = {"a": _free_port(), "b": _free_port()}
+    ports = {"a": free_port(), "b": free_port()}
     procs: dict[str, subprocess.Popen] = {}
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="scale-out-test")
 
@@ -198,7 +168,7 @@ def test_two_scorers_share_the_load_and_survive_a_kill(
             re.findall(
                 r'^outrider_consumer_lag_events\{partition="(\d+)",topic="'
                 + re.escape(s.events_topic),
-                _scrape(ports["b"]),
+                scrape(ports["b"]),
                 re.M,
             )
         )
