@@ -99,6 +99,12 @@ class Detector(ABC):
     def score_many(self, batch: EventBatch) -> np.ndarray:
         """Anomaly scores, float64 of shape (len(batch),), higher = more anomalous."""
 
+    def peek_many(self, batch: EventBatch) -> np.ndarray:
+        """The scores `score_many` would give, leaving all state as it is: what-if queries
+        and re-scoring what was already seen. Detectors whose scoring moves state (time
+        context) override it."""
+        return self.score_many(batch)
+
     @abstractmethod
     def explain_many(self, batch: EventBatch, top_k: int = 3) -> list[Explanation]:
         """One explanation per event, its `top_k` most anomalous entity pairs first."""

@@ -48,7 +48,6 @@ features, after Li et al. 2023's labeling-budget batches); our own composition.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable, Sequence
 from itertools import combinations
 from typing import Any
@@ -195,10 +194,7 @@ class FeedbackDetector(Detector):
         self.observe_patterns(dict.fromkeys(map(tuple, batch.rows)))
         step = max(1, len(batch) // 20_000)
         sample = EventBatch(batch.entity_types, batch.rows[::step], batch.times[::step])
-        if "advance" in inspect.signature(self.base.score_many).parameters:
-            s = self.base.score_many(sample, advance=False)  # type: ignore[call-arg]
-        else:
-            s = self.base.score_many(sample)
+        s = self.base.peek_many(sample)
         s = s[np.isfinite(s)]
         if len(s) > 1:
             self.center_, self.scale_ = float(np.median(s)), float(s.std() + 1e-9)

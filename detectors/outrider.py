@@ -23,6 +23,7 @@ What each part buys (measured on AIT, protocol v2; figures in bench/README.md):
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -143,6 +144,18 @@ class OutriderDetector(Detector):
             s = self.burst.observe(batch.rows, batch.times, update=advance)
             score = score + cfg["burst_weight"] * np.maximum(s - cfg["burst_floor"], 0.0)
         return score
+
+    def peek_many(self, batch: EventBatch) -> np.ndarray:
+        """`score_many` without moving the time context: the burst context is read as it is,
+        the rate context (which always remembers what it scores) on a copy."""
+        if self.config["context_weight"] == 0.0:
+            return self.score_many(batch, advance=False)
+        live = self.context
+        self.context = copy.deepcopy(live)
+        try:
+            return self.score_many(batch, advance=False)
+        finally:
+            self.context = live
 
     def rank(self, batch: EventBatch, scores: np.ndarray | None = None) -> RankedGroups:
         """Alert groups of a batch in the order the analyst should read them."""

@@ -230,7 +230,7 @@ class Scorer:
     def peek(self, kind: str, rows: list[tuple[str, ...]]) -> np.ndarray:
         """Scores the model would give `rows` now, learning nothing (what-if queries)."""
         det, _ = self._for_kind(kind)
-        scores = det.score_many(EventBatch(det.entity_types, rows))
+        scores = det.peek_many(EventBatch(det.entity_types, rows))
         fb = self.feedback[kind]
         if fb.labeled_:
             scores = scores + self.feedback_weight * fb.pattern_term(rows)

@@ -94,3 +94,26 @@ def test_state_refused_for_other_detector(fitted: Detector) -> None:
     other = next(c for n, c in DETECTORS.items() if n != fitted.name)
     with pytest.raises((ValueError, KeyError)):
         other.from_state(arrays, meta)
+
+
+def test_peek_gives_the_scores_and_moves_no_state(fitted: Detector, test_batch: EventBatch) -> None:
+    peeked = fitted.peek_many(test_batch)
+    again = fitted.peek_many(test_batch)
+    assert np.array_equal(peeked, again), "a peek changed what the next peek sees"
+    assert np.allclose(peeked, fitted.score_many(test_batch))
+
+
+@pytest.mark.parametrize(
+    "weights", [{"burst_weight": 1.0, "burst_floor": 0.0}, {"context_weight": 0.5}]
+)
+def test_a_peek_does_not_advance_the_time_context(
+    train: EventBatch, test_batch: EventBatch, weights: dict[str, float]
+) -> None:
+    """With time context on, scoring remembers what it scored; a what-if must not."""
+    peeking, plain = (DETECTORS["outrider"](TYPES, **weights) for _ in range(2))
+    for det in (peeking, plain):
+        det.learn_many(train)
+        det.score_many(train)
+    for _ in range(3):
+        peeking.peek_many(test_batch)
+    assert np.array_equal(peeking.score_many(test_batch), plain.score_many(test_batch))
