@@ -31,20 +31,16 @@ from detectors.checkpoint import CheckpointError
 from schemas import ModelRef
 from service.analyst_loop import AnalystLoop
 from service.control import ControlIntake
-from service.decode import Decoder
 from service.feedback_intake import FeedbackIntake
 from service.groups import digest, group_book
 from service.kafka_io import KafkaIO, PublishError, ensure_topics
-from service.logmining import LogMiner
 from service.metrics import Metrics
-from service.model_store import announce, local_store, model_store
+from service.model_store import announce, load_model, local_store, model_store
 from service.outbox import Outbox, send_dead_letters
 from service.outputs import build_alerts, score_records
-from service.scoring import Scorer
 from service.session_stage import SessionStage
 from service.sessions import SessionSpec
 from service.settings import Settings
-from service.sources import SourceConfig
 from service.triage import TriageServer
 from service.triage_wiring import TriageSnapshot, start_triage
 from service.views import AlertViews, traceparent
@@ -60,19 +56,11 @@ class Pipeline:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        config = SourceConfig.load(settings.sources_config)
-        self.scorer = Scorer.for_settings(config, settings)
         self.checkpoints = local_store(settings)
-        restored = self.scorer.restore(self.checkpoints)
+        self.scorer, self.decoder, restored = load_model(settings, self.checkpoints)
         # role `scorer`: learns on its own only until it first adopts the trainer's model;
         # from then on it scores with exactly the announced version (frozen between swaps)
         self.adopted = bool((restored or {}).get("adopted", False))
-        miner = None
-        if restored is not None:
-            log.info("restored model %s from %s", self.scorer.version, self.checkpoints)
-            if "log_miner" in restored:
-                miner = LogMiner.from_state(restored["log_miner"])
-        self.decoder = Decoder(config, settings.max_message_bytes, settings.logs_topic, miner)
         self.groups = group_book(settings, (restored or {}).get("groups"))
         self.intake: FeedbackIntake | None = None  # verdicts in; started with Kafka clients
         self.loop: AnalystLoop | None = None  # learns from them (role `all`)

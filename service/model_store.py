@@ -15,13 +15,18 @@ import shutil
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from detectors.checkpoint import MANIFEST, checkpoint_digest
 from schemas import ModelAnnouncement
+from service.decode import Decoder
+from service.logmining import LogMiner
 from service.outbox import Outbox
+from service.scoring import Scorer
 from service.settings import Settings
+from service.sources import SourceConfig
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +34,21 @@ log = logging.getLogger(__name__)
 def model_store(settings: Settings) -> Path:
     """The shared store of announced models."""
     return Path(settings.state_dir) / "checkpoints"
+
+
+def load_model(
+    settings: Settings, store: Path, version: str | None = None
+) -> tuple[Scorer, Decoder, dict[str, Any] | None]:
+    """The scorer and decoder the settings configure, restored from `store` (its newest model,
+    or exactly `version`) with the log miner saved beside it; and the checkpoint's extra
+    state, None when the store had no model of this detector."""
+    config = SourceConfig.load(settings.sources_config)
+    scorer = Scorer.for_settings(config, settings)
+    extra = scorer.restore(store, version=version)
+    if extra is not None:
+        log.info("restored model %s from %s", scorer.version, store)
+    miner = LogMiner.from_state(extra["log_miner"]) if extra and "log_miner" in extra else None
+    return scorer, Decoder(config, settings.max_message_bytes, settings.logs_topic, miner), extra
 
 
 def local_store(settings: Settings) -> Path:

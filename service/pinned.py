@@ -18,13 +18,11 @@ from kafka.structs import TopicPartition
 
 from schemas import ModelRef
 from service.decode import Decoder
-from service.logmining import LogMiner
-from service.model_store import model_store
+from service.model_store import load_model, model_store
 from service.outputs import build_alerts
 from service.replay import encode_record, read_records
 from service.scoring import Scorer
 from service.settings import Settings
-from service.sources import SourceConfig
 
 
 class PinnedVersionError(LookupError):
@@ -43,16 +41,12 @@ class FileRecord(NamedTuple):
 
 
 def pinned_scorer(settings: Settings, version: str) -> tuple[Scorer, Decoder]:
-    config = SourceConfig.load(settings.sources_config)
-    scorer = Scorer.for_settings(config, settings)
-    extra = scorer.restore(model_store(settings), version=version)
+    scorer, decoder, extra = load_model(settings, model_store(settings), version)
     if extra is None or scorer.version != version:
         raise PinnedVersionError(
             f"no checkpoint of model version {version!r} for detector {settings.detector!r} "
             f"in {model_store(settings)}"
         )
-    miner = LogMiner.from_state(extra["log_miner"]) if "log_miner" in extra else None
-    decoder = Decoder(config, settings.max_message_bytes, settings.logs_topic, miner)
     return scorer, decoder
 
 

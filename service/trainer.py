@@ -29,17 +29,13 @@ from kafka.structs import TopicPartition
 
 from service.analyst_loop import AnalystLoop
 from service.control import ControlIntake
-from service.decode import Decoder
 from service.feedback_intake import FeedbackIntake
 from service.groups import digest, group_book
 from service.kafka_io import KafkaIO, ensure_topics
-from service.logmining import LogMiner
 from service.metrics import Metrics
-from service.model_store import announce, model_store, prune
+from service.model_store import announce, load_model, model_store, prune
 from service.outbox import Outbox
-from service.scoring import Scorer
 from service.settings import Settings
-from service.sources import SourceConfig
 from service.triage import TriageServer
 from service.triage_wiring import TriageSnapshot, start_triage
 
@@ -88,14 +84,9 @@ class Trainer:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        config = SourceConfig.load(settings.sources_config)
-        self.scorer = Scorer.for_settings(config, settings)
         self.store = model_store(settings)
-        restored = self.scorer.restore(self.store) or {}
-        if restored:
-            log.info("restored model %s from %s", self.scorer.version, self.store)
-        miner = LogMiner.from_state(restored["log_miner"]) if "log_miner" in restored else None
-        self.decoder = Decoder(config, settings.max_message_bytes, settings.logs_topic, miner)
+        self.scorer, self.decoder, extra = load_model(settings, self.store)
+        restored = extra or {}
         self.groups = group_book(settings, (restored or {}).get("groups"))
         self._alerts_read = {int(p): int(o) for p, o in restored.get("alerts_read", {}).items()}
         self._feedback_applied: dict[str, int] = restored.get("feedback_applied", {})
