@@ -21,6 +21,9 @@ from detectors.ranking import mmr_order
 from service.settings import Settings
 from service.triage import group_row
 
+#: the service's default (`--group-diversity`): the terminal board ranks as the service does
+DIVERSITY: float = Settings.model_fields["group_diversity"].default
+
 _SEVERITY_RANK = {"critical": 3, "high": 2, "medium": 1, "low": 0}
 
 
@@ -64,7 +67,7 @@ class GroupBook:
         self,
         max_groups: int = 50_000,
         max_alert_ids: int = 500_000,
-        mmr_lambda: float = 1.0,
+        mmr_lambda: float = DIVERSITY,
         bucket_s: float = 3600.0,
         mmr_top: int = 100,
         rerank_s: float = 1.0,
