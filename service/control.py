@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 
 import orjson
-from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
 from pydantic import ValidationError
 
 from schemas import DeadLetter, DeadLetterReason
 from schemas.models import ModelAnnouncement, SensitivityUpdate
 from service.decode import clip, dead_letter, summarize
+from service.kafka_io import whole_topic_consumer
 from service.scoring import Scorer
 from service.settings import Settings
 
@@ -28,13 +27,7 @@ class ControlIntake:
     """Follows the models topic from its beginning; applies sensitivity updates."""
 
     def __init__(self, settings: Settings) -> None:
-        self.consumer = KafkaConsumer(group_id=None, enable_auto_commit=False,
-                                      client_id=f"{settings.client_id}-control",
-                                      **settings.kafka_client_config())  # fmt: skip
-        parts = self.consumer.partitions_for_topic(settings.models_topic) or {0}
-        tps = [TopicPartition(settings.models_topic, p) for p in sorted(parts)]
-        self.consumer.assign(tps)
-        self.consumer.seek_to_beginning(*tps)
+        self.consumer = whole_topic_consumer(settings, settings.models_topic, "control")
         self.announced: ModelAnnouncement | None = None  # the newest for this detector
 
     def apply(self, scorer: Scorer) -> list[DeadLetter]:

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
 
 from schemas import DeadLetter, DeadLetterReason, Feedback
 from service.decode import clip, dead_letter
+from service.kafka_io import whole_topic_consumer
 from service.settings import Settings
 from service.verdicts import feedback_from_any
 
@@ -42,16 +41,7 @@ class FeedbackIntake:
 
     def __init__(self, settings: Settings, applied: dict[str, int] | None = None) -> None:
         self.topic = settings.feedback_topic
-        self.consumer = KafkaConsumer(
-            group_id=None,
-            client_id=f"{settings.client_id}-feedback",
-            enable_auto_commit=False,
-            **settings.kafka_client_config(),
-        )
-        parts = self.consumer.partitions_for_topic(self.topic) or {0}
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        self.consumer.assign(tps)
-        self.consumer.seek_to_beginning(*tps)
+        self.consumer = whole_topic_consumer(settings, self.topic, "feedback")
         # per partition, the offset from which verdicts are not yet in the model
         self.applied = {int(p): int(o) for p, o in (applied or {}).items()}
         self.store: dict[str, Feedback] = {}

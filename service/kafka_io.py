@@ -221,6 +221,27 @@ class KafkaIO:
             self.consumer.close(autocommit=False)
 
 
+def whole_topic_consumer(
+    settings: Settings, topic: str, role: str, offsets: dict[int, int] | None = None
+) -> KafkaConsumer:
+    """A consumer of every partition of `topic`, outside any group, from `offsets` (partition
+    -> next offset) where given and from the beginning elsewhere: how the feedback, models and
+    alerts topics are read whole (state rebuilt from them, offsets kept in checkpoints)."""
+    consumer = KafkaConsumer(group_id=None, enable_auto_commit=False,
+                             client_id=f"{settings.client_id}-{role}",
+                             **settings.kafka_client_config())  # fmt: skip
+    parts = consumer.partitions_for_topic(topic) or {0}
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    offsets = offsets or {}
+    for tp in tps:
+        if tp.partition in offsets:
+            consumer.seek(tp, offsets[tp.partition])
+        else:
+            consumer.seek_to_beginning(tp)
+    return consumer
+
+
 def ensure_topics(settings: Settings, partitions: int = 4) -> None:
     """Create Outrider's topics if missing (the models topic compacted)."""
     admin = KafkaAdminClient(
