@@ -35,10 +35,16 @@ class Pending:
     dead: DeadLetter | None = None  # counted in the metric once acknowledged
 
 
+def dead_letter_record(dl: DeadLetter) -> tuple[bytes, Headers]:
+    """A dead letter as its record: JSON value, Kafka Connect error headers."""
+    return orjson.dumps(dl.model_dump(mode="json")), dead_letter_headers(dl)
+
+
 def send_dead_letters(io: KafkaIO, topic: str, dead: list[DeadLetter]) -> None:
     """Hand dead letters to the producer (a batch's: acknowledged with the batch)."""
     for dl in dead:
-        io.send(topic, orjson.dumps(dl.model_dump(mode="json")), headers=dead_letter_headers(dl))
+        value, headers = dead_letter_record(dl)
+        io.send(topic, value, headers=headers)
 
 
 class Outbox:
@@ -56,11 +62,11 @@ class Outbox:
         self._keep([Pending(topic, value, key, headers)])
 
     def put_dead(self, dead: list[DeadLetter]) -> None:
-        self._keep([
-            Pending(self.dead_letter_topic, orjson.dumps(dl.model_dump(mode="json")), None,
-                    dead_letter_headers(dl), dl)
-            for dl in dead
-        ])  # fmt: skip
+        items = []
+        for dl in dead:
+            value, headers = dead_letter_record(dl)
+            items.append(Pending(self.dead_letter_topic, value, headers=headers, dead=dl))
+        self._keep(items)
 
     def _keep(self, items: list[Pending]) -> None:
         self.pending.extend(items)

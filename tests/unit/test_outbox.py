@@ -17,12 +17,13 @@ class FlakyIO:
 
     def __init__(self, failures: int) -> None:
         self.failures = failures
-        self.sent: list[tuple[str, bytes, Any]] = []
+        self.headers: list[Any] = []
         self.acked: list[tuple[str, bytes, Any]] = []
         self._unacked: list[tuple[str, bytes, Any]] = []
 
     def send(self, topic: str, value: bytes, key: Any = None, headers: Any = None) -> None:
         self._unacked.append((topic, value, key))
+        self.headers.append(headers)
 
     def flush_or_raise(self) -> None:
         batch, self._unacked = self._unacked, []
@@ -45,6 +46,9 @@ def test_refused_records_are_retried_and_dead_letters_counted_once_acknowledged(
     assert box.flush(io)  # type: ignore[arg-type]
     assert {t for t, _, _ in io.acked} == {"dlq", "findings"} and len(io.acked) == 2
     assert counted._value.get() == 1 and not box.pending
+    dlq = [(key, h) for (t, _, key), h in zip(io.acked, io.headers[-2:], strict=True) if t == "dlq"]
+    ((key, headers),) = dlq
+    assert key is None and any(name.startswith("__connect.errors.") for name, _ in headers)
     assert box.flush(io)  # nothing left: nothing re-sent  # type: ignore[arg-type]
     assert len(io.acked) == 2
 
