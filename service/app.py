@@ -25,14 +25,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 from detectors.checkpoint import CheckpointError
 from schemas import ModelRef
 from service.analyst_loop import AnalystLoop
 from service.control import ControlIntake
 from service.feedback_intake import FeedbackIntake
-from service.groups import digest, group_book
+from service.groups import group_book
 from service.kafka_io import KafkaIO, PublishError, ensure_topics
 from service.metrics import Metrics
 from service.model_store import announce, load_model, local_store, model_store
@@ -42,7 +41,7 @@ from service.session_stage import SessionStage
 from service.sessions import SessionSpec
 from service.settings import Settings
 from service.triage import TriageServer
-from service.triage_wiring import TriageSnapshot, start_triage
+from service.triage_wiring import AnalystFeed, start_triage
 from service.views import AlertViews, traceparent
 
 log = logging.getLogger("outrider")
@@ -85,10 +84,10 @@ class Pipeline:
             source=f"urn:outrider:{settings.group_id}",
             findings_state=(restored or {}).get("findings"),
         )
-        self.snapshot = TriageSnapshot()
+        self.feed = AnalystFeed(settings, self.groups)  # page rows and digest (role `all`)
         self.triage: TriageServer | None = None
         self.control: ControlIntake | None = None  # run-time sensitivity, started in run()
-        self._last_refresh = self._last_digest = self._last_intake = 0.0
+        self._last_intake = 0.0
         self._lag_series: set[tuple[str, str]] = set()
         self.stopping = threading.Event()
         self.outbox = Outbox(settings.dead_letter_topic, self.metrics)  # between batches
@@ -115,7 +114,9 @@ class Pipeline:
         m.model_info.info({"name": self.model.name, "version": self.model.version})
         log.info("scoring %s -> %s as group %s", s.events_topic, s.alerts_topic, s.group_id)
         if s.role == "all":  # split roles: the trainer's page shows every scorer's groups
-            self.triage = start_triage(s, self.groups, self.snapshot, lambda: self.model.version)
+            self.triage = start_triage(
+                s, self.groups, self.feed.snapshot, lambda: self.model.version
+            )
         try:
             while not self.stopping.is_set():
                 records = io.poll_batch(s.batch_max_events, s.batch_max_wait_ms / 1000)
@@ -139,18 +140,8 @@ class Pipeline:
         if now - self._last_intake >= 0.1:  # verdicts and control: 10 polls a second at most
             self._last_intake = now
             self.follow_topics(io)
-        if now - self._last_refresh >= 1.0:
-            self._last_refresh = now
-            self.snapshot.refresh(self.groups, s.alert_percentile)
-        if (
-            s.role == "all"  # split roles: the trainer digests every scorer's groups
-            and s.digest_topic
-            and self.groups.groups
-            and now - self._last_digest >= s.digest_interval_s
-        ):
-            self._last_digest = now
-            record = digest(self.groups, self.model.model_dump(), s.alert_percentile)
-            io.send(s.digest_topic, orjson.dumps(record), key=b"digest")
+        if s.role == "all":  # split roles: the trainer's page and digest show every scorer's
+            self.feed.tick(io, self.model.model_dump(), now)
         if now - self._last_checkpoint >= s.checkpoint_interval_s:
             self._checkpoint()
         self.outbox.flush(io)

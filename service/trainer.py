@@ -24,20 +24,18 @@ import time
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
 
 from service.analyst_loop import AnalystLoop
 from service.control import ControlIntake
 from service.feedback_intake import FeedbackIntake
-from service.groups import digest, group_book
-from service.kafka_io import KafkaIO, ensure_topics
+from service.groups import group_book
+from service.kafka_io import KafkaIO, ensure_topics, whole_topic_consumer
 from service.metrics import Metrics
 from service.model_store import announce, load_model, model_store, prune
 from service.outbox import Outbox
 from service.settings import Settings
 from service.triage import TriageServer
-from service.triage_wiring import TriageSnapshot, start_triage
+from service.triage_wiring import AnalystFeed, start_triage
 
 log = logging.getLogger("outrider.trainer")
 
@@ -46,17 +44,7 @@ class AlertFollower:
     """The alerts topic by assignment, from the offsets the last model recorded."""
 
     def __init__(self, settings: Settings, read: dict[int, int]) -> None:
-        self.consumer = KafkaConsumer(group_id=None, enable_auto_commit=False,
-                                      client_id=f"{settings.client_id}-alerts",
-                                      **settings.kafka_client_config())  # fmt: skip
-        parts = self.consumer.partitions_for_topic(settings.alerts_topic) or {0}
-        tps = [TopicPartition(settings.alerts_topic, p) for p in sorted(parts)]
-        self.consumer.assign(tps)
-        for tp in tps:
-            if tp.partition in read:
-                self.consumer.seek(tp, read[tp.partition])
-            else:
-                self.consumer.seek_to_beginning(tp)
+        self.consumer = whole_topic_consumer(settings, settings.alerts_topic, "alerts", read)
         self.read = dict(read)
 
     def poll(self) -> list[dict[str, Any]]:
@@ -87,15 +75,15 @@ class Trainer:
         self.store = model_store(settings)
         self.scorer, self.decoder, extra = load_model(settings, self.store)
         restored = extra or {}
-        self.groups = group_book(settings, (restored or {}).get("groups"))
+        self.groups = group_book(settings, restored.get("groups"))
         self._alerts_read = {int(p): int(o) for p, o in restored.get("alerts_read", {}).items()}
         self._feedback_applied: dict[str, int] = restored.get("feedback_applied", {})
-        self.snapshot = TriageSnapshot()
+        self.feed = AnalystFeed(settings, self.groups)  # the triage page's rows, the digest
         self.stopping = threading.Event()
         self.outbox = Outbox(settings.dead_letter_topic, self.metrics)  # bad verdicts, models
         self._learned: dict[tuple[str, int], Any] = {}  # newest record learned, per partition
         self._published = self.scorer.version if restored else ""
-        self._last_publish = self._last_refresh = self._last_digest = 0.0
+        self._last_publish = 0.0
 
     def run(self) -> None:
         s, m = self.settings, self.metrics
@@ -106,7 +94,7 @@ class Trainer:
         loop = AnalystLoop(intake, self.scorer, self.groups, m, s.verdicts_per_minute)
         control = ControlIntake(s)
         triage: TriageServer | None = start_triage(
-            s, self.groups, self.snapshot, lambda: self.scorer.version
+            s, self.groups, self.feed.snapshot, lambda: self.scorer.version
         )
         m.model_info.info({"name": self.scorer.detector_name, "version": self.scorer.version})
         log.info("training on %s, %s and %s as group %s; models to %s", s.events_topic,
@@ -129,7 +117,8 @@ class Trainer:
                 due = now - self._last_publish >= s.checkpoint_interval_s
                 if outcome.changed or (due and self._learned):
                     self.publish(io, alerts, intake)
-                self.serve_analysts(io, now)
+                model = {"name": self.scorer.detector_name, "version": self.scorer.version}
+                self.feed.tick(io, model, now)
                 self.outbox.flush(io)
         finally:
             if self._learned or self.scorer.version != self._published:
@@ -179,18 +168,6 @@ class Trainer:
         m.model_timestamp.set(time.time())
         prune(self.store, self.settings.keep_checkpoints)
         log.info("published model %s", self.scorer.version)
-
-    def serve_analysts(self, io: KafkaIO, now: float) -> None:
-        """The triage page's rows (once a second) and the digest of the whole group book."""
-        s = self.settings
-        if now - self._last_refresh >= 1.0:
-            self._last_refresh = now
-            self.snapshot.refresh(self.groups, s.alert_percentile)
-        if s.digest_topic and self.groups.groups and now - self._last_digest >= s.digest_interval_s:
-            self._last_digest = now
-            model = {"name": self.scorer.detector_name, "version": self.scorer.version}
-            io.send(s.digest_topic, orjson.dumps(digest(self.groups, model, s.alert_percentile)),
-                    key=b"digest")  # fmt: skip
 
     def stop(self) -> None:
         self.stopping.set()

@@ -10,10 +10,12 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import orjson
 from kafka import KafkaProducer
 
 from schemas import Feedback
-from service.groups import GroupBook, ask_flags
+from service.groups import GroupBook, ask_flags, digest
+from service.kafka_io import KafkaIO
 from service.labels import feedback_bytes
 from service.settings import Settings
 from service.triage import TriageServer, group_row
@@ -51,6 +53,27 @@ class TriageSnapshot:
         rows = [group_row(g, g.verdict, g.group_id in ask) for g in ranked[:PAGE_ROWS]]
         rows += [group_row(g, g.verdict, True) for g in ranked[PAGE_ROWS:] if g.group_id in ask]
         self.rows = rows  # one reference swap: readers see the old or the new list
+
+
+class AnalystFeed:
+    """What analysts read off a group book, renewed between batches: the triage page's rows
+    (at most once a second) and the digest record (every `digest_interval_s`). Fed by the
+    process whose book is the whole picture: role `all`, or the trainer."""
+
+    def __init__(self, settings: Settings, book: GroupBook) -> None:
+        self.settings, self.book = settings, book
+        self.snapshot = TriageSnapshot()
+        self._refreshed = self._digested = 0.0
+
+    def tick(self, io: KafkaIO, model: dict[str, str], now: float) -> None:
+        s = self.settings
+        if now - self._refreshed >= 1.0:
+            self._refreshed = now
+            self.snapshot.refresh(self.book, s.alert_percentile)
+        if s.digest_topic and self.book.groups and now - self._digested >= s.digest_interval_s:
+            self._digested = now
+            record = digest(self.book, model, s.alert_percentile)
+            io.send(s.digest_topic, orjson.dumps(record), key=b"digest")
 
 
 def start_triage(

@@ -28,7 +28,7 @@ def test_benign_verdict_sinks_a_look_alike_and_advances_the_model(
 ) -> None:
     rows = read_records(datasets / "ait-ads" / "russellmitchell_alerts.csv.gz")
     first, later = rows[:25_000], rows[25_000:30_000]
-    s = fresh_settings(kafka_bootstrap, tmp_path, batch_max_events=1000)
+    s = fresh_settings(kafka_bootstrap, tmp_path, batch_max_events=1000, digest_interval_s=1.0)
     produce(kafka_bootstrap, s.events_topic, [encode_record(r) for r in first])
     with running(s) as pipeline:
         assert wait_until(
@@ -113,6 +113,10 @@ def test_benign_verdict_sinks_a_look_alike_and_advances_the_model(
             assert a["model"]["version"] == new_version
     announced = [orjson.loads(r.value) for r in consume_all(kafka_bootstrap, s.models_topic, 1)]
     assert any(m["version"] == new_version for m in announced)
+
+    digests = [orjson.loads(r.value) for r in consume_all(kafka_bootstrap, s.digest_topic, 1)]
+    assert digests and all(d["type"] == "digest" and d["top"] for d in digests)
+    assert {r["group_id"] for d in digests for r in d["top"]} <= pipeline.groups.groups.keys()
 
     restarted = Pipeline(s)  # restart: the model version comes back from the store
     assert restarted.model.version == pipeline.model.version

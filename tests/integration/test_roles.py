@@ -49,7 +49,7 @@ def test_trainer_teaches_a_hot_swapping_scorer(
     )
     trainer_s = scorer_s.model_copy(
         update={"role": "trainer", "group_id": scorer_s.group_id + "-trainer",
-                "checkpoint_interval_s": 3.0, "client_id": "trainer"}
+                "checkpoint_interval_s": 3.0, "client_id": "trainer", "digest_interval_s": 1.0}
     )  # fmt: skip
     produce(kafka_bootstrap, scorer_s.events_topic, [encode_record(r) for r in first])
 
@@ -148,6 +148,12 @@ def test_trainer_teaches_a_hot_swapping_scorer(
     versions = {a["model"]["version"] for a in late}
     assert versions <= announced - {fake_version}, versions - announced
     assert all(int(v.rsplit(".", 1)[1]) >= int(knows_verdict.rsplit(".", 1)[1]) for v in versions)
+
+    digests = [
+        orjson.loads(r.value) for r in consume_all(kafka_bootstrap, scorer_s.digest_topic, 1)
+    ]
+    assert digests, "the trainer publishes the digest of the whole book"
+    assert {r["group_id"] for r in digests[-1]["top"]} <= trainer.groups.groups.keys()
 
     # restart both: the trainer's book and model, the scorer's adopted version, come back
     restarted_trainer, restarted_scorer = Trainer(trainer_s), Pipeline(scorer_s)

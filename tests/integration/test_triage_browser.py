@@ -249,7 +249,7 @@ def test_page_on_a_live_scorer_labels_through_kafka(
         assert wait_until(
             lambda: committed_total(kafka_bootstrap, s.group_id, s.events_topic) == len(rows), 180
         )
-        assert wait_until(lambda: pipeline.triage is not None and pipeline.snapshot.rows, 30)
+        assert wait_until(lambda: pipeline.triage is not None and pipeline.feed.snapshot.rows, 30)
         before = pipeline.model.version
         browser.get(pipeline.triage.url + "#token=" + TOKEN)
         wait = _wait(browser)
