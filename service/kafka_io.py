@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import (
     CommitFailedError,
@@ -23,13 +23,12 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from service.producer import OutputProducer, PublishError
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-
-class PublishError(RuntimeError):
-    """The broker did not acknowledge a batch's outputs; nothing of it may be committed."""
+__all__ = ["KafkaIO", "PublishError", "ensure_topics", "whole_topic_consumer"]
 
 
 class KafkaIO:
@@ -52,21 +51,12 @@ class KafkaIO:
             heartbeat_interval_ms=max(settings.session_timeout_ms // 3, 500),
             **common,
         )
-        self.producer = KafkaProducer(
-            client_id=f"{settings.client_id}-producer",
-            acks="all",
-            linger_ms=5,
-            batch_size=256 << 10,
-            max_request_size=4 << 20,
-            compression_type=None,
-            **common,
+        self.producer = OutputProducer(
+            settings, f"{settings.client_id}-producer", max_request_bytes=4 << 20
         )
         # outputs handed to `send`, given to the producer in one go at the next flush (or
-        # poll): sending each as it is made lets the producer's threads cut a request per few
-        # records while the batch is still being scored, and their GIL traffic slowed the
-        # whole chain several-fold on a busy machine
+        # poll): the batch's outputs then leave in few requests, after it is scored
         self._queued: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]] | None]] = []
-        self._pending: list[Any] = []
         # per partition, the offset after the last record whose outputs were acknowledged;
         # every commit sends the whole map, so a lost async commit is covered by the next
         self._done: dict[TopicPartition, int] = {}
@@ -113,26 +103,13 @@ class KafkaIO:
 
     def _hand_over(self) -> None:
         queued, self._queued = self._queued, []
-        send, pending = self.producer.send, self._pending
-        for topic, value, key, headers in queued:
-            pending.append(send(topic, value=value, key=key, headers=headers))
+        self.producer.send_many(queued)
 
     def flush_or_raise(self, timeout_s: float = 30.0) -> None:
         """Block until every output sent since the last call is acknowledged."""
         if self._queued:
             self._hand_over()
-        pending, self._pending = self._pending, []
-        if not pending:
-            return
-        try:
-            self.producer.flush(timeout=timeout_s)
-        except KafkaError as exc:
-            raise PublishError(f"flush failed: {exc}") from exc
-        for fut in pending:
-            if not fut.is_done:
-                raise PublishError("an output was not acknowledged in time")
-            if fut.failed():
-                raise PublishError(f"the broker refused an output: {fut.exception}")
+        self.producer.flush_or_raise(timeout_s)
 
     # -- offsets --------------------------------------------------------------------------
     @staticmethod
@@ -215,9 +192,8 @@ class KafkaIO:
         try:
             self._commit_sync()
             self._hand_over()
-            self.producer.flush(timeout=10)
         finally:
-            self.producer.close(timeout=10)
+            self.producer.close(timeout_s=10)
             self.consumer.close(autocommit=False)
 
 

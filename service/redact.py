@@ -13,7 +13,7 @@ import logging
 #: Loggers known to print client configuration (created here if not yet).
 KAFKA_LOGGERS = (
     "kafka", "kafka.admin.client", "kafka.client", "kafka.client_async", "kafka.conn",
-    "kafka.consumer.group", "kafka.producer.kafka", "kafka.net", "kafka.sasl",
+    "kafka.consumer.group", "kafka.producer.kafka", "kafka.net", "kafka.sasl", "kafka.librdkafka",
 )  # fmt: skip
 
 
