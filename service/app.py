@@ -6,8 +6,10 @@
 
 At-least-once: a batch's offsets are committed only after the broker acknowledged all of its
 outputs; if publishing fails, the consumer rewinds to the batch start and the batch is redone
-(alert ids are deterministic, so a redo never mints a second alert). Bad input goes to the
-dead-letter topic with its reason and never stops the loop.
+(alert ids are deterministic, so a redo never mints a second alert). The acknowledgement of
+batch k is awaited after batch k+1 is scored, so the broker's round trip overlaps scoring
+instead of stalling it (a failure rewinds to batch k's start: k+1 is redone too). Bad input
+goes to the dead-letter topic with its reason and never stops the loop.
 
 Between batches: verdicts, run-time sensitivity, the digest, checkpoints. In role `all` this
 process also learns from verdicts; in role `scorer` it hot-swaps to the models the trainer
@@ -22,17 +24,18 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from detectors.checkpoint import CheckpointError
-from schemas import ModelRef
+from schemas import DeadLetter, ModelRef
 from service.analyst_loop import AnalystLoop
 from service.control import ControlIntake
 from service.feedback_intake import FeedbackIntake
 from service.groups import group_book
-from service.kafka_io import KafkaIO, PublishError, ensure_topics
+from service.kafka_io import Delivery, KafkaIO, PublishError, ensure_topics
 from service.metrics import Metrics
 from service.model_store import announce, load_model, local_store, model_store
 from service.outbox import Outbox, send_dead_letters
@@ -47,6 +50,17 @@ from service.views import AlertViews, traceparent
 log = logging.getLogger("outrider")
 
 BatchHook = Callable[[list, list[dict]], None]
+
+
+@dataclass(slots=True)
+class InFlight:
+    """A scored batch whose outputs are on their way: committed once all are acknowledged."""
+
+    records: list
+    alerts: list[dict]
+    dead: list[DeadLetter]
+    delivery: Delivery
+    started: float  # perf_counter at the batch's start
 
 
 class Pipeline:
@@ -117,13 +131,21 @@ class Pipeline:
             self.triage = start_triage(
                 s, self.groups, self.feed.snapshot, lambda: self.model.version
             )
+        in_flight: InFlight | None = None
         try:
             while not self.stopping.is_set():
-                records = io.poll_batch(s.batch_max_events, s.batch_max_wait_ms / 1000)
-                if records:
-                    self.process(io, records)
+                # with a batch in flight, take only what is already fetched: waiting for a full
+                # batch would hold the last one's commit (and its latency) back
+                wait_s = 0.0 if in_flight is not None else s.batch_max_wait_ms / 1000
+                records = io.poll_batch(s.batch_max_events, wait_s)
+                scored = self.process(io, records) if records else None
+                if in_flight is not None and not self.settle(io, in_flight, redo_also=scored):
+                    scored = None  # redone from the failed batch on
+                in_flight = scored
                 self.between_batches(io)
         finally:
+            if in_flight is not None:
+                self.settle(io, in_flight)
             self._checkpoint()
             if self.triage is not None:
                 self.triage.stop()
@@ -199,8 +221,8 @@ class Pipeline:
         log.info("hot-swapped to model %s", self.scorer.version)
         self._checkpoint()  # a restart resumes with this version
 
-    def process(self, io: KafkaIO, records: list) -> bool:
-        """One batch through the chain; offsets are committed last. False = batch redone."""
+    def process(self, io: KafkaIO, records: list) -> InFlight:
+        """One batch through the chain up to handing its outputs over; `settle` commits it."""
         s, m = self.settings, self.metrics
         started = time.perf_counter()
         for topic, n in Counter(r.topic for r in records).items():
@@ -241,20 +263,26 @@ class Pipeline:
                 io.send(topic, value, key=key, headers=headers)
         send_dead_letters(io, s.dead_letter_topic, dead)
 
-        # commit: only once the broker acknowledged every output of the batch
+        return InFlight(records, alerts, dead, io.hand_over(), started)
+
+    def settle(self, io: KafkaIO, batch: InFlight, redo_also: InFlight | None = None) -> bool:
+        """Commit `batch` once the broker acknowledged every output of it, then account for
+        it. False = not acknowledged: the consumer rewinds to the batch's start (and over
+        `redo_also`, the batch scored after it), so both are redone."""
+        m, records, alerts = self.metrics, batch.records, batch.alerts
         try:
-            io.flush_or_raise()
+            io.await_acks(batch.delivery)
         except PublishError as exc:
             m.publish_failures.inc()
             log.error("outputs not acknowledged, redoing the batch: %s", exc)
-            io.rewind(records)
+            io.rewind(records + (redo_also.records if redo_also is not None else []))
             return False
         committed = io.commit(records)
         m.commits.labels("ok" if committed else "rebalanced").inc()
 
         # account only for what is now durable
         done = time.time()
-        for dl in dead:
+        for dl in batch.dead:
             m.dead_letters.labels(dl.reason.value).inc()
         for alert in alerts:
             m.alerts.labels(alert["kind"], alert["severity"]).inc()
@@ -270,7 +298,7 @@ class Pipeline:
         for labels, lag in lags.items():
             m.consumer_lag.labels(*labels).set(lag)
         self._lag_series = set(lags)
-        m.batch_seconds.observe(time.perf_counter() - started)
+        m.batch_seconds.observe(time.perf_counter() - batch.started)
         if self.on_batch is not None:
             self.on_batch(records, alerts)
         return True

@@ -1,8 +1,9 @@
 """Kafka I/O for the chain: bounded batch polls, acknowledged publishes, explicit commits.
 
-The chain's delivery promise lives here: outputs are sent, `flush_or_raise` waits until the
-broker acknowledged every one of them (acks=all), and only then are the batch's offsets
-committed. A refused publish rewinds the consumer to the batch start so the batch is redone.
+The chain's delivery promise lives here: a batch's outputs are handed over together, the chain
+waits (`await_acks`) until the broker acknowledged every one of them (acks=all), and only then
+are the batch's offsets committed. A refused publish rewinds the consumer to the batch start so
+the batch is redone.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from service.producer import OutputProducer, PublishError
+from service.producer import Delivery, OutputProducer, PublishError
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KafkaIO", "PublishError", "ensure_topics", "whole_topic_consumer"]
+__all__ = ["Delivery", "KafkaIO", "PublishError", "ensure_topics", "whole_topic_consumer"]
 
 
 class KafkaIO:
@@ -54,11 +55,13 @@ class KafkaIO:
         self.producer = OutputProducer(
             settings, f"{settings.client_id}-producer", max_request_bytes=4 << 20
         )
-        # outputs handed to `send`, given to the producer in one go at the next flush (or
-        # poll): the batch's outputs then leave in few requests, after it is scored
+        # outputs handed to `send`, given to the producer in one go at the next hand-over (or
+        # poll): the batch's outputs then leave in few requests, after it is scored; what a
+        # poll hands over joins the next hand-over's Delivery, so someone waits for its acks
         self._queued: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]] | None]] = []
         # per partition, the offset after the last record whose outputs were acknowledged;
         # every commit sends the whole map, so a lost async commit is covered by the next
+        self._open: Delivery | None = None
         self._done: dict[TopicPartition, int] = {}
         self._commit_lost = False
         self._last_commit_at = 0.0
@@ -68,8 +71,7 @@ class KafkaIO:
         """Up to `max_events` records, waiting at most `max_wait_s` for the batch to fill."""
         deadline = time.monotonic() + max_wait_s
         batch: list[Any] = []
-        if self._queued:  # written between batches: on its way while we wait
-            self._hand_over()
+        self._give()  # written between batches: on its way while we wait
         if self._commit_lost:  # a lost commit: recommit what is done
             self._commit_lost = False
             self._commit_async()
@@ -101,15 +103,25 @@ class KafkaIO:
         """Queue an output; the next `flush_or_raise` (or `poll_batch`) hands it over."""
         self._queued.append((topic, value, key, headers))
 
-    def _hand_over(self) -> None:
-        queued, self._queued = self._queued, []
-        self.producer.send_many(queued)
+    def _give(self) -> None:
+        if self._queued:
+            self._open = self.producer.send_many(self._queued, into=self._open)
+            self._queued = []
+
+    def hand_over(self) -> Delivery:
+        """Give every queued output to the producer without waiting; `await_acks` on the
+        returned Delivery before committing what they came from."""
+        self._give()
+        delivery, self._open = self._open or Delivery(), None
+        return delivery
+
+    def await_acks(self, delivery: Delivery, timeout_s: float = 30.0) -> None:
+        """Block until the broker acknowledged every output of `delivery` (PublishError)."""
+        self.producer.wait(delivery, timeout_s)
 
     def flush_or_raise(self, timeout_s: float = 30.0) -> None:
-        """Block until every output sent since the last call is acknowledged."""
-        if self._queued:
-            self._hand_over()
-        self.producer.flush_or_raise(timeout_s)
+        """Block until every output sent since the last hand-over is acknowledged."""
+        self.await_acks(self.hand_over(), timeout_s)
 
     # -- offsets --------------------------------------------------------------------------
     @staticmethod
@@ -191,7 +203,7 @@ class KafkaIO:
         """Flush outputs, commit everything done synchronously, close both clients."""
         try:
             self._commit_sync()
-            self._hand_over()
+            self._give()
         finally:
             self.producer.close(timeout_s=10)
             self.consumer.close(autocommit=False)

@@ -5,20 +5,21 @@ is pure Python (record building, partitioning, size estimates) and wakes its sen
 through a socket for every new batch; the GIL hand-offs between that thread and the chain
 made outputs about 30% of the pipeline's CPU (py-spy, bench.throughput, 2026-12-03).
 librdkafka builds and sends requests in its own C threads, without the GIL; a `produce` is
-a few microseconds. Delivery reports come back on `flush`, which is where the chain waits for
-the broker's acknowledgement anyway.
+a few microseconds. Each hand-over gets a `Delivery` that counts its acknowledgements, so the
+chain can score the next batch while the broker acknowledges the last one.
 
 The delivery promise is the same as before: acks=all, idempotent (a retried request never
-writes a record twice), and `flush_or_raise` raises unless every output handed over since
-the last call was acknowledged.
+writes a record twice), and `wait` raises unless every output of a hand-over was
+acknowledged.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, Producer
 
 from service.settings import Settings
 
@@ -49,11 +50,26 @@ def librdkafka_config(settings: Settings) -> dict[str, Any]:
     return cfg
 
 
+class Delivery:
+    """The acknowledgements still owed for one hand-over of outputs (or several, joined):
+    librdkafka calls it once per output, on `poll`."""
+
+    __slots__ = ("failures", "left")
+
+    def __init__(self) -> None:
+        self.left = 0
+        self.failures: list[str] = []
+
+    def __call__(self, err: KafkaError | None, _msg: Any) -> None:
+        self.left -= 1
+        if err is not None:
+            self.failures.append(err.str())
+
+
 class OutputProducer:
     """Hands outputs to librdkafka and waits for their acknowledgement in one call."""
 
     def __init__(self, settings: Settings, client_id: str, max_request_bytes: int) -> None:
-        self._failures: list[str] = []
         self._last_error: str | None = None
         self._producer = Producer(
             {
@@ -65,16 +81,10 @@ class OutputProducer:
                 "message.max.bytes": max_request_bytes,
                 "compression.type": "none",
                 "queue.buffering.max.messages": 1_000_000,
-                "delivery.report.only.error": True,  # success shows as nothing left at flush
-                "on_delivery": self._on_delivery,
                 "error_cb": self._on_error,
                 "logger": log,
             }
         )
-
-    def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
-        if err is not None:
-            self._failures.append(err.str())
 
     def _on_error(self, err: KafkaError) -> None:
         # connection-level trouble (broker down, authentication refused); librdkafka retries
@@ -82,30 +92,39 @@ class OutputProducer:
         self._last_error = err.str()
         log.warning("kafka: %s", err.str())
 
-    def send_many(self, outputs: list[Queued]) -> None:
+    def send_many(self, outputs: list[Queued], into: Delivery | None = None) -> Delivery:
+        """Hand outputs over; the returned Delivery (`into`, when given) tracks their acks."""
+        delivery = into if into is not None else Delivery()
+        delivery.left += len(outputs)
         produce = self._producer.produce
         for topic, value, key, headers in outputs:
             while True:
                 try:
-                    produce(topic, value, key, headers=headers)
+                    produce(topic, value, key, headers=headers, on_delivery=delivery)
                     break
                 except BufferError:  # a million outputs in flight: let the broker catch up
                     self._producer.poll(0.1)
+        return delivery
 
-    def flush_or_raise(self, timeout_s: float) -> None:
-        """Block until every output handed over so far is acknowledged; PublishError if one
-        was refused or is still unacknowledged at the deadline (it stays queued: if it lands
-        later, the redone batch writes it again with the same ids)."""
-        try:
-            left = self._producer.flush(timeout_s)
-        except KafkaException as exc:
-            raise PublishError(f"flush failed: {exc}") from exc
-        failures, self._failures = self._failures, []
-        if failures:
-            raise PublishError(f"the broker refused {len(failures)} output(s): {failures[0]}")
-        if left:
+    def wait(self, delivery: Delivery, timeout_s: float) -> None:
+        """Block until every output of `delivery` is acknowledged (later hand-overs may still
+        be on their way); PublishError if one was refused or is still unacknowledged at the
+        deadline (it stays queued: if it lands later, the redone batch writes it again with
+        the same ids)."""
+        deadline = time.monotonic() + timeout_s
+        while delivery.left > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._producer.poll(min(left, 0.05))
+        if delivery.failures:
+            n, first = len(delivery.failures), delivery.failures[0]
+            raise PublishError(f"the broker refused {n} output(s): {first}")
+        if delivery.left > 0:
             cause = f" (last client error: {self._last_error})" if self._last_error else ""
-            raise PublishError(f"{left} output(s) not acknowledged in {timeout_s:g} s{cause}")
+            raise PublishError(
+                f"{delivery.left} output(s) not acknowledged in {timeout_s:g} s{cause}"
+            )
 
     def close(self, timeout_s: float = 10.0) -> None:
         left = self._producer.flush(timeout_s)

@@ -1,0 +1,90 @@
+"""A batch is committed only once its outputs are acknowledged, and the acknowledgement of batch
+k is awaited after batch k+1 is scored: a refusal rewinds over both, and neither is committed
+or counted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from service.app import InFlight, Pipeline
+from service.kafka_io import PublishError
+from service.settings import Settings
+from tests.conftest import Record
+
+
+class ScriptedIO:
+    """KafkaIO's chain-facing surface; hand-overs named in `refuse` are not acknowledged."""
+
+    def __init__(self, refuse: set[int]) -> None:
+        self.refuse = refuse
+        self.handed = 0
+        self.sent: list[str] = []
+        self.committed: list[list[Any]] = []
+        self.rewound: list[list[Any]] = []
+
+    def send(self, topic: str, value: bytes, key: Any = None, headers: Any = None) -> None:
+        self.sent.append(topic)
+
+    def hand_over(self) -> int:
+        self.handed += 1
+        return self.handed
+
+    def await_acks(self, delivery: int, timeout_s: float = 30.0) -> None:
+        if delivery in self.refuse:
+            raise PublishError("the broker refused 1 output(s)")
+
+    def commit(self, records: list[Any], wait: bool = False) -> bool:
+        self.committed.append(records)
+        return True
+
+    def rewind(self, records: list[Any]) -> None:
+        self.rewound.append(records)
+
+    def lag(self) -> dict:
+        return {}
+
+
+def _batch(first_offset: int, n: int = 50) -> list[Record]:
+    values = [
+        orjson.dumps(
+            {"kind": "ids_alert", "time": 1000 + i, "entities": {"name": "x", "host": "h"}}
+        )
+        for i in range(n)
+    ]
+    return [
+        Record("events", 0, first_offset + i, 1_700_000_000_000, v) for i, v in enumerate(values)
+    ]
+
+
+def _pipeline(tmp_path: Path) -> tuple[Pipeline, list[list[Any]]]:
+    pipeline = Pipeline(Settings(state_dir=tmp_path, metrics_port=0))
+    settled: list[list[Any]] = []
+    pipeline.on_batch = lambda records, _alerts: settled.append(records)
+    return pipeline, settled
+
+
+def test_a_batch_is_committed_after_its_acks_while_the_next_is_in_flight(tmp_path: Path) -> None:
+    pipeline, settled = _pipeline(tmp_path)
+    io = ScriptedIO(refuse=set())
+    first = pipeline.process(io, _batch(0))  # type: ignore[arg-type]
+    assert isinstance(first, InFlight) and not io.committed, "nothing commits before its acks"
+    second = pipeline.process(io, _batch(50))  # type: ignore[arg-type]
+    assert pipeline.settle(io, first, redo_also=second)  # type: ignore[arg-type]
+    assert io.committed == [first.records] and settled == [first.records] and not io.rewound
+    assert pipeline.settle(io, second)  # type: ignore[arg-type]
+    assert io.committed == [first.records, second.records]
+
+
+def test_a_refused_batch_rewinds_over_the_batch_scored_after_it(tmp_path: Path) -> None:
+    pipeline, settled = _pipeline(tmp_path)
+    io = ScriptedIO(refuse={1})
+    failures = pipeline.metrics.publish_failures
+    first = pipeline.process(io, _batch(0))  # type: ignore[arg-type]
+    second = pipeline.process(io, _batch(50))  # type: ignore[arg-type]
+    assert not pipeline.settle(io, first, redo_also=second)  # type: ignore[arg-type]
+    assert io.rewound == [first.records + second.records], "both are redone"
+    assert not io.committed and not settled, "nothing of either is committed or counted"
+    assert failures._value.get() == 1
