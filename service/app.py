@@ -256,11 +256,8 @@ class Pipeline:
         for alert in alerts:
             alert["group_rank"] = self.groups.rank_of(alert["group_id"])
         traces = trace_contexts(records) if alerts else {}
-        for alert in alerts:
-            o = alert["origin"]
-            trace = traces.get((o["topic"], o["partition"], o["offset"]))
-            for topic, key, value, headers in self.views.render(alert, trace):
-                io.send(topic, value, key=key, headers=headers)
+        for topic, key, value, headers in self.views.render(alerts, traces):
+            io.send(topic, value, key=key, headers=headers)
         send_dead_letters(io, s.dead_letter_topic, dead)
 
         return InFlight(records, alerts, dead, io.hand_over(), started)

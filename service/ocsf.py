@@ -1,8 +1,8 @@
 """Outrider alerts as OCSF Detection Findings (OCSF 1.7.0, class_uid 2004, category_uid 2).
 
 An alert group is one finding: the group's first alert creates it (activity_id 1), each later
-alert folded into the group updates it (activity_id 2: same `finding_info.uid`, growing `count`
-and time range), and an analyst's verdict closes it (activity_id 3). A SIEM that upserts by
+batch with alerts of the group updates it (activity_id 2: same `finding_info.uid`, `count` and
+time range covering every alert folded in), and an analyst's verdict closes it (activity_id 3). A SIEM that upserts by
 `finding_info.uid` (the Kafka key) therefore shows one row per threat pattern, not one per event.
 
 Input is the alert as it is on the wire (`schemas.Alert.model_dump(mode="json")`), so this
@@ -17,7 +17,7 @@ import functools
 import hashlib
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from importlib import metadata
@@ -30,6 +30,7 @@ OCSF_VERSION = "1.7.0"
 CLASS_UID = 2004
 CATEGORY_UID = 2
 PRODUCT = "Outrider"
+MAX_EVIDENCES = 16  #: alerts a finding record reports as evidence (the batch's newest)
 
 
 class Activity(IntEnum):
@@ -163,20 +164,40 @@ class FindingBook:
         self._group_of_alert: OrderedDict[str, str] = OrderedDict()
 
     def on_alert(self, alert: Mapping[str, Any]) -> dict[str, Any]:
-        gid = str(alert["group_id"])
-        state = self._open.get(gid)
-        if state is None:
-            rec, state = create_finding(alert)
-            self._open[gid] = state
-        else:
-            rec = update_finding(state, alert)
-            self._open.move_to_end(gid)
-        self._group_of_alert[str(alert["alert_id"])] = gid
+        return self.on_alerts([alert])[0]
+
+    def on_alerts(self, alerts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """One record per group among `alerts` (a batch's, in order): create when the group's
+        finding opens here, else update. A finding is state a sink upserts by uid, so the
+        batch's intermediate states would be overwritten before anyone read them; its count
+        and time range cover every alert and its evidences are the newest `MAX_EVIDENCES`.
+        (One record per alert made OCSF the costliest part of an alert storm.)"""
+        by_group: dict[str, list[Mapping[str, Any]]] = {}
+        for alert in alerts:
+            by_group.setdefault(str(alert["group_id"]), []).append(alert)
+        records = []
+        for gid, group in by_group.items():
+            state = self._open.get(gid)
+            activity = Activity.update
+            if state is None:
+                state, activity = GroupState.start(group[0]), Activity.create
+                self._open[gid] = state
+                folded = group[1:]
+            else:
+                self._open.move_to_end(gid)
+                folded = group
+            for alert in folded:
+                state.fold(alert)
+            for alert in group:
+                self._group_of_alert[str(alert["alert_id"])] = gid
+            last = group[-1]
+            evidence = group[-MAX_EVIDENCES:]
+            records.append(_finding(last, state, activity, float(last["detected_at"]), evidence))
         while len(self._open) > self.max_open:
             self._open.popitem(last=False)
         while len(self._group_of_alert) > 4 * self.max_open:
             self._group_of_alert.popitem(last=False)
-        return rec
+        return records
 
     def state(self, max_open: int = 10_000) -> dict[str, Any]:
         """The most recent open findings as JSON, saved with the model: a verdict after a
@@ -365,8 +386,14 @@ def _anomaly_analyses(alert: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _finding(
-    alert: Mapping[str, Any], state: GroupState, activity: Activity, at: float
+    alert: Mapping[str, Any],
+    state: GroupState,
+    activity: Activity,
+    at: float,
+    evidence: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
+    """The record for `alert`, the newest of its group; `evidence`: the alerts it reports
+    (default: `alert` alone)."""
     severity = str(alert["severity"])
     model = alert["model"]
     kind = str(alert["kind"])
@@ -419,7 +446,7 @@ def _finding(
             "last_seen_time": _ms(state.last_time),
         },
         "observables": _observables(alert["entities"]),
-        "evidences": [_evidence(alert)],
+        "evidences": [_evidence(a) for a in evidence or (alert,)],
         "unmapped": {
             "outrider": {
                 "alert_id": alert["alert_id"],

@@ -1,8 +1,9 @@
 """What an alert looks like on each output topic, with Kafka conventions SIEMs expect.
 
 - the native alert (schemas.Alert) on the alerts topic;
-- an OCSF Detection Finding per group (create on the first alert, update on later ones) on the
-  findings topic, keyed by finding uid so a sink can upsert idempotently;
+- an OCSF Detection Finding per group (create on the first alert, then one update per batch
+  with alerts of the group) on the findings topic, keyed by finding uid so a sink can upsert
+  idempotently;
 - an ECS document for Elastic users on the ECS topic.
 Every record carries CloudEvents binary-mode headers (ce_id, ce_source, ce_type,
 ce_specversion, ce_time, ce_dataschema, content-type) and, when the input record carried W3C
@@ -11,7 +12,7 @@ trace context, `ce_traceparent`, so one trace follows an event from source to fi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,11 @@ SCHEMA_BASE = "https://outrider.dev/schemas"  # the JSON Schemas are schemas/jso
 
 Header = tuple[str, bytes]
 Output = tuple[str, bytes, bytes, list[Header]]  # topic, key, value, headers
+
+
+def _origin(alert: Mapping[str, Any]) -> tuple[str, int, int]:
+    o = alert["origin"]
+    return (o["topic"], o["partition"], o["offset"])
 
 
 def traceparent(headers: Sequence[tuple[str, bytes]] | None) -> bytes | None:
@@ -74,27 +80,36 @@ class AlertViews:
                 FindingBook.from_state(findings_state) if findings_state else FindingBook()
             )
 
-    def render(self, alert: dict[str, Any], trace: bytes | None = None) -> Iterator[Output]:
-        key = alert["group_id"].encode()
-        aid = alert["alert_id"]
-        yield (
-            self.alerts_topic, key, orjson.dumps(alert),
-            cloudevent_headers(aid, "dev.outrider.alert.v1", self.source,
-                               "alert.schema.json", trace),
-        )  # fmt: skip
-        if self.findings is not None:
-            finding = self.findings.on_alert(alert)
-            uid = finding["finding_info"]["uid"]
+    def render(
+        self, alerts: list[dict[str, Any]], traces: Mapping[tuple[str, int, int], bytes]
+    ) -> Iterator[Output]:
+        """A batch's alerts: each on the alerts (and ECS) topic, and one OCSF finding record
+        per group they fall in. `traces`: W3C trace context by the origin (topic, partition,
+        offset) of the input records that carried one."""
+        for alert in alerts:
+            key = alert["group_id"].encode()
+            aid = alert["alert_id"]
+            trace = traces.get(_origin(alert))
+            yield (
+                self.alerts_topic, key, orjson.dumps(alert),
+                cloudevent_headers(aid, "dev.outrider.alert.v1", self.source,
+                                   "alert.schema.json", trace),
+            )  # fmt: skip
+            if self.ecs_topic:
+                yield (
+                    self.ecs_topic, key, orjson.dumps(to_ecs(alert)),
+                    cloudevent_headers(aid, "dev.outrider.alert.ecs.v1", self.source,
+                                       "ecs/8.17", trace),
+                )  # fmt: skip
+        if self.findings is None or not alerts:
+            return
+        for finding in self.findings.on_alerts(alerts):
+            uid, newest = finding["finding_info"]["uid"], finding["unmapped"]["outrider"]
             yield (
                 self.findings_topic, uid.encode(), orjson.dumps(finding),
-                cloudevent_headers(f"{uid}:{aid}", "dev.outrider.finding.ocsf.v1",
-                                   self.source, "ocsf/1.x/detection_finding", trace),
-            )  # fmt: skip
-        if self.ecs_topic:
-            yield (
-                self.ecs_topic, key, orjson.dumps(to_ecs(alert)),
-                cloudevent_headers(aid, "dev.outrider.alert.ecs.v1", self.source,
-                                   "ecs/8.17", trace),
+                cloudevent_headers(f"{uid}:{newest['alert_id']}", "dev.outrider.finding.ocsf.v1",
+                                   self.source, "ocsf/1.x/detection_finding",
+                                   traces.get(_origin(newest))),
             )  # fmt: skip
 
     def close(self, feedback: Feedback) -> Iterator[Output]:

@@ -192,6 +192,30 @@ def test_finding_book_creates_updates_and_closes_by_alert_or_group_id() -> None:
     assert book.on_verdict(fb) is None  # already closed
 
 
+def test_a_batch_gives_one_record_per_group_counting_every_alert() -> None:
+    book = ocsf.FindingBook()
+    other = {**_alert(9, 1005.0), "group_id": "h" * 24}
+    first = book.on_alerts([_alert(1, 1002.0), other, _alert(2, 1000.0), _alert(3, 1001.0)])
+    assert [r["finding_info"]["uid"] for r in first] == ["g" * 24, "h" * 24]
+    created, lone = first
+    assert (created["activity_id"], created["count"], lone["count"]) == (1, 3, 1)
+    assert (created["start_time"], created["end_time"]) == (1_000_000, 1_002_000)
+    assert created["unmapped"]["outrider"]["alert_id"] == _alert(3, 0)["alert_id"], "newest"
+    assert [e["uid"] for e in created["evidences"]] == [_alert(i, 0)["alert_id"] for i in (1, 2, 3)]
+    many = [_alert(10 + i, 1010.0 + i) for i in range(ocsf.MAX_EVIDENCES + 4)]
+    (updated,) = book.on_alerts(many)
+    assert (updated["activity_id"], updated["count"]) == (2, 3 + len(many))
+    assert len(updated["evidences"]) == ocsf.MAX_EVIDENCES
+    assert updated["evidences"][-1]["uid"] == many[-1]["alert_id"]
+    for rec in (*first, updated):
+        _validate(rec)
+    fb = Feedback(
+        target_id=many[0]["alert_id"], verdict=Verdict.false_positive, analyst="a", time=2e3
+    )
+    closed = book.on_verdict(fb)  # any alert of the batch names its finding
+    assert closed is not None and closed["count"] == 3 + len(many)
+
+
 def test_the_checker_catches_misspelt_fields() -> None:
     rec, _ = ocsf.create_finding(_alert(1, 1000.0))
     rec["finding_info"]["analytics"] = rec["finding_info"].pop("analytic")
