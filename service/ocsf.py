@@ -2,8 +2,9 @@
 
 An alert group is one finding: the group's first alert creates it (activity_id 1), each later
 batch with alerts of the group updates it (activity_id 2: same `finding_info.uid`, `count` and
-time range covering every alert folded in), and an analyst's verdict closes it (activity_id 3). A SIEM that upserts by
-`finding_info.uid` (the Kafka key) therefore shows one row per threat pattern, not one per event.
+time range covering every alert folded in), and an analyst's verdict closes it (activity_id 3).
+A SIEM that upserts by `finding_info.uid` (the Kafka key) therefore shows one row per threat
+pattern, not one per event.
 
 Input is the alert as it is on the wire (`schemas.Alert.model_dump(mode="json")`), so this
 module can run in the scorer or in a separate sink process without the detector loaded.

@@ -67,6 +67,21 @@ class ScoredKind:
         return QuantileCalibrator.severity(self.percentiles[i : i + 1])[0]
 
 
+def explain(det: Detector, batch: EventBatch, flagged: list[int]) -> dict[int, Explanation]:
+    """Explanations of the flagged events, each distinct pattern explained once: an
+    explanation depends on the pattern and the model only, and an alert storm is thousands
+    of alerts of a few patterns."""
+    if not flagged:
+        return {}
+    first: dict[tuple[str, ...], int] = {}
+    for i in flagged:
+        first.setdefault(batch.rows[i], i)
+    idx = np.fromiter(first.values(), np.int64, len(first))
+    sub = EventBatch(batch.entity_types, list(first), batch.times[idx])
+    by_row = dict(zip(first, det.explain_many(sub), strict=True))
+    return {i: by_row[batch.rows[i]] for i in flagged}
+
+
 class Scorer:
     """The detectors and calibrators of every kind, and the model version they form."""
 
@@ -174,12 +189,7 @@ class Scorer:
                 pct = np.full(len(evs), np.nan)
             alerted = np.nan_to_num(pct, nan=-1.0) >= self.threshold(kind)
             flagged = np.flatnonzero(alerted)
-            explanations: dict[int, Explanation] = {}
-            if len(flagged):
-                sub = EventBatch(
-                    batch.entity_types, [batch.rows[i] for i in flagged], batch.times[flagged]
-                )
-                explanations = dict(zip(flagged.tolist(), det.explain_many(sub), strict=True))
+            explanations = explain(det, batch, flagged.tolist())
             # what the model knew when it judged: the alerts' confidence reads this
             out.append(
                 ScoredKind(
