@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from detectors.base import EventBatch
 from schemas import Alert, ModelRef, ScoreRecord
 from service.decode import DecodedEvent, Decoder
 from service.outputs import alert_id, build_alerts, dead_letter_headers, group_id, score_records
-from service.scoring import Scorer
+from service.scoring import Scorer, explain
 from service.sources import SourceConfig
 from tests.conftest import records_of
 
@@ -123,3 +124,21 @@ def test_a_kind_can_have_its_own_threshold() -> None:
         s.score(_events(2000))
     assert default.score(_events(300, odd_every=100))[0].alerted.sum() == 3
     assert own.score(_events(300, odd_every=100))[0].alerted.sum() == 300  # every event
+
+
+def test_each_distinct_flagged_pattern_is_explained_once() -> None:
+    det = _warm_scorer()._for_kind("ids_alert")[0]
+    rows = [("a", "A", "1", "h"), ("b", "B", "2", "h"), ("a", "A", "1", "h"), ("c", "C", "3", "h")]
+    batch = EventBatch(det.entity_types, rows, np.arange(4, dtype=np.float64))
+    asked: list[list[tuple[str, ...]]] = []
+    real = det.explain_many
+
+    def spy(sub: EventBatch, top_k: int = 3) -> list:
+        asked.append(list(sub.rows))
+        return real(sub, top_k)
+
+    det.explain_many = spy  # type: ignore[method-assign]
+    got = explain(det, batch, [0, 1, 2])
+    assert asked == [[rows[0], rows[1]]], "the repeated pattern is explained once, row 3 not at all"
+    assert sorted(got) == [0, 1, 2] and got[2] == got[0]
+    assert got[1] == real(EventBatch(det.entity_types, [rows[1]], np.zeros(1)))[0]
