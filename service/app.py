@@ -281,9 +281,14 @@ class Pipeline:
         done = time.time()
         for dl in batch.dead:
             m.dead_letters.labels(dl.reason.value).inc()
-        for alert in alerts:
-            m.alerts.labels(alert["kind"], alert["severity"]).inc()
-            m.alert_confidence.labels(alert["kind"]).observe(alert["confidence_score"] / 100)
+        # per label set at once: an alert storm is thousands of alerts of few label sets
+        for (kind, severity), n in Counter((a["kind"], a["severity"]) for a in alerts).items():
+            m.alerts.labels(kind, severity).inc(n)
+        confidences: dict[str, list[float]] = {}
+        for a in alerts:
+            confidences.setdefault(a["kind"], []).append(a["confidence_score"] / 100)
+        for kind, values in confidences.items():
+            m.observe_many(m.alert_confidence.labels(kind), np.asarray(values))
         stamps = np.fromiter((r.timestamp or 0 for r in records), np.float64, len(records))
         stamps = stamps[stamps > 0] / 1000.0
         if len(stamps):

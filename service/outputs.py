@@ -54,15 +54,18 @@ def build_alerts(scored: ScoredKind, model: ModelRef) -> Iterator[dict[str, Any]
     now = time.time()
     model_d = {"name": model.name, "version": model.version}
     order = sorted(scored.explanations, key=lambda i: -float(scored.scores[i]))
+    judged: dict[int, tuple[float, dict[str, float]]] = {}  # by explanation: one per pattern
     for i in order:
         ev = scored.events[i]
         rec = ev.record
         expl = scored.explanations[i]
         entities = dict(ev.event.entities)
-        conf, parts = confidence(
-            scored.events_seen, scored.calibration_seen, scored.calibration_min_samples,
-            [r.count for r in expl.rarity],
-        )  # fmt: skip
+        if id(expl) not in judged:
+            judged[id(expl)] = confidence(
+                scored.events_seen, scored.calibration_seen, scored.calibration_min_samples,
+                [r.count for r in expl.rarity],
+            )  # fmt: skip
+        conf, parts = judged[id(expl)]
         yield {
             "schema_version": SCHEMA_VERSION,
             "alert_id": alert_id(rec.topic, rec.partition, rec.offset, model.version),
@@ -91,7 +94,7 @@ def build_alerts(scored: ScoredKind, model: ModelRef) -> Iterator[dict[str, Any]
             ],
             "origin": {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset,
                        "timestamp_ms": rec.timestamp},
-            "attributes": {**_bounded(dict(ev.event.attributes)), "confidence": parts},
+            "attributes": {**_bounded(dict(ev.event.attributes)), "confidence": dict(parts)},
         }  # fmt: skip
 
 
