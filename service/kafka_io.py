@@ -29,6 +29,9 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: Shortest time between two asynchronous offset commits, seconds.
+COMMIT_EVERY_S = 0.1
+
 __all__ = ["Delivery", "KafkaIO", "PublishError", "ensure_topics", "whole_topic_consumer"]
 
 
@@ -64,6 +67,7 @@ class KafkaIO:
         self._open: Delivery | None = None
         self._done: dict[TopicPartition, int] = {}
         self._commit_lost = False
+        self._uncommitted = False  # acknowledged progress not yet sent to the coordinator
         self._last_commit_at = 0.0
 
     # -- input ----------------------------------------------------------------------------
@@ -86,9 +90,13 @@ class KafkaIO:
                 batch.extend(records)
             if left_ms <= 0:
                 break
-        if not batch and self._done and time.monotonic() - self._last_commit_at > 1.0:
-            # a quiet topic brings no next commit: repeat the last one, in case it never
-            # reached the coordinator (idempotent; at most once a second)
+        if (
+            not batch
+            and self._done
+            and (self._uncommitted or time.monotonic() - self._last_commit_at > 1.0)
+        ):
+            # a quiet topic brings no next commit: send what is done now, and repeat it
+            # once a second in case it never reached the coordinator (idempotent)
             self._commit_async()
         return batch
 
@@ -138,11 +146,15 @@ class KafkaIO:
         owned partition's progress, so a later commit supersedes a lost one (at worst a crash
         redoes a batch, with the same alert ids). `wait=True` (shutdown) commits
         synchronously. False when a rebalance took the partitions (the new owner redoes the
-        work)."""
+        work). Asynchronous commits go out at most every COMMIT_EVERY_S (each costs the
+        client a request and a wake-up of its network thread); a crash redoes at most that
+        much more."""
         self._done.update(self.next_offsets(records))
         if wait:
             return self._commit_sync()
-        self._commit_async()
+        self._uncommitted = True
+        if time.monotonic() - self._last_commit_at >= COMMIT_EVERY_S:
+            self._commit_async()
         return True
 
     def _owned_offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
@@ -152,7 +164,7 @@ class KafkaIO:
         return {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._done.items()}
 
     def _commit_async(self) -> None:
-        self._last_commit_at = time.monotonic()
+        self._last_commit_at, self._uncommitted = time.monotonic(), False
         offsets = self._owned_offsets()
         if offsets:
             self.consumer.commit_async(offsets, callback=self._on_commit)
