@@ -62,9 +62,9 @@ class KafkaIO:
         # poll): the batch's outputs then leave in few requests, after it is scored; what a
         # poll hands over joins the next hand-over's Delivery, so someone waits for its acks
         self._queued: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]] | None]] = []
+        self._open: Delivery | None = None
         # per partition, the offset after the last record whose outputs were acknowledged;
         # every commit sends the whole map, so a lost async commit is covered by the next
-        self._open: Delivery | None = None
         self._done: dict[TopicPartition, int] = {}
         self._commit_lost = False
         self._uncommitted = False  # acknowledged progress not yet sent to the coordinator
@@ -108,7 +108,7 @@ class KafkaIO:
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        """Queue an output; the next `flush_or_raise` (or `poll_batch`) hands it over."""
+        """Queue an output; the next `hand_over` (or `poll_batch`) gives it to the producer."""
         self._queued.append((topic, value, key, headers))
 
     def _give(self) -> None:
