@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,9 +77,13 @@ class AnalystLoop:
         self.metrics = metrics
         self.limiter = RateLimiter(max(int(verdicts_per_minute), 1))  # per sliding minute
 
-    def apply(self) -> Outcome:
-        """Read new verdicts and learn the live ones that pass the guard rails."""
+    def apply(self, before_learning: Callable[[], object] | None = None) -> Outcome:
+        """Read new verdicts and learn the live ones that pass the guard rails.
+        `before_learning` runs first when there are verdicts: a scorer settles the batch it
+        has in flight, whose alert ids name the model version these verdicts may end."""
         verdicts, dead = self.intake.poll()
+        if verdicts and before_learning is not None:
+            before_learning()
         resolved: list[Feedback] = []
         learned: dict[str, tuple[Rows, list[int]]] = {}
         changed = False

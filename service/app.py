@@ -106,6 +106,7 @@ class Pipeline:
         self.stopping = threading.Event()
         self.outbox = Outbox(settings.dead_letter_topic, self.metrics)  # between batches
         self.on_batch: BatchHook | None = None  # benchmarks and tests observe batches here
+        self.in_flight: InFlight | None = None  # scored, its outputs not yet acknowledged
         self._last_checkpoint = time.monotonic()
         if restored is None:  # make the version durable now: a redo after a crash must
             self._checkpoint()  # mint the same alert ids
@@ -131,21 +132,19 @@ class Pipeline:
             self.triage = start_triage(
                 s, self.groups, self.feed.snapshot, lambda: self.model.version
             )
-        in_flight: InFlight | None = None
         try:
             while not self.stopping.is_set():
                 # with a batch in flight, take only what is already fetched: waiting for a full
                 # batch would hold the last one's commit (and its latency) back
-                wait_s = 0.0 if in_flight is not None else s.batch_max_wait_ms / 1000
+                wait_s = 0.0 if self.in_flight is not None else s.batch_max_wait_ms / 1000
                 records = io.poll_batch(s.batch_max_events, wait_s)
                 scored = self.process(io, records) if records else None
-                if in_flight is not None and not self.settle(io, in_flight, redo_also=scored):
+                if not self.settle_in_flight(io, redo_also=scored):
                     scored = None  # redone from the failed batch on
-                in_flight = scored
+                self.in_flight = scored
                 self.between_batches(io)
         finally:
-            if in_flight is not None:
-                self.settle(io, in_flight)
+            self.settle_in_flight(io)
             self._checkpoint()
             if self.triage is not None:
                 self.triage.stop()
@@ -175,7 +174,7 @@ class Pipeline:
         if self.control is not None:
             self.outbox.put_dead(self.control.apply(self.scorer))
             if self.settings.role == "scorer":
-                self.follow_trainer()
+                self.follow_trainer(io)
 
     def learn_from_analysts(self, io: KafkaIO) -> None:
         """Between batches: apply new verdicts; a changed model is checkpointed and announced
@@ -184,7 +183,7 @@ class Pipeline:
         the OCSF findings this scorer opened."""
         assert self.intake is not None
         if self.loop is not None:
-            outcome = self.loop.apply()
+            outcome = self.loop.apply(before_learning=lambda: self.settle_in_flight(io))
             changed, resolved, dead = outcome.changed, outcome.resolved, outcome.dead
         else:
             verdicts, _ = self.intake.poll()
@@ -199,7 +198,7 @@ class Pipeline:
                 announce(self.outbox, self.settings, self.model.name, self.model.version, path)
             self.metrics.model_info.info({"name": self.model.name, "version": self.model.version})
 
-    def follow_trainer(self) -> None:
+    def follow_trainer(self, io: KafkaIO) -> None:
         """Role `scorer`: hot-swap to the newest model the trainer announced, between batches;
         a model that fails its checks is refused and the current one stays."""
         assert self.control is not None
@@ -207,6 +206,7 @@ class Pipeline:
         if announced is None or announced.version == self.scorer.version:
             return
         self.control.announced = None  # tried once; the next announcement tries again
+        self.settle_in_flight(io)  # its alert ids name the version about to be replaced
         try:
             self.scorer.adopt(model_store(self.settings), announced.version, announced.sha256)
         except (CheckpointError, OSError) as exc:
@@ -261,6 +261,13 @@ class Pipeline:
         send_dead_letters(io, s.dead_letter_topic, dead)
 
         return InFlight(records, alerts, dead, io.hand_over(), started)
+
+    def settle_in_flight(self, io: KafkaIO, redo_also: InFlight | None = None) -> bool:
+        """Settle the batch in flight, if any (see `settle`). Also before the model version
+        changes between batches: a crash must not redo a batch under a version other than
+        the one its published alert ids name (they would not match: a second alert)."""
+        batch, self.in_flight = self.in_flight, None
+        return batch is None or self.settle(io, batch, redo_also)
 
     def settle(self, io: KafkaIO, batch: InFlight, redo_also: InFlight | None = None) -> bool:
         """Commit `batch` once the broker acknowledged every output of it, then account for

@@ -88,3 +88,30 @@ def test_a_refused_batch_rewinds_over_the_batch_scored_after_it(tmp_path: Path) 
     assert io.rewound == [first.records + second.records], "both are redone"
     assert not io.committed and not settled, "nothing of either is committed or counted"
     assert failures._value.get() == 1
+
+
+def test_the_batch_in_flight_is_settled_before_verdicts_change_the_model(tmp_path: Path) -> None:
+    """A crash after the version changed would redo the batch under the new version: alert ids
+    other than the ones already published. So the batch is committed before the change."""
+    from service.analyst_loop import AnalystLoop
+    from tests.unit.test_analyst_guards import FakeIntake, _alert, _ent
+
+    pipeline, _ = _pipeline(tmp_path)
+    io = ScriptedIO(refuse=set())
+    versions_at_commit: list[str] = []
+    commit = io.commit
+    io.commit = lambda records, wait=False: (  # type: ignore[method-assign]
+        versions_at_commit.append(pipeline.scorer.version) or commit(records, wait)
+    )
+    pipeline.groups.add(_alert("g1", _ent("scan", "S-1", "10.0.0.9", "web")))
+    intake = FakeIntake()
+    pipeline.intake = intake  # type: ignore[assignment]
+    pipeline.loop = AnalystLoop(intake, pipeline.scorer, pipeline.groups, pipeline.metrics)  # type: ignore[arg-type]
+    pipeline.in_flight = pipeline.process(io, _batch(0))  # type: ignore[arg-type]
+    before = pipeline.scorer.version
+    pipeline.learn_from_analysts(io)  # type: ignore[arg-type]
+    assert pipeline.in_flight is not None and not io.committed, "no verdicts: nothing settles"
+    intake.give([("g1", "false_positive", "ana")])
+    pipeline.learn_from_analysts(io)  # type: ignore[arg-type]
+    assert pipeline.scorer.version != before, "the verdict made a new model generation"
+    assert versions_at_commit == [before] and pipeline.in_flight is None
