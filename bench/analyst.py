@@ -1,6 +1,6 @@
 """The analyst loop on real labeled alerts: how fast verdicts lead an analyst to every attack step.
 
-    python -m bench.analyst --dataset ait-ads --json [--data DIR] [--config ait-burst|ait]
+    python -m bench.analyst --dataset ait-ads --json [--data DIR] [--config ait-local|...]
 
 Per AIT scenario, protocol v2 (../shared/datasets/README.md, bench/ait.py): fit on the warm-up,
 then rounds: the analyst reads the top `--per-round` (5) unread groups of the model's ranking
@@ -14,8 +14,11 @@ group score.
 A verdict is passed to the model as up to `--alerts-per-verdict` alerts of the group (evenly
 spaced in time, first and last included): the group's pattern and when it fired.
 
-`--config ait-burst` (default): burst context + burst-aware ranking, verdicts lifting the
-entity fields only; `--config ait`: the earlier configuration (bench/README.md, Analyst loop).
+`--config ait-local` (default): burst context + burst-aware ranking in which groups firing
+within seconds of a read group on its host count as read, a malicious verdict lifting its
+host's alerts around the time it was confirmed, a benign verdict sinking its host's alerts of
+the same rule family; `--config ait-burst`: the same base, verdicts lifting the entity fields
+at any time; `--config ait`: the earliest configuration (bench/README.md, Analyst loop).
 """
 
 from __future__ import annotations
@@ -45,10 +48,20 @@ BURST_CONFIG: dict[str, Any] = {"base_config": {"burst_weight": 0.25}, "chronic_
                                 "mmr_burst": 0.2}  # fmt: skip
 #: Verdicts generalise over the entity fields only, and only upwards (detectors/feedback.py).
 ENTITY_LIFT: dict[str, Any] = {"lift_types": ("ip", "host"), "sink_types": (), "lift_weight": 1.0}
+#: Groups firing within 5 s of a read group on its host are that action seen by another rule.
+COFIRE: dict[str, Any] = {"cofire_sim": 1.5, "cofire_s": 5.0, "cofire_types": ("host",)}
+#: Verdicts generalise locally: a malicious one lifts its host's alerts around its time (10-min
+#: scale), a benign one sinks its host's alerts of the same rule family / rule (conjunctions).
+LOCAL: dict[str, Any] = {
+    "lift_types": (), "time_weight": 3.0, "time_scale_s": 600.0, "time_same": "host",
+    "sink_types": ("short", "host"), "sink_min_types": 2, "pattern_weight": 1.0,
+}  # fmt: skip
 CONFIGS: dict[str, dict[str, Any]] = {
-    "ait-burst": {**AIT_CONFIG, **BURST_CONFIG, **ENTITY_LIFT},  # measured best, the default
+    "ait-local": {**AIT_CONFIG, **BURST_CONFIG, **COFIRE, **LOCAL},  # measured best, the default
+    "ait-burst": {**AIT_CONFIG, **BURST_CONFIG, **ENTITY_LIFT},
     "ait": AIT_CONFIG,
 }
+DEFAULT_CONFIG = "ait-local"
 
 
 def _steps_seen(read: list[int], group_steps: list[set[str]]) -> tuple[int, int]:
@@ -78,7 +91,7 @@ def simulate(
     config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One scenario's loop; stops when every attack step has been seen."""
-    config = CONFIGS["ait-burst"] if config is None else config
+    config = CONFIGS[DEFAULT_CONFIG] if config is None else config
     det = FeedbackDetector(ait.ENTITY_TYPES, **config)
     det.learn_many(split.warmup)
     det.observe_patterns(split.test.rows)  # the service sees every pattern it scores
@@ -131,7 +144,7 @@ def _jsonable(v: Any) -> Any:
 
 
 def run_ait(
-    data: Path, per_round: int = 5, alerts_per_verdict: int = 64, config: str = "ait-burst"
+    data: Path, per_round: int = 5, alerts_per_verdict: int = 64, config: str = DEFAULT_CONFIG
 ) -> dict[str, Any]:
     cfg = CONFIGS[config]
     out: dict[str, Any] = {
@@ -173,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-round", type=int, default=5)
     p.add_argument("--alerts-per-verdict", type=int, default=64)
     p.add_argument(
-        "--config", choices=sorted(CONFIGS), default="ait-burst",
+        "--config", choices=sorted(CONFIGS), default=DEFAULT_CONFIG,
         help="feedback/ranking configuration (bench/README.md, Analyst loop)",
     )  # fmt: skip
     args = p.parse_args(argv)

@@ -44,6 +44,8 @@ BURST: dict[str, float] = {"burst_weight": 0.25, "chronic_weight": 0.1, "mmr_bur
 #: AIT's ranking configuration: MMR compares (alert code, host, code family), lambda 2.
 AIT_RANK: dict[str, Any] = {"mmr_lambda": 2.0, "mmr_types": ("short", "host"),
                             "family_types": ("short",)}  # fmt: skip
+#: Co-firing groups (within 5 s, same host) are one action seen by several rules (AIT: host).
+COFIRE: dict[str, Any] = {"cofire_sim": 1.5, "cofire_s": 5.0, "cofire_types": ("host",)}
 
 
 def methods(dataset: str = "ait-ads") -> dict[str, Method]:
@@ -60,6 +62,8 @@ def methods(dataset: str = "ait-ads") -> dict[str, Method]:
         ),
         # burst context + burst-aware ranking on top (AIT: with AIT's ranking configuration)
         "outrider-burst": (lambda t: OutriderDetector(t, **BURST, **rank), -1.0),
+        # AIT only: + groups firing within 5 s of a shown group on its host count as shown
+        "outrider-cofire": (lambda t: OutriderDetector(t, **BURST, **rank, **COFIRE), -1.0),
         "outrider+ape": (lambda t: OutriderDetector(t, ape_weight=0.25), 1.0),
         "ape": (lambda t: APEDetector(t), 0.0),
         "avf": (lambda t: FrequencyDetector(t), 0.0),
@@ -70,7 +74,7 @@ def methods(dataset: str = "ait-ads") -> dict[str, Method]:
     return out
 
 
-AIT_ONLY = {"outrider-code-host"}  # configurations that name AIT's fields
+AIT_ONLY = {"outrider-code-host", "outrider-cofire"}  # configurations that name AIT's fields
 
 
 def _auc_ap(labels: np.ndarray, scores: np.ndarray) -> tuple[float | None, float | None]:

@@ -29,13 +29,26 @@ from:
   look-alikes of what was read (the same rule) are held back by the MMR below, and a benign
   verdict generalises nowhere. On AIT a rule's benign verdict on one host sank the same rule's
   attack alert on another (bench/README.md, Analyst loop).
+- Sinking only by conjunctions (`sink_min_types`, `sink_weight`; ours): with
+  `sink_min_types=2` a token sinks only when it spans two entity types or more, e.g. with
+  `sink_types=("short", "host")` and the alert-code family: "this family of rules on this
+  host" and "this rule on this host". A benign verdict then says "this host's web-access
+  alerts are its normal", and sinks neither the host's other kinds of alert (an attack's
+  audit alerts beside a benign web-access verdict) nor the rule on other hosts (the
+  webshell's high-entropy request on the web server beside a benign one on the cloud share).
 - `time(x)` (ours): attack steps come in bursts, so an event close in time to an alert an
   analyst confirmed malicious is suspicious: `exp(-|t - t_m| / time_scale_s)` for the nearest
-  malicious-labeled time `t_m`. Benign verdicts add nothing here.
+  malicious-labeled time `t_m`. Benign verdicts add nothing here. `time_other_than` counts
+  only confirmed alerts elsewhere (another host); `time_same` only those on the event's own
+  value (the same host): a malicious verdict says "this host, *around this time*, is under
+  attack", and lifts the host's other alerts of that hour, not its benign activity of days
+  before (the time-blind host token lift above did; bench/README.md, Analyst loop).
 - Ranking (detectors/ranking.py): groups ordered by time-aware MMR whose similarity compares
   `rank_types` and the families, with the groups already read counted as shown, so the next
   round does not re-show the incident the analyst just confirmed; optionally (`mmr_burst`,
-  `chronic_weight`) burst-aware, as `OutriderDetector.rank`.
+  `chronic_weight`) burst-aware and (`cofire_sim`, `cofire_s`, `cofire_types`) aware that
+  groups firing within seconds of a read group on the same host are that same action seen by
+  other rules (detectors/ranking.py), as `OutriderDetector.rank`.
 
 METHODS.md's DevNet/AnoOnly head (detectors/devnet.py) is the deep alternative; on AIT's
 ~150 groups per scenario with 5 verdicts a round, a head trained on embeddings did not fit in
@@ -83,6 +96,9 @@ class FeedbackDetector(Detector):
         time_weight: float = 0.0,
         time_scale_s: float = 300.0,
         time_other_than: str | None = None,
+        time_same: str | None = None,
+        sink_weight: float = 1.0,
+        sink_min_types: int = 1,
         alpha: float = 1.0,
         family_types: Sequence[str] = (),
         rank_types: Sequence[str] | None = None,
@@ -91,6 +107,9 @@ class FeedbackDetector(Detector):
         mmr_burst: float = 0.0,
         chronic_weight: float = 0.0,
         burst_bucket_s: float = 600.0,
+        cofire_sim: float = 0.0,
+        cofire_s: float = 5.0,
+        cofire_types: Sequence[str] = (),
         max_patterns: int = 200_000,
         max_malicious_times: int = 50_000,
     ) -> None:
@@ -100,8 +119,12 @@ class FeedbackDetector(Detector):
         if base not in DETECTORS or base == self.name:
             raise ValueError(f"unknown base detector {base!r}")
         unknown = set(family_types) - set(self.entity_types)
-        if time_other_than is not None:
-            unknown |= {time_other_than} - set(self.entity_types)
+        if time_other_than is not None and time_same is not None:
+            raise ValueError("time_other_than and time_same exclude each other")
+        for t in (time_other_than, time_same):
+            if t is not None:
+                unknown |= {t} - set(self.entity_types)
+        unknown |= set(cofire_types) - set(self.entity_types)
         if rank_types is not None:
             unknown |= set(rank_types) - set(self.entity_types)
         unknown |= (set(lift_types or ()) | set(sink_types or ())) - set(self.entity_types)
@@ -114,12 +137,14 @@ class FeedbackDetector(Detector):
             "sink_types": None if sink_types is None else list(sink_types),
             "time_weight": float(time_weight),
             "time_scale_s": float(time_scale_s), "time_other_than": time_other_than,
-            "alpha": float(alpha),
+            "time_same": time_same, "sink_weight": float(sink_weight),
+            "sink_min_types": int(sink_min_types), "alpha": float(alpha),
             "family_types": list(family_types),
             "rank_types": None if rank_types is None else list(rank_types),
             "mmr_lambda": float(mmr_lambda), "mmr_bucket_s": float(mmr_bucket_s),
             "mmr_burst": float(mmr_burst), "chronic_weight": float(chronic_weight),
-            "burst_bucket_s": float(burst_bucket_s),
+            "burst_bucket_s": float(burst_bucket_s), "cofire_sim": float(cofire_sim),
+            "cofire_s": float(cofire_s), "cofire_types": list(cofire_types),
             "max_patterns": int(max_patterns), "max_malicious_times": int(max_malicious_times),
         }  # fmt: skip
         self.base: Detector = DETECTORS[base](self.entity_types, **self.config["base_config"])
@@ -129,7 +154,7 @@ class FeedbackDetector(Detector):
         self.df_: dict[str, int] = {}  # token -> distinct patterns carrying it
         self.labeled_: dict[str, int] = {}  # distinct labeled pattern -> latest verdict
         self.malicious_times_ = np.zeros(0, dtype=np.float64)  # sorted
-        self.malicious_where_: list[str] = []  # `time_other_than` value of each of those
+        self.malicious_where_: list[str] = []  # `time_other_than` / `time_same` value of each
         self._weights: dict[str, float] | None = None
 
     # -- tokens ---------------------------------------------------------------------------
@@ -166,14 +191,18 @@ class FeedbackDetector(Detector):
         a = self.config["alpha"]
         n = len(self.patterns_)
         lift, sink = self._allowed("lift_types"), self._allowed("sink_types")
+        sink_min = self.config.get("sink_min_types", 1)
+        sink_w = self.config.get("sink_weight", 1.0)
         w = {}
         for t in set(mal) | set(ben):
             lo = float(np.log((mal.get(t, 0) + a) / (ben.get(t, 0) + a)))
             cols = {int(part.split("=" if "=" in part else "~", 1)[0]) for part in t.split(_SEP)}
-            if (lo > 0 and not cols <= lift) or (lo < 0 and not cols <= sink):
+            if (lo > 0 and not cols <= lift) or (
+                lo < 0 and (not cols <= sink or len(cols) < sink_min)
+            ):
                 continue
             idf = np.log((n + 1.0) / (self.df_.get(t, 0) + 1.0)) + 1.0
-            w[t] = idf * lo * (self.config["lift_weight"] if lo > 0 else 1.0)
+            w[t] = idf * lo * (self.config["lift_weight"] if lo > 0 else sink_w)
         self._weights = w
         return w
 
@@ -241,7 +270,7 @@ class FeedbackDetector(Detector):
         return out
 
     def _where_col(self) -> int:
-        t = self.config["time_other_than"]
+        t = self.config["time_other_than"] or self.config.get("time_same")
         return -1 if t is None else self.entity_types.index(t)
 
     @staticmethod
@@ -259,7 +288,8 @@ class FeedbackDetector(Detector):
         """Per event: exp(-distance to the nearest malicious-labeled time / time_scale_s);
         with `time_other_than` set (and `rows` given), only malicious events whose value of
         that type differs from the event's count (evidence from elsewhere, not the burst
-        the analyst already read)."""
+        the analyst already read); with `time_same`, only those whose value is the event's
+        (this host, around the time it was confirmed attacked)."""
         times = np.asarray(times, np.float64)
         scale = self.config["time_scale_s"]
         mt = self.malicious_times_
@@ -271,9 +301,11 @@ class FeedbackDetector(Detector):
         where = np.array(self.malicious_where_, dtype=object)
         vals = np.array([r[col] for r in rows], dtype=object)
         out = np.zeros(len(times))
+        same = self.config.get("time_same") is not None
         for v in set(vals.tolist()):
             sel = vals == v
-            out[sel] = self._proximity(times[sel], mt[where != v], scale)
+            near = (where == v) if same else (where != v)
+            out[sel] = self._proximity(times[sel], mt[near], scale)
         return out
 
     def adjustment(self, batch: EventBatch) -> np.ndarray:
@@ -324,8 +356,13 @@ class FeedbackDetector(Detector):
             batch.rows, batch.times, scores, lam=cfg["mmr_lambda"],
             bucket_s=cfg["mmr_bucket_s"], shown=shown, similarity_key=self.similarity_key,
             burst_sim=cfg.get("mmr_burst", 0.0), burst_bucket_s=cfg.get("burst_bucket_s", 600.0),
-            chronic_weight=cfg.get("chronic_weight", 0.0),
+            chronic_weight=cfg.get("chronic_weight", 0.0), cofire_sim=cfg.get("cofire_sim", 0.0),
+            cofire_s=cfg.get("cofire_s", 5.0), cofire_key=self.cofire_key,
         )  # fmt: skip
+
+    def cofire_key(self, key: Sequence[str]) -> tuple[str, ...]:
+        """What two co-firing groups must share to count as one event: `cofire_types`."""
+        return tuple(key[self.entity_types.index(t)] for t in self.config.get("cofire_types", ()))
 
     def explain_many(self, batch: EventBatch, top_k: int = 3) -> list[Explanation]:
         return self.base.explain_many(batch, top_k)

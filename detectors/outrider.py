@@ -17,15 +17,17 @@ What each part buys (measured on AIT, protocol v2; figures in bench/README.md):
 - group ranking with time-aware MMR (detectors/ranking.py, `rank`): what moved the hard attack
   steps up; the service should rank alert groups through `rank`. Optional, off by default:
   `mmr_burst` (groups firing in the same `burst_window_s` buckets as a group already shown are
-  alike even with no field in common) and `chronic_weight` (a group firing in many buckets of
-  the batch is demoted by `chronic_weight * log(buckets)`).
+  alike even with no field in common), `chronic_weight` (a group firing in many buckets of
+  the batch is demoted by `chronic_weight * log(buckets)`) and `cofire_sim` (a group whose
+  alerts fire within `cofire_s` seconds of a shown group's alerts on the same `cofire_types`
+  values, e.g. the same host, is that event seen by another rule).
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -56,10 +58,14 @@ class OutriderDetector(Detector):
         burst_floor: float = 4.0,
         mmr_burst: float = 0.0,
         chronic_weight: float = 0.0,
+        cofire_sim: float = 0.0,
+        cofire_s: float = 5.0,
+        cofire_types: Sequence[str] = (),
         **ape_kwargs: Any,
     ) -> None:
         super().__init__(entity_types)
-        unknown = (set(mmr_types or ()) | set(family_types)) - set(self.entity_types)
+        named = set(mmr_types or ()) | set(family_types) | set(cofire_types)
+        unknown = named - set(self.entity_types)
         if unknown:
             raise ValueError(f"unknown entity types {sorted(unknown)}")
         self.config = {
@@ -70,7 +76,8 @@ class OutriderDetector(Detector):
             "family_types": list(family_types),
             "burst_weight": float(burst_weight), "burst_window_s": float(burst_window_s),
             "burst_floor": float(burst_floor), "mmr_burst": float(mmr_burst),
-            "chronic_weight": float(chronic_weight),
+            "chronic_weight": float(chronic_weight), "cofire_sim": float(cofire_sim),
+            "cofire_s": float(cofire_s), "cofire_types": list(cofire_types),
         }  # fmt: skip
         self.ape = APEDetector(entity_types, **ape_kwargs)
         self.context = RateContext(context_window_s)
@@ -166,7 +173,16 @@ class OutriderDetector(Detector):
                            bucket_s=cfg["mmr_bucket_s"], similarity_key=self.similarity_key,
                            burst_sim=cfg.get("mmr_burst", 0.0),
                            burst_bucket_s=cfg.get("burst_window_s", 600.0),
-                           chronic_weight=cfg.get("chronic_weight", 0.0))  # fmt: skip
+                           chronic_weight=cfg.get("chronic_weight", 0.0),
+                           cofire_sim=cast(float, cfg.get("cofire_sim", 0.0)),
+                           cofire_s=cast(float, cfg.get("cofire_s", 5.0)),
+                           cofire_key=self.cofire_key)  # fmt: skip
+
+    def cofire_key(self, key: Sequence[str]) -> tuple[str, ...]:
+        """What two co-firing groups must share to count as one event: `cofire_types`."""
+        idx = self.entity_types.index
+        types = cast(list[str], self.config.get("cofire_types") or [])
+        return tuple(key[idx(t)] for t in types)
 
     def similarity_key(self, key: Sequence[str]) -> tuple[str, ...]:
         """What MMR compares between groups: `mmr_types` (default all) + `family_types`'

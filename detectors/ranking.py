@@ -10,14 +10,21 @@ of the candidate's time (buckets of `bucket_s` seconds) the shown group also cov
 host's separate episodes stay apart while one burst collapses. The time weighting is our own
 design; on AIT (protocol v2) it is what moved the hard steps up (see bench/README.md).
 
-Two optional terms (our own; off by default, measured on AIT in bench/README.md):
+Three optional terms (our own; off by default, measured on AIT in bench/README.md):
 - `burst_sim`: a group that fires in the same short buckets (`burst_bucket_s`) as a group
   already shown is alike by `burst_sim` x the share of its buckets the shown group covers, with
   no field in common: one scan touches many hosts with many alert codes at once, and the
   analyst who read one of its groups has seen that minute;
 - `chronic_weight`: the group score is its max alert score minus `chronic_weight` x log(number
   of `burst_bucket_s` buckets the group fired in): attack steps come in few bursts, a group
-  that fires all day is background even when its pattern is new.
+  that fires all day is background even when its pattern is new;
+- `cofire_sim` (co-firing groups are one event): a group whose alerts fall within `cofire_s`
+  seconds of a shown group's alerts, on the same `cofire_key` value (e.g. the same host), is
+  alike by `cofire_sim` x the share of its alerts that do. Several sensors and rules fire on
+  one action within seconds (a web scan raises Wazuh 400s, Wazuh "multiple 400s", AMiner
+  new-value alerts on the same host at once): the analyst who read one of them has seen that
+  action, while the same host's alerts minutes later are likely the attack's next step. On
+  AIT (protocol v2, bench/README.md) `cofire_s=5`, `cofire_sim=1.5` on the host.
 """
 
 from __future__ import annotations
@@ -55,6 +62,23 @@ def _time_signatures(
     return sig
 
 
+def _group_times(group_of: np.ndarray, times: np.ndarray, n: int) -> list[np.ndarray]:
+    """Each group's alert times, sorted."""
+    order = np.lexsort((times, group_of))
+    bounds = np.searchsorted(group_of[order], np.arange(n + 1))
+    return [times[order[bounds[g] : bounds[g + 1]]] for g in range(n)]
+
+
+def cofire_share(mine: np.ndarray, other: np.ndarray, within_s: float) -> float:
+    """Share of the (sorted) times `mine` that lie within `within_s` of a time in `other`."""
+    if len(mine) == 0 or len(other) == 0:
+        return 0.0
+    i = np.searchsorted(other, mine)
+    left = np.abs(mine - other[np.clip(i - 1, 0, len(other) - 1)])
+    right = np.abs(other[np.clip(i, 0, len(other) - 1)] - mine)
+    return float((np.minimum(left, right) <= within_s).mean())
+
+
 def mmr_order(
     scores: np.ndarray,
     keys: Sequence[Sequence[str]],
@@ -64,10 +88,16 @@ def mmr_order(
     shown: Sequence[int] = (),
     burst_signatures: Sequence[set[int]] | None = None,
     burst_sim: float = 0.0,
+    group_times: Sequence[np.ndarray] | None = None,
+    cofire_keys: Sequence[object] | None = None,
+    cofire_s: float = 0.0,
+    cofire_sim: float = 0.0,
 ) -> np.ndarray:
     """Greedy MMR over groups; similarity = shared fields x (floor + (1-floor) x time overlap),
     or `burst_sim` x the share of the group's short buckets (`burst_signatures`) the other
-    group covers, whichever is larger.
+    group covers, or `cofire_sim` x the share of the group's alerts within `cofire_s` seconds
+    of the other group's alerts (`group_times`: sorted alert times per group) when both have
+    the same `cofire_keys` value, whichever is largest.
 
     `shown`: groups the analyst has already read; they are left out of the order, and the
     groups like them start with their penalty (read groups count as "already ranked").
@@ -80,6 +110,13 @@ def mmr_order(
     fields = np.array([list(k) for k in keys], dtype=object)
     penalty = np.zeros(n)
     left = np.ones(n, dtype=bool)
+    cofire = cofire_sim > 0 and group_times is not None and cofire_keys is not None
+    if cofire:
+        assert group_times is not None and cofire_keys is not None
+        first = np.array([t[0] if len(t) else np.inf for t in group_times])
+        last = np.array([t[-1] if len(t) else -np.inf for t in group_times])
+        index: dict[object, int] = {}
+        ckeys = np.array([index.setdefault(k, len(index)) for k in cofire_keys], dtype=np.int64)
 
     def similarity(h: int) -> np.ndarray:
         shared = (fields == fields[h]).mean(axis=1)
@@ -91,6 +128,15 @@ def mmr_order(
             bh = burst_signatures[h]
             same = np.array([len(s & bh) / max(len(s), 1) for s in burst_signatures])
             shared = np.maximum(shared, burst_sim * same)
+        if cofire:
+            assert group_times is not None
+            overlap = (first <= last[h] + cofire_s) & (last >= first[h] - cofire_s)
+            near = (ckeys == ckeys[h]) & overlap
+            near[h] = False
+            share = np.zeros(n)
+            for c in np.flatnonzero(near & left).tolist():
+                share[c] = cofire_share(group_times[c], group_times[h], cofire_s)
+            shared = np.maximum(shared, cofire_sim * share)
         return shared
 
     for h in sorted(set(int(g) for g in shown)):
@@ -117,13 +163,17 @@ def rank_groups(
     burst_sim: float = 0.0,
     burst_bucket_s: float = 600.0,
     chronic_weight: float = 0.0,
+    cofire_sim: float = 0.0,
+    cofire_s: float = 5.0,
+    cofire_key: Callable[[tuple[str, ...]], object] | None = None,
 ) -> RankedGroups:
     """Group alerts, score groups by their max alert score, order them by time-aware MMR.
 
     `lam = 0` is the plain ranking by group score (ties: first-seen group first).
     `shown`: group ids already read (left out of `order`, and penalise their look-alikes);
     `similarity_key`: what MMR compares between two groups (default: the whole entity tuple);
-    `burst_sim`, `burst_bucket_s`, `chronic_weight`: see the module docstring.
+    `burst_sim`, `burst_bucket_s`, `chronic_weight`, `cofire_sim`, `cofire_s`: see the module
+    docstring; `cofire_key`: what two co-firing groups must share (default: nothing).
     """
     group_of, keys = group_alerts(rows)
     n = len(keys)
@@ -142,6 +192,12 @@ def rank_groups(
     else:
         sig = _time_signatures(group_of, times, bucket_s, n)
         sim_keys = keys if similarity_key is None else [tuple(similarity_key(k)) for k in keys]
-        order = mmr_order(gs, sim_keys, sig, lam=lam, floor=floor, shown=shown,
-                          burst_signatures=bursts, burst_sim=burst_sim)  # fmt: skip
+        cofire = cofire_sim > 0
+        order = mmr_order(
+            gs, sim_keys, sig, lam=lam, floor=floor, shown=shown,
+            burst_signatures=bursts, burst_sim=burst_sim,
+            group_times=_group_times(group_of, times, n) if cofire else None,
+            cofire_keys=[cofire_key(k) if cofire_key else "" for k in keys] if cofire else None,
+            cofire_s=cofire_s, cofire_sim=cofire_sim,
+        )  # fmt: skip
     return RankedGroups(order=order, group_of=group_of, scores=gs, keys=keys)
