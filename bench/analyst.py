@@ -51,9 +51,11 @@ ENTITY_LIFT: dict[str, Any] = {"lift_types": ("ip", "host"), "sink_types": (), "
 #: Groups firing within 5 s of a read group on its host are that action seen by another rule.
 COFIRE: dict[str, Any] = {"cofire_sim": 1.5, "cofire_s": 5.0, "cofire_types": ("host",)}
 #: Verdicts generalise locally: a malicious one lifts its host's alerts around its time (10-min
-#: scale), a benign one sinks its host's alerts of the same rule family / rule (conjunctions).
+#: scale; a group by the share of its alerts there), a benign one sinks its host's alerts of
+#: the same rule family / rule (conjunctions only).
 LOCAL: dict[str, Any] = {
     "lift_types": (), "time_weight": 3.0, "time_scale_s": 600.0, "time_same": "host",
+    "time_by_group": True,
     "sink_types": ("short", "host"), "sink_min_types": 2, "pattern_weight": 1.0,
 }  # fmt: skip
 CONFIGS: dict[str, dict[str, Any]] = {

@@ -42,7 +42,9 @@ from:
   only confirmed alerts elsewhere (another host); `time_same` only those on the event's own
   value (the same host): a malicious verdict says "this host, *around this time*, is under
   attack", and lifts the host's other alerts of that hour, not its benign activity of days
-  before (the time-blind host token lift above did; bench/README.md, Analyst loop).
+  before (the time-blind host token lift above did; bench/README.md, Analyst loop). With
+  `time_by_group`, `rank` lifts a group by the mean of its alerts' time terms (the share of
+  the group that lies in the confirmed hour), not by its one alert that does.
 - Ranking (detectors/ranking.py): groups ordered by time-aware MMR whose similarity compares
   `rank_types` and the families, with the groups already read counted as shown, so the next
   round does not re-show the incident the analyst just confirmed; optionally (`mmr_burst`,
@@ -68,7 +70,7 @@ from typing import Any
 import numpy as np
 
 from detectors.base import STATE_FORMAT, Detector, EventBatch, Explanation
-from detectors.ranking import RankedGroups, rank_groups
+from detectors.ranking import RankedGroups, group_alerts, rank_groups
 
 _SEP = "\x1f"
 
@@ -97,6 +99,7 @@ class FeedbackDetector(Detector):
         time_scale_s: float = 300.0,
         time_other_than: str | None = None,
         time_same: str | None = None,
+        time_by_group: bool = False,
         sink_weight: float = 1.0,
         sink_min_types: int = 1,
         alpha: float = 1.0,
@@ -137,7 +140,8 @@ class FeedbackDetector(Detector):
             "sink_types": None if sink_types is None else list(sink_types),
             "time_weight": float(time_weight),
             "time_scale_s": float(time_scale_s), "time_other_than": time_other_than,
-            "time_same": time_same, "sink_weight": float(sink_weight),
+            "time_same": time_same, "time_by_group": bool(time_by_group),
+            "sink_weight": float(sink_weight),
             "sink_min_types": int(sink_min_types), "alpha": float(alpha),
             "family_types": list(family_types),
             "rank_types": None if rank_types is None else list(rank_types),
@@ -348,10 +352,18 @@ class FeedbackDetector(Detector):
         base_scores: np.ndarray | None = None,
     ) -> RankedGroups:
         """Groups of a batch in reading order; `shown` = group ids the analyst has read;
-        `base_scores` as in `score_many`."""
+        `base_scores` as in `score_many`. With `time_by_group`, an alert's time term is the
+        mean over its group's alerts: a group is part of a confirmed attack by the share of
+        its alerts around it, so a chronic group with one alert in that hour stays down."""
+        cfg = self.config
         if scores is None:
             scores = self.score_many(batch, base_scores)
-        cfg = self.config
+            if cfg.get("time_by_group") and cfg["time_weight"] and len(batch):
+                t = self.time_term(batch.times, batch.rows)
+                group_of, _ = group_alerts(batch.rows)
+                sums = np.bincount(group_of, weights=t)
+                mean = sums / np.bincount(group_of, minlength=len(sums))
+                scores = scores + cfg["time_weight"] * (mean[group_of] - t)
         return rank_groups(
             batch.rows, batch.times, scores, lam=cfg["mmr_lambda"],
             bucket_s=cfg["mmr_bucket_s"], shown=shown, similarity_key=self.similarity_key,

@@ -19,7 +19,7 @@ Three optional terms (our own; off by default, measured on AIT in bench/README.m
   of `burst_bucket_s` buckets the group fired in): attack steps come in few bursts, a group
   that fires all day is background even when its pattern is new;
 - `cofire_sim` (co-firing groups are one event): a group whose alerts fall within `cofire_s`
-  seconds of a shown group's alerts, on the same `cofire_key` value (e.g. the same host), is
+  seconds of a shown group's alerts, sharing a `cofire_key` value (e.g. the same host), is
   alike by `cofire_sim` x the share of its alerts that do. Several sensors and rules fire on
   one action within seconds (a web scan raises Wazuh 400s, Wazuh "multiple 400s", AMiner
   new-value alerts on the same host at once): the analyst who read one of them has seen that
@@ -89,15 +89,16 @@ def mmr_order(
     burst_signatures: Sequence[set[int]] | None = None,
     burst_sim: float = 0.0,
     group_times: Sequence[np.ndarray] | None = None,
-    cofire_keys: Sequence[object] | None = None,
+    cofire_keys: Sequence[Sequence[object]] | None = None,
     cofire_s: float = 0.0,
     cofire_sim: float = 0.0,
 ) -> np.ndarray:
     """Greedy MMR over groups; similarity = shared fields x (floor + (1-floor) x time overlap),
     or `burst_sim` x the share of the group's short buckets (`burst_signatures`) the other
     group covers, or `cofire_sim` x the share of the group's alerts within `cofire_s` seconds
-    of the other group's alerts (`group_times`: sorted alert times per group) when both have
-    the same `cofire_keys` value, whichever is largest.
+    of the other group's alerts (`group_times`: sorted alert times per group) when both share
+    a value at some position of their `cofire_keys` tuples (any two groups when the tuples are
+    empty), whichever is largest.
 
     `shown`: groups the analyst has already read; they are left out of the order, and the
     groups like them start with their penalty (read groups count as "already ranked").
@@ -115,8 +116,12 @@ def mmr_order(
         assert group_times is not None and cofire_keys is not None
         first = np.array([t[0] if len(t) else np.inf for t in group_times])
         last = np.array([t[-1] if len(t) else -np.inf for t in group_times])
+        width = len(cofire_keys[0]) if len(cofire_keys) else 0
         index: dict[object, int] = {}
-        ckeys = np.array([index.setdefault(k, len(index)) for k in cofire_keys], dtype=np.int64)
+        ckeys = np.array(
+            [[index.setdefault((p, k[p]), len(index)) for p in range(width)] for k in cofire_keys],
+            dtype=np.int64,
+        ).reshape(n, width)
 
     def similarity(h: int) -> np.ndarray:
         shared = (fields == fields[h]).mean(axis=1)
@@ -131,7 +136,8 @@ def mmr_order(
         if cofire:
             assert group_times is not None
             overlap = (first <= last[h] + cofire_s) & (last >= first[h] - cofire_s)
-            near = (ckeys == ckeys[h]) & overlap
+            near = (ckeys == ckeys[h]).any(axis=1) if width else np.ones(n, dtype=bool)
+            near &= overlap
             near[h] = False
             share = np.zeros(n)
             for c in np.flatnonzero(near & left).tolist():
@@ -165,7 +171,7 @@ def rank_groups(
     chronic_weight: float = 0.0,
     cofire_sim: float = 0.0,
     cofire_s: float = 5.0,
-    cofire_key: Callable[[tuple[str, ...]], object] | None = None,
+    cofire_key: Callable[[tuple[str, ...]], Sequence[object]] | None = None,
 ) -> RankedGroups:
     """Group alerts, score groups by their max alert score, order them by time-aware MMR.
 
@@ -173,7 +179,8 @@ def rank_groups(
     `shown`: group ids already read (left out of `order`, and penalise their look-alikes);
     `similarity_key`: what MMR compares between two groups (default: the whole entity tuple);
     `burst_sim`, `burst_bucket_s`, `chronic_weight`, `cofire_sim`, `cofire_s`: see the module
-    docstring; `cofire_key`: what two co-firing groups must share (default: nothing).
+    docstring; `cofire_key`: a group's values of which two co-firing groups must share one
+    (default: none, any two groups).
     """
     group_of, keys = group_alerts(rows)
     n = len(keys)
@@ -197,7 +204,9 @@ def rank_groups(
             gs, sim_keys, sig, lam=lam, floor=floor, shown=shown,
             burst_signatures=bursts, burst_sim=burst_sim,
             group_times=_group_times(group_of, times, n) if cofire else None,
-            cofire_keys=[cofire_key(k) if cofire_key else "" for k in keys] if cofire else None,
+            cofire_keys=[tuple(cofire_key(k)) if cofire_key else () for k in keys]
+            if cofire
+            else None,
             cofire_s=cofire_s, cofire_sim=cofire_sim,
         )  # fmt: skip
     return RankedGroups(order=order, group_of=group_of, scores=gs, keys=keys)

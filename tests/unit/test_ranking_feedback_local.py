@@ -131,3 +131,31 @@ def test_local_options_round_trip_identical_scores_and_ranks() -> None:
     back = FeedbackDetector.from_state(*det.state_dict())
     np.testing.assert_array_equal(back.score_many(test), det.score_many(test))
     assert back.rank(test, shown=[0]).order.tolist() == det.rank(test, shown=[0]).order.tolist()
+
+
+def test_time_by_group_lifts_a_group_by_its_share_in_the_confirmed_hour() -> None:
+    kw = dict(time_weight=3.0, time_scale_s=600.0, time_same="host", lift_types=(),
+              sink_types=())  # fmt: skip
+    attack_t = DAY + 3600.0
+    chronic = [_row("W-All-Ids", "web")] * 10  # fires all week, once in the attack's minutes
+    chronic_t = [*(attack_t - k * DAY / 2 for k in range(1, 10)), attack_t + 60.0]
+    test = _batch([*chronic, _row("A-Aud-Com2", "web")], [*chronic_t, attack_t + 120.0])
+    lifted = {}
+    for by_group in (False, True):
+        det = FeedbackDetector(TYPES, time_by_group=by_group, **kw)  # type: ignore[arg-type]
+        det.learn_many(_warmup())
+        before = det.rank(test).scores
+        det.learn_labels(_batch([_row("S-Scan", "web")], [attack_t]), [1])
+        lifted[by_group] = det.rank(test).scores - before
+    assert lifted[False][0] > 2.5 and lifted[True][0] < 0.5  # one alert of ten in that hour
+    assert lifted[True][1] == pytest.approx(lifted[False][1])  # one alert: its own term
+    assert lifted[True][1] > 2.4  # 3 x exp(-120 / 600)
+
+
+def test_cofire_key_with_several_values_matches_any_of_them() -> None:
+    rows = [("a", "h1", "r1"), ("b", "h2", "r1"), ("c", "h3", "r2")]
+    times = np.array([0.0, 1.0, 2.0])
+    scores = np.array([10.0, 9.9, 9.8])
+    ranked = rank_groups(rows, times, scores, lam=2.0, cofire_sim=1.5, cofire_s=5.0,
+                         cofire_key=lambda k: (k[1], k[2]))  # fmt: skip
+    assert ranked.order.tolist() == [0, 2, 1]  # b shares the rule with a, c shares nothing
