@@ -14,6 +14,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import KafkaException as RdKafkaException
+from confluent_kafka.admin import AdminClient
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import (
@@ -24,7 +27,7 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from service.producer import Delivery, OutputProducer, PublishError
+from service.producer import Delivery, OutputProducer, PublishError, librdkafka_config
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -299,6 +302,11 @@ def wait_for_broker(settings: Settings, timeout_s: float = 120.0) -> None:
                 f"Authentication failed: {exc}"
             ) from None
         except KafkaError as exc:
+            refusal = login_refusal(settings) if settings.sasl_mechanism else None
+            if refusal is not None:
+                raise StartupError(
+                    f"Kafka at {settings.kafka_bootstrap} refused the login ({who}): {refusal}"
+                ) from None
             if time.monotonic() + delay > deadline:
                 raise StartupError(
                     f"cannot reach Kafka at {settings.kafka_bootstrap} ({who}) within "
@@ -308,3 +316,20 @@ def wait_for_broker(settings: Settings, timeout_s: float = 120.0) -> None:
             log.warning("Kafka not answering yet (%s); retrying in %.1f s", exc, delay)
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+def login_refusal(settings: Settings, timeout_s: float = 10.0) -> str | None:
+    """The broker's reason when it refuses our SASL login, asked through librdkafka: it
+    reports an authentication failure every time, where kafka-python does only when it reads
+    the broker's error before the connection drops (otherwise: "Unable to bootstrap")."""
+    refused: list[str] = []
+
+    def on_error(err: RdKafkaError) -> None:
+        if err.code() == RdKafkaError._AUTHENTICATION:
+            refused.append(err.str())
+
+    admin = AdminClient({**librdkafka_config(settings), "error_cb": on_error, "logger": log})
+    with contextlib.suppress(RdKafkaException):
+        admin.list_topics(timeout=timeout_s)
+    admin.poll(0)  # serve the error callbacks
+    return refused[0] if refused else None
