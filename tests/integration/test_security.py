@@ -163,6 +163,20 @@ def _serve_env(broker: SecureBroker, state: Path, password: str, **settings: str
     return env
 
 
+def _settings(broker: SecureBroker, state: Path, password: str, **extra: str) -> Settings:
+    """What an embedding application gives the pipeline to reach the SASL_SSL listener."""
+    return Settings(
+        kafka_bootstrap=broker.sasl_ssl,
+        security_protocol="SASL_SSL",
+        sasl_mechanism=MECHANISM,
+        sasl_username=USER,
+        sasl_password=password,
+        ssl_cafile=broker.cafile,
+        state_dir=state,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
 def _events(n: int) -> list[bytes]:
     return [
         orjson.dumps(
@@ -269,36 +283,16 @@ def test_wrong_password_is_refused_clearly_and_never_logged(
 def test_a_refused_login_is_told_apart_from_an_unreachable_broker(
     secure_broker: SecureBroker, tmp_path: Path
 ) -> None:
-    def settings(password: str) -> Settings:
-        return Settings(
-            kafka_bootstrap=secure_broker.sasl_ssl,
-            security_protocol="SASL_SSL",
-            sasl_mechanism=MECHANISM,
-            sasl_username=USER,
-            sasl_password=password,
-            ssl_cafile=secure_broker.cafile,
-            state_dir=tmp_path,
-        )
-
-    refusal = login_refusal(settings("Wr0ng-pass-for-this-test-q4"))
+    refusal = login_refusal(_settings(secure_broker, tmp_path, "Wr0ng-pass-for-this-test-q4"))
     assert refusal is not None and "invalid credentials" in refusal, refusal
-    assert login_refusal(settings(PASSWORD)) is None, "the right login is not refused"
+    assert login_refusal(_settings(secure_broker, tmp_path, PASSWORD)) is None, "not refused"
 
 
 def test_password_stays_out_of_debug_logs_when_embedded(
     secure_broker: SecureBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)  # an embedding application's logging, every library
-    s = Settings(
-        kafka_bootstrap=secure_broker.sasl_ssl,
-        security_protocol="SASL_SSL",
-        sasl_mechanism=MECHANISM,
-        sasl_username=USER,
-        sasl_password=PASSWORD,
-        ssl_cafile=secure_broker.cafile,
-        state_dir=tmp_path,
-        events_topic=f"secure-embedded-{os.getpid()}",
-    )
+    s = _settings(secure_broker, tmp_path, PASSWORD, events_topic=f"secure-embedded-{os.getpid()}")
     ensure_topics(s)  # the admin client: the first Kafka client the pipeline creates
     leaks = [
         f"{r.name}:{r.levelname}: {r.getMessage()[:120]}"
