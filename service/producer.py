@@ -77,7 +77,7 @@ class OutputProducer:
                 "client.id": client_id,
                 "acks": "all",
                 "enable.idempotence": True,
-                "linger.ms": 5,
+                "linger.ms": 1,  # a batch is handed over at once: little to gain by waiting
                 "message.max.bytes": max_request_bytes,
                 "compression.type": "none",
                 "queue.buffering.max.messages": 1_000_000,
