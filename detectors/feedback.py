@@ -352,9 +352,10 @@ class FeedbackDetector(Detector):
         base_scores: np.ndarray | None = None,
     ) -> RankedGroups:
         """Groups of a batch in reading order; `shown` = group ids the analyst has read;
-        `base_scores` as in `score_many`. With `time_by_group`, an alert's time term is the
-        mean over its group's alerts: a group is part of a confirmed attack by the share of
-        its alerts around it, so a chronic group with one alert in that hour stays down."""
+        `base_scores` as in `score_many`. With `time_by_group` (and `scores` not given), an
+        alert's time term is the mean over its group's alerts: a group is part of a confirmed
+        attack by the share of its alerts around it, so a chronic group with one alert in that
+        hour stays down."""
         cfg = self.config
         if scores is None:
             scores = self.score_many(batch, base_scores)
