@@ -113,9 +113,10 @@ class GroupBook:
         if g.model_score is not None:  # scored by the newest model, like the re-score
             g.model_score = max(g.model_score, alert["score"])
         if alert["score"] >= g.top_score or not g.why:
+            if alert["score"] > g.top_score or not g.why:  # a storm's equal scores: kept
+                g.why = _why(alert)
             g.top_score = max(g.top_score, alert["score"])
             g.percentile = max(g.percentile, alert["percentile"])
-            g.why = _why(alert)
         if _SEVERITY_RANK[alert["severity"]] > _SEVERITY_RANK[g.severity]:
             g.severity = alert["severity"]
         alert["group_count"] = g.count
