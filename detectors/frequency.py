@@ -47,11 +47,19 @@ class FrequencyDetector(Detector):
             return
         if self.half_life_events > 0:
             self._decay(0.5 ** (n / self.half_life_events))
-        cols = list(zip(*batch.rows, strict=True))
-        for counts, col in zip(self.counts_, cols, strict=True):
-            counts.update(col)
-        for counter, (i, j) in zip(self.pair_counts_, self._pairs, strict=True):
-            counter.update(zip(cols[i], cols[j], strict=True))
+        rows = Counter(map(tuple, batch.rows))  # rows may be any sequence
+        if len(rows) * 4 <= n:  # repetitive traffic: count each distinct row once, weighted
+            for row, c in rows.items():
+                for counts, v in zip(self.counts_, row, strict=True):
+                    counts[v] += c
+                for counter, (i, j) in zip(self.pair_counts_, self._pairs, strict=True):
+                    counter[row[i], row[j]] += c
+        else:  # mostly distinct rows: per column at C speed
+            cols = list(zip(*batch.rows, strict=True))
+            for counts, col in zip(self.counts_, cols, strict=True):
+                counts.update(col)
+            for counter, (i, j) in zip(self.pair_counts_, self._pairs, strict=True):
+                counter.update(zip(cols[i], cols[j], strict=True))
         self.events_seen_ += n
 
     def _decay(self, factor: float) -> None:
