@@ -12,8 +12,9 @@ An attack step whose alerts never crossed the threshold is "missed": no reading 
     python -m bench.product --json [--data ../shared/datasets] [--detector frequency]
 
 Configurations, each measured in the same run: learning at once or held back
-(`--learn-delay-s`, service/holdback.py), and group ranking by score alone or diverse
-(`--group-diversity`, time-aware MMR in service/groups.py).
+(`--learn-delay-s`, service/holdback.py), group ranking by score alone or diverse
+(`--group-diversity`, time-aware MMR in service/groups.py), and co-firing groups counted as
+one action or not (`--group-cofire-s`, 0 = off).
 
 Then the analyst loop through the service, on the default settings: each round the simulated
 analyst of protocol v2 reads the top 5 unread groups of the group book and gives each its
@@ -130,7 +131,7 @@ def simulate_analyst(
 
 def run_scenario(
     path: Path, detector: str, delays: list[float], lambdas: list[float], percentile: float,
-    default: tuple[float, float],
+    default: tuple[float, float, float], cofires: list[float],
 ) -> dict[str, Any]:  # fmt: skip
     rows = sorted(read_records(path), key=lambda r: float(r["time"]))
     attack_start = next(float(r["time"]) for r in rows if r["time_label"] != "false_positive")
@@ -152,7 +153,7 @@ def run_scenario(
         "configs": [],
     }  # fmt: skip
     for delay in [*delays, default[0], default[0]]:
-        analyst = len(out["configs"]) >= len(delays) * len(lambdas)  # the last two passes
+        analyst = len(out["configs"]) >= len(delays) * len(lambdas) * len(cofires)  # last two
         t0 = time.perf_counter()
         decoder = Decoder(config, 1 << 18)
         scorer = Scorer(
@@ -162,8 +163,9 @@ def run_scenario(
             learn_delay_s=delay,
         )  # fmt: skip
         model = ModelRef(name=detector, version="bench")
-        books = {lam: GroupBook(mmr_lambda=lam, rerank_s=0) for lam in
-                 ([default[1]] if analyst else lambdas)}  # fmt: skip
+        books = {(lam, c): GroupBook(mmr_lambda=lam, rerank_s=0, cofire_s=c)
+                 for lam in ([default[1]] if analyst else lambdas)
+                 for c in ([default[2]] if analyst else cofires)}  # fmt: skip
         raised = on_attack = 0
         for i in range(0, len(records), 2000):
             events, _ = decoder.decode_many(records[i : i + 2000])
@@ -177,13 +179,14 @@ def run_scenario(
         seconds = time.perf_counter() - t0
         if analyst:
             learn = "feedback" not in out
-            result = simulate_analyst(books[default[1]], scorer, steps_of, steps, learn)
+            result = simulate_analyst(books[default[1:]], scorer, steps_of, steps, learn)
             out["feedback" if learn else "no_feedback"] = result
             continue
-        for lam, book in books.items():
+        for (lam, cofire), book in books.items():
             n_all, n_all1, missed = groups_to_see(book.ranked(), steps_of, steps)
             out["configs"].append({
-                "learn_delay_s": delay, "group_diversity": lam, "all": n_all, "all_1": n_all1,
+                "learn_delay_s": delay, "group_diversity": lam, "group_cofire_s": cofire,
+                "all": n_all, "all_1": n_all1,
                 "missed_steps": missed, "alerts": raised, "alert_groups": len(book.groups),
                 "alerts_on_attack_events": on_attack,
                 "seconds": round(seconds, 1),
@@ -198,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alert-percentile", type=float, default=DEFAULTS["alert_percentile"].default)
     ap.add_argument("--learn-delay-s", type=float, nargs="+", default=[0.0, 600.0])
     ap.add_argument("--group-diversity", type=float, nargs="+", default=[0.0, 1.0, 2.0])
+    ap.add_argument("--group-cofire-s", type=float, nargs="+",
+                    default=[0.0, DEFAULTS["group_cofire_s"].default])  # fmt: skip
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = ap.parse_args(argv)
     files = sorted((args.data / "ait-ads").glob("*_alerts.csv*"))
@@ -206,15 +211,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = []
     for f in files:
-        default = (DEFAULTS["learn_delay_s"].default, DEFAULTS["group_diversity"].default)
+        default = (DEFAULTS["learn_delay_s"].default, DEFAULTS["group_diversity"].default,
+                   DEFAULTS["group_cofire_s"].default)  # fmt: skip
         res = run_scenario(f, args.detector, args.learn_delay_s, args.group_diversity,
-                           args.alert_percentile, default)  # fmt: skip
+                           args.alert_percentile, default, args.group_cofire_s)  # fmt: skip
         results.append(res)
         if not args.json:
             for c in res["configs"]:
                 print(
                     f"{res['scenario']:16} delay {c['learn_delay_s']:>6.0f}s diversity "
-                    f"{c['group_diversity']:.1f}: all {c['all']} all-1 {c['all_1']} missed "
+                    f"{c['group_diversity']:.1f} co-fire {c['group_cofire_s']:g}s: all "
+                    f"{c['all']} all-1 {c['all_1']} missed "
                     f"{c['missed_steps']} ({c['alert_groups']} groups, {c['alerts']} alerts, "
                     f"{c['alerts_on_attack_events']} of {res['test_attack_events']} attack events)"
                 )

@@ -69,14 +69,20 @@ def _group_times(group_of: np.ndarray, times: np.ndarray, n: int) -> list[np.nda
     return [times[order[bounds[g] : bounds[g + 1]]] for g in range(n)]
 
 
-def cofire_share(mine: np.ndarray, other: np.ndarray, within_s: float) -> float:
-    """Share of the (sorted) times `mine` that lie within `within_s` of a time in `other`."""
+def cofire_share(
+    mine: np.ndarray, other: np.ndarray, within_s: float, weights: np.ndarray | None = None
+) -> float:
+    """Share of the (sorted) times `mine` that lie within `within_s` of a time in `other`;
+    `weights`: how many alerts each of `mine` stands for (default one each)."""
     if len(mine) == 0 or len(other) == 0:
         return 0.0
     i = np.searchsorted(other, mine)
     left = np.abs(mine - other[np.clip(i - 1, 0, len(other) - 1)])
     right = np.abs(other[np.clip(i, 0, len(other) - 1)] - mine)
-    return float((np.minimum(left, right) <= within_s).mean())
+    near = np.minimum(left, right) <= within_s
+    if weights is None:
+        return float(near.mean())
+    return float(weights[near].sum() / max(weights.sum(), 1e-12))
 
 
 def mmr_order(
@@ -92,13 +98,15 @@ def mmr_order(
     cofire_keys: Sequence[Sequence[object]] | None = None,
     cofire_s: float = 0.0,
     cofire_sim: float = 0.0,
+    group_weights: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Greedy MMR over groups; similarity = shared fields x (floor + (1-floor) x time overlap),
     or `burst_sim` x the share of the group's short buckets (`burst_signatures`) the other
     group covers, or `cofire_sim` x the share of the group's alerts within `cofire_s` seconds
     of the other group's alerts (`group_times`: sorted alert times per group) when both share
     a value at some position of their `cofire_keys` tuples (any two groups when the tuples are
-    empty), whichever is largest.
+    empty), whichever is largest; `group_weights`: alerts per entry of `group_times` (when
+    each entry stands for several alerts at that time).
 
     `shown`: groups the analyst has already read; they are left out of the order, and the
     groups like them start with their penalty (read groups count as "already ranked").
@@ -141,7 +149,8 @@ def mmr_order(
             near[h] = False
             share = np.zeros(n)
             for c in np.flatnonzero(near & left).tolist():
-                share[c] = cofire_share(group_times[c], group_times[h], cofire_s)
+                weights = None if group_weights is None else group_weights[c]
+                share[c] = cofire_share(group_times[c], group_times[h], cofire_s, weights)
             shared = np.maximum(shared, cofire_sim * share)
         return shared
 

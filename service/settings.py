@@ -121,6 +121,17 @@ class Settings(BaseSettings):
         description="how strongly alert groups like one ranked above them "
         "(same entities, same hours) wait: time-aware MMR; 0 = rank by score alone",
     )
+    group_cofire_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="alert groups firing within this many seconds of a group ranked above "
+        "them on the same --group-cofire-fields value wait, as one action seen by several "
+        "rules; 0 = off",
+    )
+    group_cofire_fields: str = Field(
+        default="host",
+        description="comma-separated entity types two co-firing groups must share a value of",
+    )
     feedback_weight: float = Field(
         default=1.0, ge=0, description="how strongly verdicts move look-alikes' scores"
     )

@@ -90,3 +90,59 @@ def test_diverse_ranking_puts_a_distinct_threat_before_one_incidents_second_patt
     assert diverse.rank_of("g-dns-exfil-dns") == 2
     again = GroupBook.from_state(diverse.state(), mmr_lambda=1.0)  # buckets survive a restart
     assert [g.group_id for g in again.ranked()] == [g.group_id for g in diverse.ranked()]
+
+
+def _cofire_alerts() -> list[dict]:
+    """One scan step on host `web` trips two rules (different names and codes, so the
+    field-based MMR sees little alike) within 3 s, in a storm of alerts; a different action
+    on host `db` half an hour later scores between them."""
+
+    def alert(aid: str, name: str, short: str, host: str, score: float, t: float) -> dict:
+        entities = {"name": name, "short": short, "ip": "10.0.0.9", "host": host}
+        base = _alert(aid, f"g-{name}-{host}", score, host=host)
+        return {**base, "event_time": t, "entities": entities}
+
+    t0 = 3600.0 * 5
+    storm = [alert(f"s{i}", "scan-ids", "S-Scan", "web", 9.0, t0 + i * 0.01) for i in range(300)]
+    return [
+        *storm,
+        alert("a2", "auth-burst", "A-Aud", "web", 8.6, t0 + 3.0),
+        alert("a3", "dns-exfil", "D-Exf", "db", 8.5, t0 + 1800.0),
+    ]
+
+
+def test_co_firing_groups_on_one_host_count_as_one_action() -> None:
+    """With co-firing on (the service default) the second rule of the same step waits behind
+    the other host's action; with it off the field-based MMR keeps it second. The seconds a
+    group fired in (a storm is one second's run) survive a restart."""
+    on, off = GroupBook(mmr_lambda=2.0), GroupBook(mmr_lambda=2.0, cofire_s=0)
+    other_host = GroupBook(mmr_lambda=2.0, cofire_fields="ip")  # shared ip: co-fire too
+    for a in _cofire_alerts():
+        for book in (on, off, other_host):
+            book.add(dict(a))
+    assert [g.entities["name"] for g in off.ranked()] == ["scan-ids", "auth-burst", "dns-exfil"]
+    assert [g.entities["name"] for g in on.ranked()] == ["scan-ids", "dns-exfil", "auth-burst"]
+    assert [g.entities["name"] for g in other_host.ranked()][1] == "dns-exfil"
+    storm = on.groups["g-scan-ids-web"]
+    assert sum(storm.fired) == 300 and len(storm.seconds) == 3  # 300 alerts in 3 seconds
+    again = GroupBook.from_state(on.state(), mmr_lambda=2.0)
+    assert [g.group_id for g in again.ranked()] == [g.group_id for g in on.ranked()]
+    assert list(again.groups["g-scan-ids-web"].fired) == list(storm.fired)
+
+
+def test_co_firing_needs_a_shared_value_and_nearby_times() -> None:
+    """The same two rules on different hosts, or on one host an hour apart, are not one
+    action: co-firing leaves their order as the field-based MMR gives it."""
+    for change in ({"host": "mail"}, {"time": 3600.0}):
+        alerts = _cofire_alerts()
+        second = alerts[-2]
+        if "host" in change:
+            second["entities"] = {**second["entities"], "host": change["host"]}
+            second["group_id"] = "g-auth-burst-mail"
+        else:
+            second["event_time"] += change["time"]
+        on, off = GroupBook(mmr_lambda=2.0), GroupBook(mmr_lambda=2.0, cofire_s=0)
+        for a in alerts:
+            on.add(dict(a))
+            off.add(dict(a))
+        assert [g.group_id for g in on.ranked()] == [g.group_id for g in off.ranked()], change
