@@ -18,6 +18,8 @@ import numpy as np
 SEVERITIES: tuple[tuple[str, float], ...] = (
     ("critical", 99.9), ("high", 99.0), ("medium", 95.0), ("low", 0.0),
 )  # fmt: skip
+_NAMES = [name for name, _ in SEVERITIES]
+_CUTS = np.array([cut for _, cut in SEVERITIES])
 
 
 class QuantileCalibrator:
@@ -68,10 +70,12 @@ class QuantileCalibrator:
 
     @staticmethod
     def severity(percentiles: np.ndarray) -> list[str]:
-        out = []
-        for p in np.asarray(percentiles, dtype=np.float64).tolist():
-            out.append(next(name for name, cut in SEVERITIES if p >= cut))
-        return out
+        """The severity of each percentile: the first of SEVERITIES whose cut it reaches (a
+        NaN, never an alert's, is low). At once for a batch: an alert storm is thousands."""
+        p = np.asarray(percentiles, dtype=np.float64).reshape(-1)
+        short_of = (p[:, None] < _CUTS).sum(axis=1)  # the cuts descend: a prefix is missed
+        short_of[np.isnan(p)] = len(_CUTS) - 1
+        return [_NAMES[i] for i in short_of.tolist()]
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         return {"reservoir": self.reservoir.copy()}, {

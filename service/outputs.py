@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from detectors.calibration import QuantileCalibrator
 from schemas import DeadLetter, ModelRef, ScoreRecord
 from schemas.base import SCHEMA_VERSION
 from service.confidence import LOW_CONFIDENCE, confidence
@@ -54,22 +55,44 @@ def build_alerts(scored: ScoredKind, model: ModelRef) -> Iterator[dict[str, Any]
     now = time.time()
     model_d = {"name": model.name, "version": model.version}
     order = sorted(scored.explanations, key=lambda i: -float(scored.scores[i]))
-    judged: dict[int, tuple[float, dict[str, float]]] = {}  # by explanation: one per pattern
-    for i in order:
+    severities = QuantileCalibrator.severity(scored.percentiles[order]) if order else []
+    # what the alerts of one pattern share (its explanation is explained once per batch):
+    # entities, group id, confidence, explanation; read-only once built
+    shared: dict[int, tuple[dict[str, str], str, float, dict[str, float], list, list]] = {}
+    for i, severity in zip(order, severities, strict=True):
         ev = scored.events[i]
         rec = ev.record
         expl = scored.explanations[i]
-        entities = dict(ev.event.entities)
-        if id(expl) not in judged:
-            judged[id(expl)] = confidence(
+        pattern = shared.get(id(expl))
+        if pattern is None:
+            entities = dict(ev.event.entities)
+            conf, parts = confidence(
                 scored.events_seen, scored.calibration_seen, scored.calibration_min_samples,
                 [r.count for r in expl.rarity],
             )  # fmt: skip
-        conf, parts = judged[id(expl)]
+            pairs = [
+                {"type_a": p.type_a, "value_a": p.value_a, "type_b": p.type_b,
+                 "value_b": p.value_b, "contribution": float(p.contribution)}
+                for p in expl.pairs
+            ]  # fmt: skip
+            rarity = [
+                {"type": r.entity_type, "value": r.value, "count": float(r.count),
+                 "frequency": float(r.frequency)}
+                for r in expl.rarity
+            ]  # fmt: skip
+            pattern = shared[id(expl)] = (
+                entities,
+                group_id(scored.kind, entities),
+                conf,
+                parts,
+                pairs,
+                rarity,
+            )
+        entities, gid, conf, parts, pairs, rarity = pattern
         yield {
             "schema_version": SCHEMA_VERSION,
             "alert_id": alert_id(rec.topic, rec.partition, rec.offset, model.version),
-            "group_id": group_id(scored.kind, entities),
+            "group_id": gid,
             "group_rank": 0,  # set by the group book
             "group_count": 1,
             "kind": scored.kind,
@@ -77,24 +100,16 @@ def build_alerts(scored: ScoredKind, model: ModelRef) -> Iterator[dict[str, Any]
             "detected_at": now,
             "score": float(scored.scores[i]),
             "percentile": float(scored.percentiles[i]),
-            "severity": scored.severity(i),
+            "severity": severity,
             "confidence_score": conf,
             "low_confidence": conf < LOW_CONFIDENCE,
             "model": model_d,
             "entities": entities,
-            "explanation": [
-                {"type_a": p.type_a, "value_a": p.value_a, "type_b": p.type_b,
-                 "value_b": p.value_b, "contribution": float(p.contribution)}
-                for p in expl.pairs
-            ],
-            "rarity": [
-                {"type": r.entity_type, "value": r.value, "count": float(r.count),
-                 "frequency": float(r.frequency)}
-                for r in expl.rarity
-            ],
+            "explanation": pairs,
+            "rarity": rarity,
             "origin": {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset,
                        "timestamp_ms": rec.timestamp},
-            "attributes": {**_bounded(dict(ev.event.attributes)), "confidence": dict(parts)},
+            "attributes": {**_bounded(dict(ev.event.attributes)), "confidence": parts},
         }  # fmt: skip
 
 

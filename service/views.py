@@ -43,14 +43,20 @@ def traceparent(headers: Sequence[tuple[str, bytes]] | None) -> bytes | None:
 
 
 def cloudevent_headers(
-    ce_id: str, ce_type: str, source: str, schema: str, trace: bytes | None
+    ce_id: str,
+    ce_type: str,
+    source: str,
+    schema: str,
+    trace: bytes | None,
+    at: bytes | None = None,
 ) -> list[Header]:
+    """CloudEvents' Kafka binding headers; `at`: ce_time, ISO 8601 (default now)."""
     headers = [
         ("ce_specversion", CE_SPECVERSION),
         ("ce_id", ce_id.encode()),
         ("ce_source", source.encode()),
         ("ce_type", ce_type.encode()),
-        ("ce_time", datetime.now(UTC).isoformat().encode()),
+        ("ce_time", at or datetime.now(UTC).isoformat().encode()),
         ("ce_dataschema", f"{SCHEMA_BASE}/{schema}".encode()),
         ("content-type", b"application/json"),
     ]
@@ -86,6 +92,7 @@ class AlertViews:
         """A batch's alerts: each on the alerts (and ECS) topic, and one OCSF finding record
         per group they fall in. `traces`: W3C trace context by the origin (topic, partition,
         offset) of the input records that carried one."""
+        at = datetime.now(UTC).isoformat().encode()  # one time for the batch's records
         for alert in alerts:
             key = alert["group_id"].encode()
             aid = alert["alert_id"]
@@ -93,13 +100,13 @@ class AlertViews:
             yield (
                 self.alerts_topic, key, orjson.dumps(alert),
                 cloudevent_headers(aid, "dev.outrider.alert.v1", self.source,
-                                   "alert.schema.json", trace),
+                                   "alert.schema.json", trace, at),
             )  # fmt: skip
             if self.ecs_topic:
                 yield (
                     self.ecs_topic, key, orjson.dumps(to_ecs(alert)),
                     cloudevent_headers(aid, "dev.outrider.alert.ecs.v1", self.source,
-                                       "ecs/8.17", trace),
+                                       "ecs/8.17", trace, at),
                 )  # fmt: skip
         if self.findings is None or not alerts:
             return
@@ -109,7 +116,7 @@ class AlertViews:
                 self.findings_topic, uid.encode(), orjson.dumps(finding),
                 cloudevent_headers(f"{uid}:{newest['alert_id']}", "dev.outrider.finding.ocsf.v1",
                                    self.source, "ocsf/1.x/detection_finding",
-                                   traces.get(_origin(newest))),
+                                   traces.get(_origin(newest)), at),
             )  # fmt: skip
 
     def close(self, feedback: Feedback) -> Iterator[Output]:

@@ -16,6 +16,10 @@ def test_percentile_is_monotone_and_bounded() -> None:
     assert (np.diff(p) >= 0).all() and p[0] == 0.0 and p[-1] == 100.0
     assert cal.severity(np.array([10.0, 96.0, 99.5, 99.95])) == ["low", "medium", "high",
                                                                    "critical"]  # fmt: skip
+    # each cut belongs to its severity; a batch at once; NaN (never an alert's) is low
+    cuts = np.array([0.0, 94.99, 95.0, 99.0, 99.9, 100.0, np.nan])
+    assert cal.severity(cuts) == ["low", "low", "medium", "high", "critical", "critical", "low"]
+    assert cal.severity(np.array([])) == []
 
 
 def test_calibrator_state_round_trip_and_reservoir_bounded() -> None:
