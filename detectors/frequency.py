@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from itertools import combinations
+from itertools import combinations, repeat
 from typing import Any
 
 import numpy as np
@@ -71,7 +71,7 @@ class FrequencyDetector(Detector):
     # -- scoring --------------------------------------------------------------------------
     def _surprisal(self, counts: Counter[str], values: Sequence[str]) -> np.ndarray:
         total = self.events_seen_ + len(counts) + 1.0  # add-one over seen values + one unseen
-        c = np.fromiter((counts.get(v, 0.0) for v in values), dtype=np.float64, count=len(values))
+        c = np.fromiter(map(counts.get, values, repeat(0.0)), dtype=np.float64, count=len(values))
         return -np.log((c + 1.0) / total)
 
     def score_many(self, batch: EventBatch) -> np.ndarray:
