@@ -149,9 +149,8 @@ class KafkaIO:
     @staticmethod
     def next_offsets(records: Sequence[Any]) -> dict[TopicPartition, int]:
         """Per partition, the offset after the last record of the batch."""
-        nxt: dict[tuple[str, int], int] = {}
-        for r in records:  # records of a partition come in offset order
-            nxt[(r.topic, r.partition)] = r.offset + 1
+        # records of a partition come in offset order: the last one of each wins
+        nxt = {(r.topic, r.partition): r.offset + 1 for r in records}
         return {TopicPartition(t, p): o for (t, p), o in nxt.items()}
 
     def commit(self, records: Sequence[Any], wait: bool = False) -> bool:
