@@ -63,9 +63,6 @@ class ScoredKind:
     calibration_seen: int = 0  # the kind's calibration sample size then
     calibration_min_samples: int = 1
 
-    def severity(self, i: int) -> str:
-        return QuantileCalibrator.severity(self.percentiles[i : i + 1])[0]
-
 
 def explain(det: Detector, batch: EventBatch, flagged: list[int]) -> dict[int, Explanation]:
     """Explanations of the flagged events, each distinct pattern explained once: an

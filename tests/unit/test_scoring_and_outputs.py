@@ -57,7 +57,9 @@ def test_no_alert_before_calibration_then_rare_events_alert() -> None:
     part = scorer.score(_events(500, odd_every=100))[0]
     flagged = set(np.flatnonzero(part.alerted).tolist())
     assert flagged == {99, 199, 299, 399, 499}
-    assert all(part.severity(i) in {"medium", "high", "critical"} for i in flagged)
+    alerts = list(build_alerts(part, ModelRef(name="frequency", version="v")))
+    assert len(alerts) == len(flagged)
+    assert all(a["severity"] in {"medium", "high", "critical"} for a in alerts)
 
 
 def test_flagged_events_are_not_learned() -> None:
