@@ -47,9 +47,10 @@ class FrequencyDetector(Detector):
             return
         if self.half_life_events > 0:
             self._decay(0.5 ** (n / self.half_life_events))
-        rows = Counter(map(tuple, batch.rows))  # rows may be any sequence
-        if len(rows) * 4 <= n:  # repetitive traffic: count each distinct row once, weighted
-            for row, c in rows.items():
+        head = batch.rows[:256]  # a look at the batch's start decides how to count it
+        if len(set(map(tuple, head))) * 4 <= len(head):
+            # repetitive traffic: count each distinct row once, weighted
+            for row, c in Counter(map(tuple, batch.rows)).items():  # rows: any sequence
                 for counts, v in zip(self.counts_, row, strict=True):
                     counts[v] += c
                 for counter, (i, j) in zip(self.pair_counts_, self._pairs, strict=True):
