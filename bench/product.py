@@ -131,7 +131,8 @@ def simulate_analyst(
 
 def run_scenario(
     path: Path, detector: str, delays: list[float], lambdas: list[float], percentile: float,
-    default: tuple[float, float, float], cofires: list[float],
+    default: tuple[float, float, float, float], cofires: list[float],
+    time_weights: list[float],
 ) -> dict[str, Any]:  # fmt: skip
     rows = sorted(read_records(path), key=lambda r: float(r["time"]))
     attack_start = next(float(r["time"]) for r in rows if r["time_label"] != "false_positive")
@@ -152,15 +153,22 @@ def run_scenario(
         "test_events": len(test), "test_attack_events": sum(r["event_label"] != "-" for r in test),
         "configs": [],
     }  # fmt: skip
-    for delay in [*delays, default[0], default[0]]:
-        analyst = len(out["configs"]) >= len(delays) * len(lambdas) * len(cofires)  # last two
+    # the configurations, then the analyst loop at each verdict time weight and unlearned
+    runs = [(delay, None, 0.0) for delay in delays]
+    runs += [(default[0], "feedback", w) for w in time_weights]
+    runs += [(default[0], "no_feedback", 0.0)]
+    for delay, analyst, time_weight in runs:
         t0 = time.perf_counter()
         decoder = Decoder(config, 1 << 18)
         scorer = Scorer(
             config, detector=detector, alert_percentile=percentile,
             calibration_window=DEFAULTS["calibration_window"].default,
             calibration_min_samples=DEFAULTS["calibration_min_samples"].default,
-            learn_delay_s=delay,
+            learn_delay_s=delay, verdict_time_weight=time_weight,
+            verdict_time_scale_s=DEFAULTS["verdict_time_scale_s"].default,
+            verdict_time_field=DEFAULTS["verdict_time_field"].default,
+            verdict_lift_weight=DEFAULTS["verdict_lift_weight"].default,
+            verdict_sink_min_fields=DEFAULTS["verdict_sink_min_fields"].default,
         )  # fmt: skip
         model = ModelRef(name=detector, version="bench")
         books = {(lam, c): GroupBook(mmr_lambda=lam, rerank_s=0, cofire_s=c)
@@ -178,9 +186,12 @@ def run_scenario(
                             book.add(dict(alert))
         seconds = time.perf_counter() - t0
         if analyst:
-            learn = "feedback" not in out
-            result = simulate_analyst(books[default[1:]], scorer, steps_of, steps, learn)
-            out["feedback" if learn else "no_feedback"] = result
+            learn = analyst == "feedback"
+            result = simulate_analyst(books[default[1:3]], scorer, steps_of, steps, learn)
+            if learn:
+                out.setdefault("feedback_by_verdict_time_weight", {})[time_weight] = result
+            if not learn or time_weight == default[3]:
+                out[analyst] = result
             continue
         for (lam, cofire), book in books.items():
             n_all, n_all1, missed = groups_to_see(book.ranked(), steps_of, steps)
@@ -203,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--group-diversity", type=float, nargs="+", default=[0.0, 1.0, 2.0])
     ap.add_argument("--group-cofire-s", type=float, nargs="+",
                     default=[0.0, DEFAULTS["group_cofire_s"].default])  # fmt: skip
+    ap.add_argument("--verdict-time-weight", type=float, nargs="+", default=[0.0],
+                    help="analyst loop also at these (the default always runs)")  # fmt: skip
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = ap.parse_args(argv)
     files = sorted((args.data / "ait-ads").glob("*_alerts.csv*"))
@@ -211,10 +224,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = []
     for f in files:
-        default = (DEFAULTS["learn_delay_s"].default, DEFAULTS["group_diversity"].default,
-                   DEFAULTS["group_cofire_s"].default)  # fmt: skip
+        default = (
+            DEFAULTS["learn_delay_s"].default,
+            DEFAULTS["group_diversity"].default,
+            DEFAULTS["group_cofire_s"].default,
+            DEFAULTS["verdict_time_weight"].default,
+        )
+        time_weights = sorted({*args.verdict_time_weight, default[3]})
         res = run_scenario(f, args.detector, args.learn_delay_s, args.group_diversity,
-                           args.alert_percentile, default, args.group_cofire_s)  # fmt: skip
+                           args.alert_percentile, default, args.group_cofire_s,
+                           time_weights)  # fmt: skip
         results.append(res)
         if not args.json:
             for c in res["configs"]:
@@ -225,8 +244,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"{c['missed_steps']} ({c['alert_groups']} groups, {c['alerts']} alerts, "
                     f"{c['alerts_on_attack_events']} of {res['test_attack_events']} attack events)"
                 )
-            for name in ("feedback", "no_feedback"):
-                r = res[name]
+            analyst = [
+                (f"feedback, verdict time weight {w:g}", r)
+                for w, r in res["feedback_by_verdict_time_weight"].items()
+            ]
+            for name, r in [*analyst, ("no_feedback", res["no_feedback"])]:
                 print(
                     f"{res['scenario']:16} analyst, {name}: all {r['all']} all-1 {r['all_1']}"
                     f" ({r['groups_read']} read, {r['rolled_back']} fine-tunes rolled back)"

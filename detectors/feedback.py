@@ -159,6 +159,7 @@ class FeedbackDetector(Detector):
         self.labeled_: dict[str, int] = {}  # distinct labeled pattern -> latest verdict
         self.malicious_times_ = np.zeros(0, dtype=np.float64)  # sorted
         self.malicious_where_: list[str] = []  # `time_other_than` / `time_same` value of each
+        self.malicious_keys_: list[str] = []  # the labeled pattern each time came from
         self._weights: dict[str, float] | None = None
 
     # -- tokens ---------------------------------------------------------------------------
@@ -244,18 +245,45 @@ class FeedbackDetector(Detector):
         if not np.isin(labels, (0, 1)).all():
             raise ValueError("labels must be 1 (malicious) or 0 (benign)")
         self.observe_patterns(map(tuple, batch.rows))
-        for row, y in zip(batch.rows, labels.tolist(), strict=True):
-            self.labeled_[_SEP.join(row)] = int(y)
-        mal = np.flatnonzero(labels == 1)
-        if len(mal):
-            col = self._where_col()
-            pairs = set(zip(self.malicious_times_.tolist(), self.malicious_where_, strict=True))
-            times = np.asarray(batch.times, np.float64)
-            pairs |= {(float(times[i]), batch.rows[i][col] if col >= 0 else "") for i in mal}
-            kept = sorted(pairs)[-self.config["max_malicious_times"] :]
-            self.malicious_times_ = np.array([t for t, _ in kept], dtype=np.float64)
-            self.malicious_where_ = [w for _, w in kept]
+        keys = [_SEP.join(row) for row in batch.rows]
+        for key, y in zip(keys, labels.tolist(), strict=True):
+            self.labeled_[key] = int(y)
+        # a pattern's times are those of its latest malicious verdict: a benign one (or a
+        # new malicious one) replaces what an earlier verdict on it said
+        relabeled = set(keys)
+        col = self._where_col()
+        times = np.asarray(batch.times, np.float64)
+        kept = {
+            (t, w, k)
+            for t, w, k in zip(self.malicious_times_.tolist(), self.malicious_where_,
+                               self.malicious_keys_, strict=True)
+            if k not in relabeled
+        }  # fmt: skip
+        kept |= {(float(times[i]), batch.rows[i][col] if col >= 0 else "", keys[i])
+                 for i in np.flatnonzero(labels == 1)}  # fmt: skip
+        self._set_malicious(sorted(kept)[-self.config["max_malicious_times"] :])
         self._weights = None
+
+    def forget(self, row: Sequence[str]) -> bool:
+        """Drop the verdict on one pattern (an analyst's undo) and the times it confirmed;
+        True if there was one."""
+        key = _SEP.join(row)
+        if self.labeled_.pop(key, None) is None:
+            return False
+        self._set_malicious([
+            (t, w, k)
+            for t, w, k in zip(self.malicious_times_.tolist(), self.malicious_where_,
+                               self.malicious_keys_, strict=True)
+            if k != key
+        ])  # fmt: skip
+        self._weights = None
+        return True
+
+    def _set_malicious(self, triples: Sequence[tuple[float, str, str]]) -> None:
+        """Confirmed-malicious (time, where, pattern) triples, sorted by time."""
+        self.malicious_times_ = np.array([t for t, _, _ in triples], dtype=np.float64)
+        self.malicious_where_ = [w for _, w, _ in triples]
+        self.malicious_keys_ = [k for _, _, k in triples]
 
     # -- scoring --------------------------------------------------------------------------
     def pattern_term(self, rows: Sequence[Sequence[str]]) -> np.ndarray:
@@ -399,6 +427,7 @@ class FeedbackDetector(Detector):
             "patterns": patterns,
             "labeled": labeled,
             "malicious_where": self.malicious_where_,
+            "malicious_keys": self.malicious_keys_,
         }
         return arrays, meta
 
@@ -417,7 +446,9 @@ class FeedbackDetector(Detector):
         det.labeled_ = dict(zip(meta["labeled"], (int(y) for y in labels), strict=True))
         det.malicious_times_ = np.asarray(arrays["fb.malicious_times"], np.float64).copy()
         det.malicious_where_ = list(meta["malicious_where"])
-        if len(det.malicious_where_) != len(det.malicious_times_):
+        # states before 2026-12-04 lack the patterns: their times stay until evicted
+        det.malicious_keys_ = list(meta.get("malicious_keys", [""] * len(det.malicious_where_)))
+        if not len(det.malicious_where_) == len(det.malicious_keys_) == len(det.malicious_times_):
             raise ValueError("malicious times do not match their places")
         return det
 

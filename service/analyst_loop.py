@@ -39,6 +39,8 @@ from service.verdicts import training_signal
 log = logging.getLogger(__name__)
 
 Rows = list[tuple[str, ...]]
+#: alert times a verdict passes to the model (evenly spaced over the group's, first and last)
+ALERTS_PER_VERDICT = 64
 
 
 def ranking_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
@@ -85,7 +87,7 @@ class AnalystLoop:
         if verdicts and before_learning is not None:
             before_learning()
         resolved: list[Feedback] = []
-        learned: dict[str, tuple[Rows, list[int]]] = {}
+        learned: dict[str, tuple[Rows, list[int], list[float]]] = {}
         changed = False
         for v in verdicts:
             fb = v.feedback
@@ -119,14 +121,19 @@ class AnalystLoop:
             if signal.detector_mistake:
                 self.metrics.detector_mistakes.inc()
             if signal.label is not None:
-                rows, labels = learned.setdefault(group.kind, ([], []))
-                rows.append(row)
-                labels.append(signal.label)
+                # the pattern, once per time its alerts fired (a sample): a malicious verdict
+                # confirms its host was attacked then (Scorer.peek's time lift)
+                rows, labels, times = learned.setdefault(group.kind, ([], [], []))
+                seconds, _ = group.fired_at(most=ALERTS_PER_VERDICT)
+                at = seconds.tolist() or [fb.time]
+                rows += [row] * len(at)
+                labels += [signal.label] * len(at)
+                times += at
             elif fb.verdict is Verdict.undetermined:
                 changed |= self.scorer.retract(group.kind, row)
         rolled_back = 0
-        for kind, (rows, labels) in learned.items():
-            if self.fine_tune(kind, rows, labels):
+        for kind, (rows, labels, times) in learned.items():
+            if self.fine_tune(kind, rows, labels, times):
                 changed = True
             else:
                 rolled_back += 1
@@ -136,9 +143,11 @@ class AnalystLoop:
             log.info("fine-tuned from %d verdicts: model %s", len(verdicts), self.scorer.version)
         return Outcome(changed, resolved, dead, rolled_back)
 
-    def fine_tune(self, kind: str, rows: Rows, labels: list[int]) -> bool:
-        """Learn one kind's new verdicts unless that ranks the earlier verdicts worse; False
-        (and the model untouched) when rolled back."""
+    def fine_tune(
+        self, kind: str, rows: Rows, labels: list[int], times: list[float] | None = None
+    ) -> bool:
+        """Learn one kind's new verdicts (`times`: when each labeled alert fired) unless that
+        ranks the earlier verdicts worse; False (and the model untouched) when rolled back."""
         before_fb = self.scorer.feedback_of(kind)
         new = {FEEDBACK_SEP.join(r) for r in rows}
         held = [(k, y) for k, y in before_fb.labeled_.items() if k not in new]
@@ -147,7 +156,7 @@ class AnalystLoop:
         auc_before = ranking_auc(self.scorer.peek(kind, held_rows), held_labels) if held else None
         snapshot = copy.deepcopy(before_fb) if auc_before is not None else None
         generation = self.scorer.generation
-        self.scorer.learn_verdicts(kind, rows, labels)
+        self.scorer.learn_verdicts(kind, rows, labels, times)
         if snapshot is None:
             return True
         auc_after = ranking_auc(self.scorer.peek(kind, held_rows), held_labels)

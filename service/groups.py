@@ -58,6 +58,16 @@ class GroupState:
     fired: array = field(default_factory=lambda: array("q"))
     model_score: float | None = None  # the pattern's score under the newest fine-tune
 
+    def fired_at(self, most: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """When its alerts fired: seconds, sorted, and how many alerts in each; with `most`,
+        at most that many seconds, evenly spaced, first and last kept."""
+        seconds = np.frombuffer(self.seconds, dtype=np.int64).astype(np.float64)
+        fired = np.frombuffer(self.fired, dtype=np.int64).astype(np.float64)
+        order = np.argsort(seconds, kind="stable")
+        if most is not None and len(order) > most:
+            order = order[np.unique(np.linspace(0, len(order) - 1, most).round().astype(int))]
+        return seconds[order], fired[order]
+
     @property
     def ranking_score(self) -> float:
         """What ranks the group: its pattern's score under the newest fine-tune, or, before
@@ -246,7 +256,7 @@ class GroupBook:
         groups read to all steps but one, no verdicts, 12/48/26/23 -> 8/37/16/12."""
         if self.cofire_s <= 0 or not self.cofire_fields:
             return {}
-        times = [_fired_at(g) for g in cand]
+        times = [g.fired_at() for g in cand]
         return {
             "group_times": [t for t, _ in times],
             "group_weights": [w for _, w in times],
@@ -262,19 +272,21 @@ class GroupBook:
             "cofire_sim": COFIRE_WEIGHT,
         }
 
-    def rescore(self, score: Callable[[str, list[tuple[str, ...]]], np.ndarray],
+    def rescore(self, score: Callable[..., np.ndarray],
                 types: Callable[[str], tuple[str, ...]]) -> int:  # fmt: skip
         """Re-score the unread groups with the model as it is now (after a fine-tune), so the
         queue reflects what the verdicts taught: look-alikes of a benign verdict sink, those
-        of a malicious one rise, before any new alert. `score(kind, rows)` scores patterns,
-        `types(kind)` is the kind's entity order. How many groups were re-scored."""
+        of a malicious one rise, before any new alert. `score(kind, rows, fired)` scores
+        patterns, given when each group's alerts fired (`Scorer.peek`); `types(kind)` is the
+        kind's entity order. How many groups were re-scored."""
         by_kind: dict[str, list[GroupState]] = {}
         for g in self.groups.values():
             if not g.verdict:
                 by_kind.setdefault(g.kind, []).append(g)
         for kind, groups in by_kind.items():
             order = types(kind)
-            scores = score(kind, [tuple(g.entities.get(t, "") for t in order) for g in groups])
+            rows = [tuple(g.entities.get(t, "") for t in order) for g in groups]
+            scores = score(kind, rows, [g.fired_at() for g in groups])
             for g, value in zip(groups, scores.tolist(), strict=True):
                 g.model_score = value
         self._dirty = True
@@ -298,14 +310,6 @@ def group_book(settings: Settings, state: dict[str, Any] | None = None) -> Group
     if state is None:
         return GroupBook(**options)
     return GroupBook.from_state(state, **options)
-
-
-def _fired_at(g: GroupState) -> tuple[np.ndarray, np.ndarray]:
-    """A group's alert seconds, sorted, and how many alerts fired in each."""
-    seconds = np.frombuffer(g.seconds, dtype=np.int64).astype(np.float64)
-    fired = np.frombuffer(g.fired, dtype=np.int64).astype(np.float64)
-    order = np.argsort(seconds, kind="stable")
-    return seconds[order], fired[order]
 
 
 def _why(alert: dict[str, Any]) -> str:

@@ -79,6 +79,28 @@ def explain(det: Detector, batch: EventBatch, flagged: list[int]) -> dict[int, E
     return {i: by_row[batch.rows[i]] for i in flagged}
 
 
+def _time_share(
+    fb: FeedbackDetector,
+    rows: Sequence[tuple[str, ...]],
+    fired: Sequence[tuple[np.ndarray, np.ndarray]],
+) -> np.ndarray:
+    """Per row: the mean of `fb.time_term` over its alerts (seconds weighted by how many
+    fired in each), so a group is part of a confirmed attack by the share of its alerts near
+    it, and a chronic group with one alert in that hour stays down."""
+    lengths = [len(seconds) for seconds, _ in fired]
+    out = np.zeros(len(rows))
+    if not sum(lengths):
+        return out
+    owner = np.repeat(np.arange(len(rows)), lengths)
+    seconds = np.concatenate([np.asarray(t, np.float64) for t, _ in fired])
+    counts = np.concatenate([np.asarray(c, np.float64) for _, c in fired])
+    near = fb.time_term(seconds, [rows[i] for i in owner.tolist()])
+    total = np.bincount(owner, weights=counts, minlength=len(rows))
+    np.divide(np.bincount(owner, weights=near * counts, minlength=len(rows)), total,
+              out=out, where=total > 0)  # fmt: skip
+    return out
+
+
 class Scorer:
     """The detectors and calibrators of every kind, and the model version they form."""
 
@@ -92,6 +114,11 @@ class Scorer:
         feedback_weight: float = 1.0,
         learn_delay_s: float = 0.0,
         learn_hold_max: int = 200_000,
+        verdict_time_weight: float = 3.0,
+        verdict_time_scale_s: float = 600.0,
+        verdict_time_field: str = "host",
+        verdict_lift_weight: float = 0.0,
+        verdict_sink_min_fields: int = 2,
     ) -> None:
         self.config = config
         self.detector_name = detector
@@ -100,6 +127,13 @@ class Scorer:
         self.calibration_window = calibration_window
         self.calibration_min_samples = calibration_min_samples
         self.feedback_weight = feedback_weight
+        # a malicious verdict lifts its host's groups near the confirmed time (detectors/
+        # feedback.py `time_term`, `time_same`), for kinds with that entity type
+        self.verdict_time = (verdict_time_weight, verdict_time_scale_s, verdict_time_field)
+        # how look-alikes of a verdict's pattern move: lifted by shared tokens (0 = never),
+        # sunk by shared tokens spanning at least this many entity types
+        self.verdict_tokens = {"lift_weight": verdict_lift_weight,
+                               "sink_min_types": verdict_sink_min_fields}  # fmt: skip
         self.kind_thresholds: dict[str, float] = {}  # set at run time, win over config
         self.detectors: dict[str, Detector] = {}
         self.calibrators: dict[str, QuantileCalibrator] = {}
@@ -128,6 +162,11 @@ class Scorer:
             feedback_weight=settings.feedback_weight,
             learn_delay_s=settings.learn_delay_s,
             learn_hold_max=settings.learn_hold_max_events,
+            verdict_time_weight=settings.verdict_time_weight,
+            verdict_time_scale_s=settings.verdict_time_scale_s,
+            verdict_time_field=settings.verdict_time_field,
+            verdict_lift_weight=settings.verdict_lift_weight,
+            verdict_sink_min_fields=settings.verdict_sink_min_fields,
         )
 
     @property
@@ -141,7 +180,12 @@ class Scorer:
             det = self.detectors[kind] = self.factory(self.config.kinds[kind].entities)
             self.calibrators[kind] = self._new_calibrator()
         if kind not in self.feedback:
-            self.feedback[kind] = FeedbackDetector(det.entity_types, base="frequency")
+            weight, scale, field = self.verdict_time
+            local = field in det.entity_types and weight > 0
+            self.feedback[kind] = FeedbackDetector(
+                det.entity_types, base="frequency", time_weight=weight if local else 0.0,
+                time_scale_s=scale, time_same=field if local else None, **self.verdict_tokens,
+            )  # fmt: skip
         return det, self.calibrators[kind]
 
     def feedback_of(self, kind: str) -> FeedbackDetector:
@@ -234,29 +278,46 @@ class Scorer:
             if len(events):
                 det.learn_many(events)
 
-    def peek(self, kind: str, rows: list[tuple[str, ...]]) -> np.ndarray:
-        """Scores the model would give `rows` now, learning nothing (what-if queries)."""
+    def peek(
+        self,
+        kind: str,
+        rows: list[tuple[str, ...]],
+        fired: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> np.ndarray:
+        """Scores the model would give `rows` now, learning nothing (what-if queries).
+        With `fired` (per row: the seconds its alerts fired at and how many in each, as an
+        alert group keeps them), a row is lifted by the share of its alerts near alerts an
+        analyst confirmed malicious on its host (`verdict_time_*`)."""
         det, _ = self._for_kind(kind)
         scores = det.peek_many(EventBatch(det.entity_types, rows))
         fb = self.feedback[kind]
         if fb.labeled_:
             scores = scores + self.feedback_weight * fb.pattern_term(rows)
+        weight = fb.config["time_weight"]
+        if fired is not None and weight and len(fb.malicious_times_) and rows:
+            scores = scores + self.feedback_weight * weight * _time_share(fb, rows, fired)
         return scores
 
-    def learn_verdicts(self, kind: str, rows: list[tuple[str, ...]], labels: list[int]) -> None:
-        """Fine-tune from analyst verdicts (1 = malicious, 0 = benign) and start a new model
-        generation, so every later alert names the model that knew these verdicts."""
+    def learn_verdicts(
+        self,
+        kind: str,
+        rows: list[tuple[str, ...]],
+        labels: list[int],
+        times: Sequence[float] | None = None,
+    ) -> None:
+        """Fine-tune from analyst verdicts (1 = malicious, 0 = benign; `times`: when each
+        labeled alert fired) and start a new model generation, so every later alert names the
+        model that knew these verdicts."""
         det, _ = self._for_kind(kind)
-        batch = EventBatch(det.entity_types, rows)
-        self.feedback[kind].learn_labels(batch, np.asarray(labels))
+        at = np.zeros(len(rows)) if times is None else np.asarray(times, np.float64)
+        self.feedback[kind].learn_labels(EventBatch(det.entity_types, rows, at), labels)
         self.generation += 1
 
     def retract(self, kind: str, row: tuple[str, ...]) -> bool:
         """Forget the verdict on one pattern (an analyst's undo); True if there was one."""
         fb = self.feedback.get(kind)
-        if fb is None or fb.labeled_.pop(FEEDBACK_SEP.join(row), None) is None:
+        if fb is None or not fb.forget(row):
             return False
-        fb._weights = None  # recomputed from the remaining verdicts
         self.generation += 1
         return True
 

@@ -135,6 +135,34 @@ class Settings(BaseSettings):
     feedback_weight: float = Field(
         default=1.0, ge=0, description="how strongly verdicts move look-alikes' scores"
     )
+    verdict_lift_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="a malicious verdict lifts unread groups sharing its pattern's entity "
+        "values by this x their specificity; 0 = only the time lift below (measured best: "
+        "bench/README.md)",
+    )
+    verdict_sink_min_fields: int = Field(
+        default=2,
+        ge=1,
+        description="a benign verdict sinks unread groups sharing at least this many of its "
+        "entity values at once (2: 'this rule on this host', not the rule everywhere)",
+    )
+    verdict_time_weight: float = Field(
+        default=3.0,
+        ge=0,
+        description="a malicious verdict lifts the unread groups on its --verdict-time-field "
+        "value (the same host) by this x the share of their alerts near the confirmed ones; "
+        "0 = off",
+    )
+    verdict_time_scale_s: float = Field(
+        default=600.0, gt=0, description="how fast that lift fades with time apart (e-folding)"
+    )
+    verdict_time_field: str = Field(
+        default="host",
+        description="entity type naming where an attack is confirmed; kinds without it get "
+        "no time lift",
+    )
     verdicts_per_minute: float = Field(
         default=60.0,
         gt=0,

@@ -62,6 +62,24 @@ def test_time_term_lifts_events_near_a_malicious_one_elsewhere(train: EventBatch
     assert t[0] > 0.9 and t[1] < 1e-6 and t[2] == 0.0  # same host: not evidence from elsewhere
 
 
+def test_a_later_verdict_or_an_undo_withdraws_the_confirmed_times(train: EventBatch) -> None:
+    det = _fitted(train, time_weight=1.0, time_same="host")
+    attack, other = ("user_0", "host_0", "process_0", "port_0"), ("u", "host_0", "p", "port")
+    det.learn_labels(EventBatch(TYPES, [attack] * 2 + [other], np.array([1e3, 2e3, 5e4])),
+                     [1, 1, 1])  # fmt: skip
+    near = lambda: det.time_term(np.array([1010.0, 5e4 + 10]), [other, other])  # noqa: E731
+    assert (near() > 0.9).all()
+    det.learn_labels(_one(attack, 0.0), [0])  # the analyst changed their mind: benign
+    assert near()[0] < 1e-3 and near()[1] > 0.9, "only the relabeled pattern's times go"
+    assert det.forget(other) and not det.forget(other)
+    assert not near().any() and not det.labeled_.get("\x1f".join(other))
+    det.learn_labels(_one(attack, 7e4), [1])  # malicious again: its newest time only
+    assert det.malicious_times_.tolist() == [7e4]
+    back = FeedbackDetector.from_state(*det.state_dict())
+    assert back.malicious_keys_ == det.malicious_keys_ and back.forget(attack)
+    assert len(back.malicious_times_) == 0
+
+
 def test_verdicts_cancel_on_shared_tokens(train: EventBatch) -> None:
     det = _fitted(train, lift_weight=1.0)
     det.learn_labels(EventBatch(TYPES, [("u_a", "h_a", "p_x", "port_x"),

@@ -97,9 +97,9 @@ def test_a_fine_tune_that_ranks_earlier_verdicts_worse_is_rolled_back() -> None:
     attack = _ent("ET SCAN", "S-Scan", "10.0.0.9", "web")
     noise = _ent("Login ok", "A-Auth", "10.0.0.2", "mail")
     # a second analyst's verdicts that contradict the first's: the attack's look-alikes on
-    # other hosts benign, the housekeeping's look-alikes malicious
-    twins = {f"t{i}": {**attack, "host": f"h{i}"} for i in range(6)}
-    flips = {f"f{i}": {**noise, "host": f"h{i}"} for i in range(6)}
+    # its host (from other addresses) benign, the housekeeping's look-alikes malicious
+    twins = {f"t{i}": {**attack, "ip": f"10.0.1.{i}"} for i in range(10)}
+    flips = {f"f{i}": {**noise, "ip": f"10.0.2.{i}"} for i in range(6)}
     loop = _loop({"attack": attack, "noise": noise, **twins, **flips})
     loop.intake.give([("attack", "true_positive", "ana"), ("noise", "benign_positive", "ana")])  # type: ignore[attr-defined]
     assert loop.apply().changed
