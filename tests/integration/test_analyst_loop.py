@@ -89,6 +89,13 @@ def test_benign_verdict_sinks_a_look_alike_and_advances_the_model(
         assert wait_until(
             lambda: pipeline.model.version not in (version_before, new_version), 60
         ), "the Splunk verdict did not train the model"
+        # a true positive confirms its host was attacked when its alerts fired: the model
+        # keeps those times (the time lift of its host's unread groups)
+        fb = pipeline.scorer.feedback_of("ids_alert")
+        confirmed = {t for t, w in zip(fb.malicious_times_, fb.malicious_where_, strict=True)
+                     if w == other.entities["host"]}  # fmt: skip
+        fired = pipeline.groups.groups[other.group_id].fired_at()[0]
+        assert confirmed and confirmed <= set(fired.tolist())
     after = float(pipeline.scorer.peek("ids_alert", [row])[0])
     assert after < before, f"look-alike did not sink: {before} -> {after}"
 
@@ -121,3 +128,6 @@ def test_benign_verdict_sinks_a_look_alike_and_advances_the_model(
     restarted = Pipeline(s)  # restart: the model version comes back from the store
     assert restarted.model.version == pipeline.model.version
     assert restarted.scorer.peek("ids_alert", [row])[0] == after
+    back = restarted.scorer.feedback_of("ids_alert")
+    assert back.malicious_times_.tolist() == fb.malicious_times_.tolist()
+    assert back.malicious_keys_ == fb.malicious_keys_
