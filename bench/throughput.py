@@ -18,6 +18,10 @@ Measures, on one broker and one topic of AIT alert events (russellmitchell, repe
                                (pure-Python CRC-32C; Outrider ships the C `crc32c`)
   raw_confluent_events_per_s   confluent-kafka consuming the same topic (what another client
                                library could gain), when installed
+  pipeline_librdkafka_events_per_s
+                               the whole chain again, consuming through librdkafka
+                               (`--consumer-client librdkafka`); librdkafka_speedup = it over
+                               pipeline_events_per_s
   peer_*_events_per_s          with --peers: the peer pipelines of ../shared/bench (kafka-python
                                + river HalfSpaceTrees, Quix Streams + river), same broker/events
 """
@@ -192,12 +196,14 @@ def run_pipeline(
     stats: dict[str, Any] | None = None,
     state_dir: Path | None = None,
     on_first_batch: Callable[[], object] | None = None,
+    client: str = "kafka-python",
 ) -> float:
     """Outrider's chain over `n` records of `topic`; events/s from first batch to last.
     `stats` receives the number of alerts (each is a produced record, and its group's OCSF
     finding one more per batch; the alert rate moves the figure more than anything else).
     `state_dir`: the model and groups to start from (a fresh one when None);
-    `on_first_batch`: called once the pipeline has its partitions and scored a first batch."""
+    `on_first_batch`: called once the pipeline has its partitions and scored a first batch;
+    `client`: which client consumes the events (`--consumer-client`)."""
     from service.app import Pipeline
     from service.settings import Settings
 
@@ -212,6 +218,7 @@ def run_pipeline(
         group_id=f"bench-{run}",
         state_dir=state_dir or state / run,
         batch_max_events=batch,
+        consumer_client=client,
         metrics_port=0,
         log_level="WARNING",
     )
@@ -379,6 +386,12 @@ def main() -> None:
         conf = raw_confluent(bootstrap, topic, a.events)
         if conf is not None:
             res["raw_confluent_events_per_s"] = round(conf)
+        rd_stats: dict[str, Any] = {}
+        rd = run_pipeline(bootstrap, topic, a.events, a.batch, state, stats=rd_stats,
+                          client="librdkafka")  # fmt: skip
+        res["pipeline_librdkafka_events_per_s"] = round(rd)
+        res["pipeline_librdkafka_alerts"] = rd_stats["alerts"]
+        res["librdkafka_speedup"] = round(rd / res["pipeline_events_per_s"], 2)
         half = res["pipeline_events_per_s"] / 2
         paced_n = int(half * a.latency_seconds)
         # cold: a fresh service on the capture's start (its warm-up and first alert storms);

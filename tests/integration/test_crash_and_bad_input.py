@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -40,11 +41,12 @@ def _serve(settings, log: Path) -> subprocess.Popen:  # type: ignore[no-untyped-
     )
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
 def test_kill_9_mid_stream_leaves_nothing_unscored(
-    kafka_bootstrap: str, datasets: Path, tmp_path: Path
+    kafka_bootstrap: str, datasets: Path, tmp_path: Path, client: str
 ) -> None:
     records = read_records(datasets / "ait-ads" / "russellmitchell_alerts.csv.gz")[:30_000]
-    s = fresh_settings(kafka_bootstrap, tmp_path)
+    s = fresh_settings(kafka_bootstrap, tmp_path, consumer_client=client)
     produce(kafka_bootstrap, s.events_topic, [orjson.dumps(r) for r in records])
     log = tmp_path / "serve.log"
 
@@ -113,14 +115,21 @@ hostile = st.one_of(
 )
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
 @hsettings(max_examples=1, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(st.lists(hostile, min_size=300, max_size=300))
 def test_hostile_messages_all_reach_the_dead_letter_topic(
     kafka_bootstrap: str,
     tmp_path_factory,
+    client: str,
     bad: list[bytes],  # type: ignore[no-untyped-def]
 ) -> None:
-    s = fresh_settings(kafka_bootstrap, tmp_path_factory.mktemp("bad"), calibration_min_samples=100)
+    s = fresh_settings(
+        kafka_bootstrap,
+        tmp_path_factory.mktemp("bad"),
+        calibration_min_samples=100,
+        consumer_client=client,
+    )
     good = [
         orjson.dumps(
             {
