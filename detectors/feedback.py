@@ -264,6 +264,26 @@ class FeedbackDetector(Detector):
         self._set_malicious(sorted(kept)[-self.config["max_malicious_times"] :])
         self._weights = None
 
+    #: options that may change on a trained learner: they shape how verdicts generalise, not
+    #: what was learned
+    RECONFIGURABLE = frozenset(
+        {"time_weight", "time_scale_s", "time_same", "lift_weight", "sink_min_types"}
+    )
+
+    def reconfigure(self, **options: Any) -> None:
+        """Change how the verdicts learned so far generalise (a restored learner under new
+        settings); only `RECONFIGURABLE` options."""
+        unknown = set(options) - self.RECONFIGURABLE
+        if unknown:
+            raise ValueError(f"not reconfigurable: {sorted(unknown)}")
+        same = options.get("time_same")
+        if same is not None and same not in self.entity_types:
+            raise ValueError(f"unknown entity type {same!r}")
+        if same is not None and self.config["time_other_than"] is not None:
+            raise ValueError("time_other_than and time_same exclude each other")
+        self.config.update(options)
+        self._weights = None
+
     def forget(self, row: Sequence[str]) -> bool:
         """Drop the verdict on one pattern (an analyst's undo) and the times it confirmed;
         True if there was one."""
@@ -330,7 +350,13 @@ class FeedbackDetector(Detector):
         col = self._where_col()
         if col < 0 or rows is None:
             return self._proximity(times, mt, scale)
-        where = np.array(self.malicious_where_, dtype=object)
+        # where each confirmed time was: read from its pattern (so a learner reconfigured to
+        # another `time_same` type still knows), else as recorded (states before 2026-12-04)
+        where = np.array(
+            [k.split(_SEP)[col] if k else w
+             for k, w in zip(self.malicious_keys_, self.malicious_where_, strict=True)],
+            dtype=object,
+        )  # fmt: skip
         vals = np.array([r[col] for r in rows], dtype=object)
         out = np.zeros(len(times))
         same = self.config.get("time_same") is not None

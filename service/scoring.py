@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -101,6 +102,10 @@ def _time_share(
     return out
 
 
+#: the service's defaults, for scorers made without settings (benches, tests)
+_DEFAULT = Settings.model_fields
+
+
 class Scorer:
     """The detectors and calibrators of every kind, and the model version they form."""
 
@@ -114,11 +119,11 @@ class Scorer:
         feedback_weight: float = 1.0,
         learn_delay_s: float = 0.0,
         learn_hold_max: int = 200_000,
-        verdict_time_weight: float = 3.0,
-        verdict_time_scale_s: float = 600.0,
-        verdict_time_field: str = "host",
-        verdict_lift_weight: float = 0.0,
-        verdict_sink_min_fields: int = 2,
+        verdict_time_weight: float = _DEFAULT["verdict_time_weight"].default,
+        verdict_time_scale_s: float = _DEFAULT["verdict_time_scale_s"].default,
+        verdict_time_field: str = _DEFAULT["verdict_time_field"].default,
+        verdict_lift_weight: float = _DEFAULT["verdict_lift_weight"].default,
+        verdict_sink_min_fields: int = _DEFAULT["verdict_sink_min_fields"].default,
     ) -> None:
         self.config = config
         self.detector_name = detector
@@ -180,13 +185,19 @@ class Scorer:
             det = self.detectors[kind] = self.factory(self.config.kinds[kind].entities)
             self.calibrators[kind] = self._new_calibrator()
         if kind not in self.feedback:
-            weight, scale, field = self.verdict_time
-            local = field in det.entity_types and weight > 0
             self.feedback[kind] = FeedbackDetector(
-                det.entity_types, base="frequency", time_weight=weight if local else 0.0,
-                time_scale_s=scale, time_same=field if local else None, **self.verdict_tokens,
-            )  # fmt: skip
+                det.entity_types, base="frequency", **self._verdict_options(det.entity_types)
+            )
         return det, self.calibrators[kind]
+
+    def _verdict_options(self, entity_types: Sequence[str]) -> dict[str, Any]:
+        """How this scorer's settings say verdicts generalise (FeedbackDetector's options):
+        given to new verdict learners and to restored ones, so a changed setting applies
+        after a restart too."""
+        weight, scale, field = self.verdict_time
+        local = field in entity_types and weight > 0
+        return {"time_weight": weight if local else 0.0, "time_scale_s": scale,
+                "time_same": field if local else None, **self.verdict_tokens}  # fmt: skip
 
     def feedback_of(self, kind: str) -> FeedbackDetector:
         """The kind's verdict learner (made with the kind's detector if new)."""
@@ -386,6 +397,8 @@ class Scorer:
             for k, d in detectors.items()
             if k.startswith(FEEDBACK_KEY)
         }
+        for fb in self.feedback.values():  # this process's settings say how verdicts move
+            fb.reconfigure(**self._verdict_options(fb.entity_types))
         self.detectors = {k: d for k, d in detectors.items() if not k.startswith(FEEDBACK_KEY)}
         aux = extra["_aux"]
         self.calibrators = {

@@ -63,3 +63,24 @@ def test_the_time_lift_can_be_switched_off() -> None:
     loop.intake.give([("scan", "true_positive", "ana")])  # type: ignore[attr-defined]
     loop.apply()
     assert abs(book.groups["shell"].ranking_score - book.groups["mail"].ranking_score) < 1e-9
+
+
+def test_a_restored_model_takes_the_settings_of_the_process_that_loads_it(tmp_path) -> None:
+    book = _book()
+    before = Scorer(CONFIG, verdict_time_weight=0.0, verdict_lift_weight=0.25)
+    loop = AnalystLoop(FakeIntake(), before, book, Metrics())  # type: ignore[arg-type]
+    loop.intake.give([("scan", "true_positive", "ana")])  # type: ignore[attr-defined]
+    loop.apply()
+    before.save(tmp_path)
+    fb = before.feedback_of("ids_alert")
+    assert fb.config["time_weight"] == 0.0 and fb.config["lift_weight"] == 0.25
+
+    after = Scorer(CONFIG)  # the defaults: time lift 3, no token lift
+    after.restore(tmp_path)
+    fb = after.feedback_of("ids_alert")
+    assert (fb.config["time_weight"], fb.config["time_same"], fb.config["lift_weight"]) == (
+        3.0, "host", 0.0,
+    )  # fmt: skip
+    assert len(fb.malicious_times_), "the verdict's times were saved with the model"
+    book.rescore(after.peek, lambda k: CONFIG.kinds[k].entities)
+    assert book.groups["shell"].ranking_score - book.groups["mail"].ranking_score > 1.0
