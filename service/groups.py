@@ -57,6 +57,7 @@ class GroupState:
     seconds: array = field(default_factory=lambda: array("q"))
     fired: array = field(default_factory=lambda: array("q"))
     model_score: float | None = None  # the pattern's score under the newest fine-tune
+    verdict_note: str = ""  # what the verdicts did to its score, for the analyst
 
     def fired_at(self, most: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """When its alerts fired: seconds, sorted, and how many alerts in each; with `most`,
@@ -277,8 +278,9 @@ class GroupBook:
         """Re-score the unread groups with the model as it is now (after a fine-tune), so the
         queue reflects what the verdicts taught: look-alikes of a benign verdict sink, those
         of a malicious one rise, before any new alert. `score(kind, rows, fired)` scores
-        patterns, given when each group's alerts fired (`Scorer.peek`); `types(kind)` is the
-        kind's entity order. How many groups were re-scored."""
+        patterns, given when each group's alerts fired, and says what the verdicts did to
+        each (`Scorer.rescore_groups`); `types(kind)` is the kind's entity order. How many
+        groups were re-scored."""
         by_kind: dict[str, list[GroupState]] = {}
         for g in self.groups.values():
             if not g.verdict:
@@ -286,9 +288,9 @@ class GroupBook:
         for kind, groups in by_kind.items():
             order = types(kind)
             rows = [tuple(g.entities.get(t, "") for t in order) for g in groups]
-            scores = score(kind, rows, [g.fired_at() for g in groups])
-            for g, value in zip(groups, scores.tolist(), strict=True):
-                g.model_score = value
+            scores, notes = score(kind, rows, [g.fired_at() for g in groups])
+            for g, value, note in zip(groups, scores.tolist(), notes, strict=True):
+                g.model_score, g.verdict_note = value, note
         self._dirty = True
         return sum(len(v) for v in by_kind.values())
 

@@ -102,6 +102,19 @@ def _time_share(
     return out
 
 
+def _verdict_note(pattern: float, near: float, where: str) -> str:
+    """Why verdicts moved a group, in the analyst's words: '+1.9: its alerts fired near
+    alerts confirmed malicious on host=web; -3.2: look-alikes of benign verdicts'."""
+    parts = []
+    if near >= 0.1:
+        parts.append(f"+{near:.1f}: its alerts fired near alerts confirmed malicious on {where}")
+    if pattern <= -0.5:
+        parts.append(f"{pattern:.1f}: look-alikes of benign verdicts")
+    elif pattern >= 0.5:
+        parts.append(f"+{pattern:.1f}: look-alikes of malicious verdicts")
+    return "; ".join(parts)
+
+
 #: the service's defaults, for scorers made without settings (benches, tests)
 _DEFAULT = Settings.model_fields
 
@@ -301,13 +314,44 @@ class Scorer:
         analyst confirmed malicious on its host (`verdict_time_*`)."""
         det, _ = self._for_kind(kind)
         scores = det.peek_many(EventBatch(det.entity_types, rows))
-        fb = self.feedback[kind]
+        pattern, near = self.verdict_terms(kind, rows, fired)
+        return scores + pattern + near
+
+    def verdict_terms(
+        self,
+        kind: str,
+        rows: list[tuple[str, ...]],
+        fired: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What the verdicts add to each row's score: by the look-alikes they judged (the
+        pattern term) and, given `fired`, by nearness to confirmed attacks on its host."""
+        fb = self.feedback_of(kind)
+        pattern, near = np.zeros(len(rows)), np.zeros(len(rows))
         if fb.labeled_:
-            scores = scores + self.feedback_weight * fb.pattern_term(rows)
+            pattern = self.feedback_weight * fb.pattern_term(rows)
         weight = fb.config["time_weight"]
         if fired is not None and weight and len(fb.malicious_times_) and rows:
-            scores = scores + self.feedback_weight * weight * _time_share(fb, rows, fired)
-        return scores
+            near = self.feedback_weight * weight * _time_share(fb, rows, fired)
+        return pattern, near
+
+    def rescore_groups(
+        self,
+        kind: str,
+        rows: list[tuple[str, ...]],
+        fired: Sequence[tuple[np.ndarray, np.ndarray]],
+    ) -> tuple[np.ndarray, list[str]]:
+        """Alert groups' scores under the model as it is now (`peek` with when their alerts
+        fired) and, for the analyst, what the verdicts did to each (empty when nothing)."""
+        det, _ = self._for_kind(kind)
+        base = det.peek_many(EventBatch(det.entity_types, rows))
+        pattern, near = self.verdict_terms(kind, rows, fired)
+        field = self.feedback[kind].config.get("time_same")
+        at = det.entity_types.index(field) if field else -1
+        notes = [
+            _verdict_note(p, n, f"{field}={row[at]}" if at >= 0 else "")
+            for p, n, row in zip(pattern.tolist(), near.tolist(), rows, strict=True)
+        ]
+        return base + pattern + near, notes
 
     def learn_verdicts(
         self,

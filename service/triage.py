@@ -83,6 +83,7 @@ def group_row(group: Any, verdict: str | None = None, ask: bool = False) -> dict
         "count": group.count,
         "entities": dict(group.entities),
         "why": group.why,
+        "verdict_note": getattr(group, "verdict_note", ""),
         "first_seen": group.first_seen,
         "last_seen": group.last_seen,
         "verdict": verdict,

@@ -116,7 +116,9 @@
       chip.append(el("span", "k", k), el("span", "v", val));
       pattern.append(chip);
     }
-    tr.append(pattern, el("td", "why", g.why), el("td", "num", g.count), el("td", "seen", seen(g)));
+    const why = el("td", "why", g.why);
+    if (g.verdict_note) why.append(el("div", "verdict-note", g.verdict_note));
+    tr.append(pattern, why, el("td", "num", g.count), el("td", "seen", seen(g)));
 
     const vtd = el("td", "verdict", v.verdict ? VERDICTS[v.verdict] || v.verdict : "—");
     if (v.pending) vtd.append(el("span", "pending", " (sent)"));

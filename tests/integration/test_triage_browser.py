@@ -86,7 +86,11 @@ class Service_:
         self.feedback: list[Feedback] = []
         self.rows = [
             _group("g-dns", "dns", "critical", 9.1, {"query": "x9f.evil.example", "host": "db-2"}),
-            _group("g-auth", "auth", "high", 8.2, {"user": HOSTILE, "src_ip": "10.0.0.7"}),
+            {
+                **_group("g-auth", "auth", "high", 8.2, {"user": HOSTILE, "src_ip": "10.0.0.7"}),
+                "verdict_note": f"+1.9: its alerts fired near alerts confirmed malicious on "
+                f"host={HOSTILE}",
+            },
             _group("g-ask", "auth", "medium", 6.5, {"user": "svc-backup", "host": "files-1"}),
             _group("g-proc", "process", "low", 4.0, {"image": "powershell.exe"}),
         ]
@@ -169,6 +173,9 @@ def test_analyst_triages_in_a_real_browser(
     # The hostile entity value is text on the page, not an element; nothing ran.
     auth_row = browser.find_element(By.CSS_SELECTOR, 'tr[data-group-id="g-auth"]')
     assert HOSTILE in auth_row.find_element(By.CSS_SELECTOR, "td.pattern").text
+    # why verdicts moved it, under its explanation (hostile text stays text)
+    note = auth_row.find_element(By.CSS_SELECTOR, "td.why .verdict-note").text
+    assert note.startswith("+1.9: its alerts fired near") and HOSTILE in note
     assert browser.find_elements(By.CSS_SELECTOR, "#rows img, #rows script") == []
     browser.save_screenshot(SCREENSHOT)
 

@@ -49,11 +49,16 @@ def test_a_malicious_verdict_lifts_its_hosts_groups_near_its_time() -> None:
     # the shell's alerts are 6-7 minutes from the scan's: lifted by 3 x ~0.5 (600 s scale)
     assert score["shell"] - score["mail"] > 1.0, score
     assert score["cron"] - score["mail"] < 0.2, "1 of 21 alerts near: a chronic group stays"
+    # the analyst reads why: on the page and in the digest
+    note = book.groups["shell"].verdict_note
+    assert note.startswith("+1.") and "confirmed malicious on host=web" in note, note
+    assert book.groups["mail"].verdict_note == ""
 
     # the analyst takes it back: the lift goes with it
     loop.intake.give([("scan", "undetermined", "ana")])  # type: ignore[attr-defined]
     assert loop.apply().changed
     assert abs(book.groups["shell"].ranking_score - book.groups["mail"].ranking_score) < 1e-9
+    assert book.groups["shell"].verdict_note == ""
 
 
 def test_the_time_lift_can_be_switched_off() -> None:
@@ -82,5 +87,5 @@ def test_a_restored_model_takes_the_settings_of_the_process_that_loads_it(tmp_pa
         3.0, "host", 0.0,
     )  # fmt: skip
     assert len(fb.malicious_times_), "the verdict's times were saved with the model"
-    book.rescore(after.peek, lambda k: CONFIG.kinds[k].entities)
+    book.rescore(after.rescore_groups, lambda k: CONFIG.kinds[k].entities)
     assert book.groups["shell"].ranking_score - book.groups["mail"].ranking_score > 1.0
