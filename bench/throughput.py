@@ -21,7 +21,8 @@ Measures, on one broker and one topic of AIT alert events (russellmitchell, repe
   pipeline_librdkafka_events_per_s
                                the whole chain again, consuming through librdkafka
                                (`--consumer-client librdkafka`); librdkafka_speedup = it over
-                               pipeline_events_per_s
+                               pipeline_events_per_s; librdkafka_[warm_]p50/p99_latency_ms:
+                               the latency runs again through it, at the same rate
   peer_*_events_per_s          with --peers: the peer pipelines of ../shared/bench (kafka-python
                                + river HalfSpaceTrees, Quix Streams + river), same broker/events
 """
@@ -282,6 +283,7 @@ def latency_at(
     batch: int,
     state: Path,
     state_dir: Path | None = None,
+    client: str = "kafka-python",
 ) -> dict[str, float]:
     """Latency percentiles while a separate process produces at `rate` events/s; the
     pipeline starts from the model in `state_dir` (warm) or from nothing (cold). The paced
@@ -309,6 +311,7 @@ def latency_at(
         stats=stats,
         state_dir=state_dir,
         on_first_batch=proc.start,
+        client=client,
     )
     proc.join(30)
     arr = np.asarray(lat[len(lat) // 10 :]) * 1000.0  # not the first 10%: cold caches
@@ -402,6 +405,12 @@ def main() -> None:
         later = paced[a.events :]
         warm = latency_at(bootstrap, later, half, a.batch, state, state_dir=stats["state_dir"])
         res.update({f"warm_{k}": round(v, 1) for k, v in warm.items() if "rate" not in k})
+        # the same two latency runs, consuming through librdkafka (same rate)
+        cold = latency_at(bootstrap, paced[:paced_n], half, a.batch, state, client="librdkafka")
+        warm = latency_at(bootstrap, later, half, a.batch, state,
+                          state_dir=rd_stats["state_dir"], client="librdkafka")  # fmt: skip
+        for prefix, run in (("librdkafka_", cold), ("librdkafka_warm_", warm)):
+            res.update({prefix + k: round(v, 1) for k, v in run.items() if "rate" not in k})
         if a.peers:
             res.update(peers(bootstrap, topic, a.events))
             for k in [k for k in res if k.startswith("peer_")]:
