@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     consumer_client: Literal["kafka-python", "librdkafka"] = Field(
         default="kafka-python",
         description="which client reads the events: kafka-python (parses records in "
-        "Python) or librdkafka via confluent-kafka (in C; the pipeline measured ~1.4x faster, "
+        "Python) or librdkafka via confluent-kafka (in C; the pipeline measured 1.2-1.5x faster, "
         "bench/README.md)",
     )
     batch_max_events: int = Field(default=2000, ge=1, le=100_000)
