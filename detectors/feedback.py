@@ -63,6 +63,7 @@ features, after Li et al. 2023's labeling-budget batches); our own composition.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from itertools import combinations
 from typing import Any
@@ -73,6 +74,26 @@ from detectors.base import STATE_FORMAT, Detector, EventBatch, Explanation
 from detectors.ranking import RankedGroups, group_alerts, rank_groups
 
 _SEP = "\x1f"
+_ESC = "\x1e"
+_UNESCAPE = re.compile("\x1e(.)", re.DOTALL)
+_COLUMN = re.compile(r"\d+")
+
+
+def pattern_key(row: Sequence[str]) -> str:
+    """One pattern as a key (verdicts, specificity), unambiguous whatever its values: a value
+    holding the separator (a hostile entity) is escaped, so it never poses as two values."""
+    key = _SEP.join(row)
+    if key.count(_SEP) == len(row) - 1 and _ESC not in key:
+        return key
+    return _SEP.join(v.replace(_ESC, _ESC + _ESC).replace(_SEP, _ESC + "_") for v in row)
+
+
+def pattern_row(key: str) -> tuple[str, ...]:
+    """The pattern a `pattern_key` names."""
+    parts = key.split(_SEP)
+    if _ESC not in key:
+        return tuple(parts)
+    return tuple(_UNESCAPE.sub(lambda m: _SEP if m[1] == "_" else m[1], p) for p in parts)
 
 
 def family(value: str) -> str:
@@ -165,6 +186,7 @@ class FeedbackDetector(Detector):
     # -- tokens ---------------------------------------------------------------------------
     def tokens(self, row: Sequence[str]) -> list[str]:
         """The pattern tokens of one event (see the module docstring)."""
+        row = pattern_key(row).split(_SEP) if row else []  # values, escaped
         vals = [f"{j}={v}" for j, v in enumerate(row)]
         for j in self._fam:
             vals.append(f"{j}~{family(row[j])}")
@@ -175,7 +197,7 @@ class FeedbackDetector(Detector):
         service calls it with every scored batch, so flagged patterns count too."""
         cap = self.config["max_patterns"]
         for row in rows:
-            key = _SEP.join(row)
+            key = pattern_key(row)
             if key in self.patterns_ or len(self.patterns_) >= cap:
                 continue
             self.patterns_.add(key)
@@ -191,7 +213,7 @@ class FeedbackDetector(Detector):
         ben: dict[str, int] = {}
         for key, y in self.labeled_.items():
             into = mal if y == 1 else ben
-            for t in self.tokens(key.split(_SEP)):
+            for t in self.tokens(pattern_row(key)):
                 into[t] = into.get(t, 0) + 1
         a = self.config["alpha"]
         n = len(self.patterns_)
@@ -201,7 +223,7 @@ class FeedbackDetector(Detector):
         w = {}
         for t in set(mal) | set(ben):
             lo = float(np.log((mal.get(t, 0) + a) / (ben.get(t, 0) + a)))
-            cols = {int(part.split("=" if "=" in part else "~", 1)[0]) for part in t.split(_SEP)}
+            cols = {int(_COLUMN.match(part)[0]) for part in t.split(_SEP)}  # type: ignore[index]
             if (lo > 0 and not cols <= lift) or (
                 lo < 0 and (not cols <= sink or len(cols) < sink_min)
             ):
@@ -245,7 +267,7 @@ class FeedbackDetector(Detector):
         if not np.isin(labels, (0, 1)).all():
             raise ValueError("labels must be 1 (malicious) or 0 (benign)")
         self.observe_patterns(map(tuple, batch.rows))
-        keys = [_SEP.join(row) for row in batch.rows]
+        keys = [pattern_key(row) for row in batch.rows]
         for key, y in zip(keys, labels.tolist(), strict=True):
             self.labeled_[key] = int(y)
         # a pattern's times are those of its latest malicious verdict: a benign one (or a
@@ -287,7 +309,7 @@ class FeedbackDetector(Detector):
     def forget(self, row: Sequence[str]) -> bool:
         """Drop the verdict on one pattern (an analyst's undo) and the times it confirmed;
         True if there was one."""
-        key = _SEP.join(row)
+        key = pattern_key(row)
         if self.labeled_.pop(key, None) is None:
             return False
         self._set_malicious([
@@ -353,7 +375,7 @@ class FeedbackDetector(Detector):
         # where each confirmed time was: read from its pattern (so a learner reconfigured to
         # another `time_same` type still knows), else as recorded (states before 2026-12-04)
         where = np.array(
-            [k.split(_SEP)[col] if k else w
+            [pattern_row(k)[col] if k else w
              for k, w in zip(self.malicious_keys_, self.malicious_where_, strict=True)],
             dtype=object,
         )  # fmt: skip
@@ -468,7 +490,7 @@ class FeedbackDetector(Detector):
         labels = np.asarray(arrays["fb.labels"]).tolist()
         if len(labels) != len(meta["labeled"]):
             raise ValueError("feedback labels do not match their patterns")
-        det.observe_patterns(p.split(_SEP) for p in meta["patterns"])
+        det.observe_patterns(pattern_row(p) for p in meta["patterns"])
         det.labeled_ = dict(zip(meta["labeled"], (int(y) for y in labels), strict=True))
         det.malicious_times_ = np.asarray(arrays["fb.malicious_times"], np.float64).copy()
         det.malicious_where_ = list(meta["malicious_where"])

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detectors.feedback import _SEP as FEEDBACK_SEP
+from detectors.feedback import pattern_key, pattern_row
 from schemas import DeadLetter, DeadLetterReason, Feedback, Verdict
 from service.decode import clip, dead_letter
 from service.feedback_intake import FeedbackIntake
@@ -151,9 +151,9 @@ class AnalystLoop:
         """Learn one kind's new verdicts (`times`: when each labeled alert fired) unless that
         ranks the earlier verdicts worse; False (and the model untouched) when rolled back."""
         before_fb = self.scorer.feedback_of(kind)
-        new = {FEEDBACK_SEP.join(r) for r in rows}
+        new = {pattern_key(r) for r in rows}
         held = [(k, y) for k, y in before_fb.labeled_.items() if k not in new]
-        held_rows = [tuple(k.split(FEEDBACK_SEP)) for k, _ in held]
+        held_rows = [pattern_row(k) for k, _ in held]
         held_labels = np.fromiter((y for _, y in held), np.int64, len(held))
         auc_before = ranking_auc(self.scorer.peek(kind, held_rows), held_labels) if held else None
         snapshot = copy.deepcopy(before_fb) if auc_before is not None else None

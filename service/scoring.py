@@ -26,8 +26,7 @@ from detectors.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from detectors.feedback import _SEP as FEEDBACK_SEP
-from detectors.feedback import FeedbackDetector
+from detectors.feedback import FeedbackDetector, pattern_key
 from detectors.frequency import FrequencyDetector
 from detectors.outrider import OutriderDetector
 from service.decode import DecodedEvent
@@ -288,7 +287,7 @@ class Scorer:
         learnable = ~alerted
         if fb.labeled_ and alerted.any():
             for i in np.flatnonzero(alerted):
-                if fb.labeled_.get(FEEDBACK_SEP.join(batch.rows[i])) == 0:
+                if fb.labeled_.get(pattern_key(batch.rows[i])) == 0:
                     learnable[i] = True
         hold = self.holdbacks.get(kind)
         if hold is None:

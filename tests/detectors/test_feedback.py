@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from detectors.base import EventBatch
-from detectors.feedback import FeedbackDetector, family, select_queries
+from detectors.feedback import (
+    FeedbackDetector,
+    family,
+    pattern_key,
+    pattern_row,
+    select_queries,
+)
 from detectors.outrider import OutriderDetector
 from tests.detectors.conftest import TYPES
 
@@ -78,6 +84,23 @@ def test_a_later_verdict_or_an_undo_withdraws_the_confirmed_times(train: EventBa
     back = FeedbackDetector.from_state(*det.state_dict())
     assert back.malicious_keys_ == det.malicious_keys_ and back.forget(attack)
     assert len(back.malicious_times_) == 0
+
+
+def test_a_hostile_value_holding_the_separator_never_poses_as_two(train: EventBatch) -> None:
+    plain = ("svc", "backup", "process_0", "port_0")
+    # one value that reads, joined, like "svc" then "1=backup": the pair token of `plain`
+    hostile = ("svc\x1f1=backup", "host_9", "process_9", "port_9")
+    tricky = ("a\x1e_b", "\x1e", "\x1f\x1e\x1f", "")
+    for row in (plain, hostile, tricky):
+        assert pattern_row(pattern_key(row)) == row
+    assert pattern_key(plain) == "\x1f".join(plain), "ordinary keys are as before"
+    assert len({pattern_key(hostile), pattern_key(("svc", "1=backup", "process_9", "port_9"))}) == 2
+    det = _fitted(train, sink_min_types=2)
+    det.learn_labels(_one(plain), [0])  # benign: sinks look-alikes by the pair svc + backup
+    assert det.pattern_term([hostile])[0] == 0.0, "the hostile value got the pair's sink"
+    assert det.pattern_term([("svc", "backup", "process_5", "port_5")])[0] < 0
+    det.learn_labels(_one(hostile), [0])
+    assert pattern_key(hostile) in det.labeled_ and det.forget(hostile)
 
 
 def test_verdicts_cancel_on_shared_tokens(train: EventBatch) -> None:
