@@ -103,6 +103,12 @@ def test_trainer_teaches_a_hot_swapping_scorer(
         ), "the scorer did not swap to the model that knows the verdict"
         after = float(scorer.scorer.peek("ids_alert", [row])[0])
         assert after < before, f"look-alike did not sink on the scorer: {before} -> {after}"
+        # the scorer's own group book was re-scored with the swapped-in model
+        mirror = scorer.groups.groups[look_alike.group_id]
+        assert wait_until(
+            lambda: mirror.model_score is not None and abs(mirror.model_score - after) < 1e-9,
+            30,
+        ), (mirror.model_score, after)
         knows_verdict = scorer.model.version
         assert knows_verdict != swapped_to
 
