@@ -27,6 +27,7 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from service.procconsumer import ProcessConsumer
 from service.producer import Delivery, OutputProducer, PublishError, librdkafka_config
 from service.rdconsumer import RdConsumer
 from service.settings import Settings
@@ -50,28 +51,14 @@ class KafkaIO:
         self.settings = settings
         topics = [settings.events_topic] + ([settings.logs_topic] if settings.logs_topic else [])
         client_id = f"{settings.client_id}-consumer"
-        self.consumer: KafkaConsumer | RdConsumer
+        self.consumer: KafkaConsumer | RdConsumer | ProcessConsumer
         if settings.consumer_client == "librdkafka":
             self.consumer = RdConsumer(settings, topics, client_id)
+        elif settings.consumer_process:
+            self.consumer = ProcessConsumer(settings, topics, client_id, settings.batch_max_events)
         else:
-            self.consumer = KafkaConsumer(
-                *topics,
-                group_id=settings.group_id,
-                client_id=client_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_poll_records=settings.batch_max_events,
-                fetch_max_bytes=50 << 20,
-                max_partition_fetch_bytes=max(10 << 20, settings.max_message_bytes * 2),
-                # with incremental fetch sessions (KIP-227) kafka-python 3.0 sometimes settled
-                # into the broker holding each fetch for fetch_max_wait_ms: batches came in
-                # bursts every ~0.6 s (warm p99 554-670 ms at 38k events/s in 3 of 5 runs;
-                # 58-74 ms in 3 of 3 without sessions, same machine and rate). Full fetches
-                # cost little on our few partitions.
-                enable_incremental_fetch_sessions=False,
-                session_timeout_ms=settings.session_timeout_ms,
-                heartbeat_interval_ms=max(settings.session_timeout_ms // 3, 500),
-                **settings.kafka_client_config(),
+            self.consumer = kafka_python_consumer(
+                settings, topics, client_id, settings.batch_max_events
             )
         self.producer = OutputProducer(
             settings, f"{settings.client_id}-producer", max_request_bytes=4 << 20
@@ -237,6 +224,32 @@ class KafkaIO:
         finally:
             self.producer.close(timeout_s=10)
             self.consumer.close(autocommit=False)
+
+
+def kafka_python_consumer(
+    settings: Settings, topics: list[str], client_id: str, max_records: int
+) -> KafkaConsumer:
+    """The events consumer through kafka-python, in this process or in the consumer process
+    (`service/procconsumer.py`): the same configuration either way."""
+    return KafkaConsumer(
+        *topics,
+        group_id=settings.group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=max_records,
+        fetch_max_bytes=50 << 20,
+        max_partition_fetch_bytes=max(10 << 20, settings.max_message_bytes * 2),
+        # with incremental fetch sessions (KIP-227) kafka-python 3.0 sometimes settled
+        # into the broker holding each fetch for fetch_max_wait_ms: batches came in
+        # bursts every ~0.6 s (warm p99 554-670 ms at 38k events/s in 3 of 5 runs;
+        # 58-74 ms in 3 of 3 without sessions, same machine and rate). Full fetches
+        # cost little on our few partitions.
+        enable_incremental_fetch_sessions=False,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(settings.session_timeout_ms // 3, 500),
+        **settings.kafka_client_config(),
+    )
 
 
 def whole_topic_consumer(

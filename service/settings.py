@@ -60,6 +60,12 @@ class Settings(BaseSettings):
         "Python) or librdkafka via confluent-kafka (in C; the pipeline measured 1.2-1.5x faster, "
         "bench/README.md)",
     )
+    consumer_process: bool = Field(
+        default=True,
+        description="with kafka-python: consume in a child process, so its record parsing "
+        "runs beside scoring instead of taking turns with it (service/procconsumer.py); "
+        "false = in the service's own process",
+    )
     batch_max_events: int = Field(default=2000, ge=1, le=100_000)
     batch_max_wait_ms: int = Field(default=100, ge=1, le=60_000)
     max_message_bytes: int = Field(

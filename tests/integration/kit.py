@@ -25,6 +25,13 @@ from service.kafka_io import ensure_topics
 from service.settings import Settings
 from service.trainer import Trainer
 
+#: The ways the chain can consume, by test id: each runs the chain's delivery tests.
+CONSUMERS: dict[str, dict[str, Any]] = {
+    "kafka-python-process": {"consumer_client": "kafka-python", "consumer_process": True},
+    "kafka-python": {"consumer_client": "kafka-python", "consumer_process": False},
+    "librdkafka": {"consumer_client": "librdkafka"},
+}
+
 
 def fresh_settings(bootstrap: str, state_dir: Path, **overrides: Any) -> Settings:
     run = uuid.uuid4().hex[:10]

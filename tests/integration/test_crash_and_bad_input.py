@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from service.replay import read_records
 from tests.integration.kit import (
+    CONSUMERS,
     committed_total,
     consume_all,
     fresh_settings,
@@ -41,12 +42,12 @@ def _serve(settings, log: Path) -> subprocess.Popen:  # type: ignore[no-untyped-
     )
 
 
-@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
+@pytest.mark.parametrize("client", CONSUMERS)
 def test_kill_9_mid_stream_leaves_nothing_unscored(
     kafka_bootstrap: str, datasets: Path, tmp_path: Path, client: str
 ) -> None:
     records = read_records(datasets / "ait-ads" / "russellmitchell_alerts.csv.gz")[:30_000]
-    s = fresh_settings(kafka_bootstrap, tmp_path, consumer_client=client)
+    s = fresh_settings(kafka_bootstrap, tmp_path, **CONSUMERS[client])
     produce(kafka_bootstrap, s.events_topic, [orjson.dumps(r) for r in records])
     log = tmp_path / "serve.log"
 
@@ -115,7 +116,7 @@ hostile = st.one_of(
 )
 
 
-@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
+@pytest.mark.parametrize("client", CONSUMERS)
 @hsettings(max_examples=1, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(st.lists(hostile, min_size=300, max_size=300))
 def test_hostile_messages_all_reach_the_dead_letter_topic(
@@ -128,7 +129,7 @@ def test_hostile_messages_all_reach_the_dead_letter_topic(
         kafka_bootstrap,
         tmp_path_factory.mktemp("bad"),
         calibration_min_samples=100,
-        consumer_client=client,
+        **CONSUMERS[client],
     )
     good = [
         orjson.dumps(

@@ -1,5 +1,5 @@
 """The chain end to end on the real broker, with a real AIT scenario, consuming through either
-client (kafka-python, librdkafka)."""
+client (kafka-python in a child process or in the service, librdkafka)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,23 @@ import pytest
 from kafka import KafkaProducer
 
 from service.replay import read_records, replay
-from tests.integration.kit import committed_total, consume_all, fresh_settings, running, wait_until
+from tests.integration.kit import (
+    CONSUMERS,
+    committed_total,
+    consume_all,
+    fresh_settings,
+    running,
+    wait_until,
+)
 
 
-@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
+@pytest.mark.parametrize("client", CONSUMERS)
 def test_every_russellmitchell_alert_is_scored_or_dead_lettered(
     kafka_bootstrap: str, datasets: Path, tmp_path: Path, client: str
 ) -> None:
     records = read_records(datasets / "ait-ads" / "russellmitchell_alerts.csv.gz")
     assert len(records) == 45_544
-    settings = fresh_settings(kafka_bootstrap, tmp_path, consumer_client=client)
+    settings = fresh_settings(kafka_bootstrap, tmp_path, **CONSUMERS[client])
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=20, batch_size=512 << 10)
     assert replay(producer, settings.events_topic, records, progress=False) == len(records)
     producer.close()

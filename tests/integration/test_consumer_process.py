@@ -1,0 +1,102 @@
+"""The consumer process on the real broker: a seek drops what the child read ahead and loses
+nothing, commits go through the child, a dead child stops the chain with its reason, and the
+child never outlives its parent. (The whole chain runs through it in test_pipeline.py and
+test_crash_and_bad_input.py, kill -9 of the service included.)"""
+
+from __future__ import annotations
+
+import signal
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from kafka.errors import CommitFailedError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from service.procconsumer import ConsumerProcessDied, ProcessConsumer
+from tests.integration.kit import committed_total, fresh_settings, produce, wait_until
+
+PER_PARTITION = 3000
+
+
+def _consumer(kafka_bootstrap: str, tmp_path: Path) -> tuple[ProcessConsumer, str, str]:
+    s = fresh_settings(kafka_bootstrap, tmp_path)
+    for p in (0, 1):
+        values = [f"{p}-{i}".encode() for i in range(PER_PARTITION)]
+        produce(kafka_bootstrap, s.events_topic, values, partition=p)
+    return ProcessConsumer(s, [s.events_topic], "it", 500), s.events_topic, s.group_id
+
+
+def _poll_until(pc: ProcessConsumer, got: dict[int, list[int]], total: int) -> None:
+    def more() -> bool:
+        for r in pc.poll(timeout_ms=200, max_records=500).get("records", []):
+            assert r.value == f"{r.partition}-{r.offset}".encode()
+            got[r.partition].append(r.offset)
+        return sum(map(len, got.values())) >= total
+
+    assert wait_until(more, timeout_s=60, every_s=0)
+
+
+def test_a_seek_drops_the_read_ahead_and_loses_nothing(kafka_bootstrap: str, tmp_path: Path):
+    pc, topic, _ = _consumer(kafka_bootstrap, tmp_path)
+    try:
+        got: dict[int, list[int]] = defaultdict(list)
+        _poll_until(pc, got, 1500)  # the child has read further ahead by now
+        before = {p: len(offs) for p, offs in got.items()}
+        sought = max(before, key=before.__getitem__)  # kafka-python reads a partition at a time
+        other = 1 - sought
+        pc.seek(TopicPartition(topic, sought), 100)  # the chain rewinds it (a refused publish)
+        assert pc.position(TopicPartition(topic, sought)) == 100
+        _poll_until(pc, got, 2 * PER_PARTITION + before[sought] - 100)
+        assert got[sought] == list(range(before[sought])) + list(range(100, PER_PARTITION))
+        assert got[other] == list(range(PER_PARTITION)), "a partition not sought goes on as it was"
+        assert pc.position(TopicPartition(topic, other)) == PER_PARTITION
+    finally:
+        pc.close()
+
+
+def test_commits_go_through_the_child(kafka_bootstrap: str, tmp_path: Path) -> None:
+    pc, topic, group = _consumer(kafka_bootstrap, tmp_path)
+    try:
+        _poll_until(pc, defaultdict(list), 100)
+        assert wait_until(lambda: len(pc.assignment()) == 4, timeout_s=30)
+        pc.commit({TopicPartition(topic, 0): OffsetAndMetadata(40, "", -1)})
+        assert committed_total(kafka_bootstrap, group, topic) == 40
+        failures: list = []
+        pc.commit_async(
+            {TopicPartition(topic, 1): OffsetAndMetadata(60, "", -1)},
+            callback=lambda offsets, exc: failures.append(exc),
+        )
+        assert wait_until(lambda: committed_total(kafka_bootstrap, group, topic) == 100, 30)
+        pc.poll(timeout_ms=50)  # where the answer is read
+        assert not failures
+    finally:
+        pc.close()
+    assert pc._child.returncode == 0
+
+
+def test_a_dead_child_stops_the_chain_with_its_reason(kafka_bootstrap: str, tmp_path: Path):
+    pc, topic, _ = _consumer(kafka_bootstrap, tmp_path)
+    _poll_until(pc, defaultdict(list), 100)
+    pc._child.send_signal(signal.SIGKILL)
+    with pytest.raises(ConsumerProcessDied, match="exited"):
+        for _ in range(100):
+            pc.poll(timeout_ms=100)
+    with pytest.raises(ConsumerProcessDied):  # every later poll too: never a silent stall
+        pc.poll(timeout_ms=10)
+    with pytest.raises(CommitFailedError):  # a shutdown's final commit: refused, not hung
+        pc.commit({TopicPartition(topic, 0): OffsetAndMetadata(1, "", -1)})
+    lost: list = []
+    pc.commit_async(
+        {TopicPartition(topic, 0): OffsetAndMetadata(1, "", -1)}, lambda o, e: lost.append(e)
+    )
+    assert lost, "an async commit to a dead child is reported lost"
+    pc.close()
+
+
+def test_the_child_exits_when_its_parent_goes(kafka_bootstrap: str, tmp_path: Path) -> None:
+    pc, _, _ = _consumer(kafka_bootstrap, tmp_path)
+    _poll_until(pc, defaultdict(list), 100)
+    pc._to_child.close()  # what the kernel does to a killed parent's end of the pipe
+    assert pc._child.wait(30) == 0, "end of input: the child leaves the group and exits"
+    pc._reader.join(5)
