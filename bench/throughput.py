@@ -6,7 +6,12 @@ Measures, on one broker and one topic of AIT alert events (russellmitchell, repe
   raw_consumer_events_per_s    kafka-python consuming the topic, no processing (the ratio's
                                denominator: the client library's own ceiling)
   pipeline_events_per_s        Outrider's whole chain (decode, validate, score, calibrate,
-                               explain and publish alerts, commit after acks)
+                               explain and publish alerts, commit after acks), as it runs by
+                               default: kafka-python consuming in a child process
+  pipeline_in_process_events_per_s
+                               the same chain with kafka-python in the pipeline's own process
+                               (`--consumer-process false`); consumer_process_speedup = the
+                               default over it, ratio_in_process its ratio
   pipeline_alerts              alerts the pipeline run raised (each is two produced records)
   p50/p99_latency_ms           record timestamp -> outputs acknowledged, with a producer
                                process pacing events at half the measured pipeline rate,
@@ -198,13 +203,15 @@ def run_pipeline(
     state_dir: Path | None = None,
     on_first_batch: Callable[[], object] | None = None,
     client: str = "kafka-python",
+    process: bool = True,
 ) -> float:
     """Outrider's chain over `n` records of `topic`; events/s from first batch to last.
     `stats` receives the number of alerts (each is a produced record, and its group's OCSF
     finding one more per batch; the alert rate moves the figure more than anything else).
     `state_dir`: the model and groups to start from (a fresh one when None);
     `on_first_batch`: called once the pipeline has its partitions and scored a first batch;
-    `client`: which client consumes the events (`--consumer-client`)."""
+    `client`: which client consumes the events (`--consumer-client`); `process`: kafka-python
+    in a child process (`--consumer-process`, the default) or in the pipeline's own."""
     from service.app import Pipeline
     from service.settings import Settings
 
@@ -220,6 +227,7 @@ def run_pipeline(
         state_dir=state_dir or state / run,
         batch_max_events=batch,
         consumer_client=client,
+        consumer_process=process,
         metrics_port=0,
         log_level="WARNING",
     )
@@ -383,6 +391,13 @@ def main() -> None:
         )
         res["pipeline_alerts"] = stats["alerts"]
         res["ratio"] = round(res["pipeline_events_per_s"] / res["raw_consumer_events_per_s"], 3)
+        one_stats: dict[str, Any] = {}
+        one = run_pipeline(bootstrap, topic, a.events, a.batch, state, stats=one_stats,
+                           process=False)  # fmt: skip
+        res["pipeline_in_process_events_per_s"] = round(one)
+        res["pipeline_in_process_alerts"] = one_stats["alerts"]
+        res["ratio_in_process"] = round(one / res["raw_consumer_events_per_s"], 3)
+        res["consumer_process_speedup"] = round(res["pipeline_events_per_s"] / one, 2)
         pure = raw_kafka_python_pure_crc(bootstrap, topic, a.events, a.batch)
         res["raw_consumer_pure_python_crc_events_per_s"] = round(pure)
         res["ratio_vs_pure_python_crc"] = round(res["pipeline_events_per_s"] / pure, 3)

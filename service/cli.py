@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from service.logsetup import configure_logging
 from service.settings import Settings
 
 log = logging.getLogger("outrider")
@@ -50,16 +51,6 @@ def has_bootstrap(settings: Settings, command: str, hint: str = "") -> bool:
     print(f"outrider {command} needs --kafka-bootstrap (or OUTRIDER_KAFKA_BOOTSTRAP){hint}",
           file=sys.stderr)  # fmt: skip
     return False
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    # kafka-python 3 warns whenever one of its I/O tasks ran > 100 ms; on a busy scorer that is
-    # a batch being scored between polls, not a fault (lag and latency metrics tell the truth)
-    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -343,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    _configure_logging(level)
+    configure_logging(level)
     return int(args.func(args))
 
 

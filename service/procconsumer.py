@@ -40,6 +40,7 @@ import orjson
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from service.logsetup import configure_logging
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,13 @@ log = logging.getLogger(__name__)
 #: Frames the child may read ahead of the chain (each is one poll of up to a batch): enough
 #: that it never waits for the chain to ask, few enough to bound the memory read ahead.
 CREDIT = 4
-#: How long one poll of the child waits for records, ms (kafka-python 3.0 polled with less
-#: sends its next fetch late; see kafka_io.MIN_POLL_MS).
-CHILD_POLL_MS = 20
+#: How long one poll of the child waits for records, ms; it returns as soon as records come,
+#: and the parent's commands wait for it. kafka-python 3.0 gives up a group coordinator
+#: lookup that a poll's timeout cut short and starts it again: with 20 ms polls on our
+#: loaded two cores a child never joined its group. Until it holds partitions, it polls for
+#: JOIN_POLL_MS.
+CHILD_POLL_MS = 100
+JOIN_POLL_MS = 1000
 #: Seconds between two status frames of an idle child (assignment, end offsets: the lag).
 STATUS_EVERY_S = 1.0
 #: Seconds `close` and a synchronous commit wait for the child.
@@ -63,13 +68,20 @@ class ConsumerProcessDied(RuntimeError):
     """The child consuming the events is gone; the service cannot go on without it."""
 
 
+_WRITING = threading.Lock()
+
+
 def write_frame(out: BinaryIO, kind: bytes, meta: Any, blob: bytes = b"") -> None:
-    """One frame: length, kind, JSON length, JSON, then the raw bytes."""
+    """One frame: length, kind, JSON length, JSON, then the raw bytes; written whole under a
+    lock (kafka-python answers a commit from its network thread, which must not cut into a
+    batch being written)."""
     head = orjson.dumps(meta)
-    out.write(_LEN.pack(1 + 4 + len(head) + len(blob)) + kind + _LEN.pack(len(head)) + head)
-    if blob:
-        out.write(blob)
-    out.flush()
+    frame = b"".join(
+        (_LEN.pack(1 + 4 + len(head) + len(blob)), kind, _LEN.pack(len(head)), head, blob)
+    )
+    with _WRITING:
+        out.write(frame)
+        out.flush()
 
 
 def read_frame(inp: BinaryIO) -> tuple[bytes, Any, bytes] | None:
@@ -451,7 +463,8 @@ class _Child:
             self._write(COMMITTED, {"id": commit_id, "error": None})
 
     def _poll(self) -> None:
-        polled = self.consumer.poll(timeout_ms=CHILD_POLL_MS, max_records=self.max_records)
+        wait_ms = CHILD_POLL_MS if self.consumer.assignment() else JOIN_POLL_MS
+        polled = self.consumer.poll(timeout_ms=wait_ms, max_records=self.max_records)
         if not polled:
             if time.monotonic() - self.last_status > STATUS_EVERY_S:
                 self._write(STATUS, self._state())
@@ -521,8 +534,7 @@ def main() -> None:
     if first is None:
         return
     start = first[1]
-    level = start["settings"].get("log_level", "INFO")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(start["settings"].get("log_level", "INFO"))
     commands: queue.Queue[dict[str, Any] | None] = queue.Queue()
     threading.Thread(target=_commands, args=(inp, commands), daemon=True).start()
     child = _Child(out, commands)
