@@ -11,7 +11,9 @@ Measures, on one broker and one topic of AIT alert events (russellmitchell, repe
   pipeline_in_process_events_per_s
                                the same chain with kafka-python in the pipeline's own process
                                (`--consumer-process false`); consumer_process_speedup = the
-                               default over it, ratio_in_process its ratio
+                               default over it, ratio_in_process its ratio;
+                               in_process_[warm_]p50/p99_latency_ms: the latency runs again
+                               with it, at the same rate
   pipeline_alerts              alerts the pipeline run raised (each is two produced records)
   p50/p99_latency_ms           record timestamp -> outputs acknowledged, with a producer
                                process pacing events at half the measured pipeline rate,
@@ -292,6 +294,7 @@ def latency_at(
     state: Path,
     state_dir: Path | None = None,
     client: str = "kafka-python",
+    process: bool = True,
 ) -> dict[str, float]:
     """Latency percentiles while a separate process produces at `rate` events/s; the
     pipeline starts from the model in `state_dir` (warm) or from nothing (cold). The paced
@@ -320,6 +323,7 @@ def latency_at(
         state_dir=state_dir,
         on_first_batch=proc.start,
         client=client,
+        process=process,
     )
     proc.join(30)
     arr = np.asarray(lat[len(lat) // 10 :]) * 1000.0  # not the first 10%: cold caches
@@ -420,6 +424,12 @@ def main() -> None:
         later = paced[a.events :]
         warm = latency_at(bootstrap, later, half, a.batch, state, state_dir=stats["state_dir"])
         res.update({f"warm_{k}": round(v, 1) for k, v in warm.items() if "rate" not in k})
+        # the same two latency runs with kafka-python in the pipeline's process (same rate)
+        cold = latency_at(bootstrap, paced[:paced_n], half, a.batch, state, process=False)
+        warm = latency_at(bootstrap, later, half, a.batch, state,
+                          state_dir=one_stats["state_dir"], process=False)  # fmt: skip
+        for prefix, run in (("in_process_", cold), ("in_process_warm_", warm)):
+            res.update({prefix + k: round(v, 1) for k, v in run.items() if "rate" not in k})
         # the same two latency runs, consuming through librdkafka (same rate)
         cold = latency_at(bootstrap, paced[:paced_n], half, a.batch, state, client="librdkafka")
         warm = latency_at(bootstrap, later, half, a.batch, state,

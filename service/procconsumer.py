@@ -11,9 +11,9 @@ one frame per poll (offsets, timestamps and keys as JSON, values as one byte str
 seek, highwater, position, close), so the chain and its delivery promise do not change:
 - offsets are committed by the child, only when `KafkaIO` asks, only for partitions the child
   still owns;
-- the child reads ahead at most `CREDIT` frames; a `seek` (a refused publish rewinds) drops
-  what was read ahead and puts every partition back where the chain is: the sought offset,
-  or the offset after the last record handed to the chain;
+- the child reads ahead at most `READ_AHEAD_BATCHES` batches of records; a `seek` (a
+  refused publish rewinds) drops what was read ahead and puts every partition back where the
+  chain is: the sought offset, or the offset after the last record handed to the chain;
 - the child dies with its parent: end of input on its command pipe closes the consumer (it
   leaves the group at once, commits nothing) and exits; a dead child raises
   `ConsumerProcessDied` in the parent at its next call, so the service stops rather than
@@ -45,9 +45,10 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Frames the child may read ahead of the chain (each is one poll of up to a batch): enough
-#: that it never waits for the chain to ask, few enough to bound the memory read ahead.
-CREDIT = 4
+#: Batches of records the child may read ahead of the chain: it keeps fetching while the
+#: chain scores (counted in frames, small frames of paced traffic stopped it early and added
+#: ~10 ms to the median latency), and the memory read ahead stays bounded.
+READ_AHEAD_BATCHES = 2
 #: How long one poll of the child waits for records, ms; it returns as soon as records come,
 #: and the parent's commands wait for it. kafka-python 3.0 gives up a group coordinator
 #: lookup that a poll's timeout cut short and starts it again: with 20 ms polls on our
@@ -247,7 +248,7 @@ class ProcessConsumer:
             return True
         self._status(meta)
         if kind == BATCH:
-            self._send({"op": "credit", "n": 1})
+            self._send({"op": "credit", "n": sum(len(p["o"]) for p in meta["parts"])})
             if meta["epoch"] == self._epoch:  # else read before a seek: dropped
                 self._ready.extend(_decode_batch(meta, blob))
         return True
@@ -382,11 +383,12 @@ class ProcessConsumer:
 
 # -- the child ----------------------------------------------------------------------------
 class _Child:
-    """The child's loop: poll while the parent has credit, obey its commands in order."""
+    """The child's loop: poll while the parent has room for records (its credit, in records),
+    obey its commands in order."""
 
     def __init__(self, out: BinaryIO, commands: queue.Queue[dict[str, Any] | None]) -> None:
         self.out, self.commands = out, commands
-        self.credit, self.epoch, self.closing = CREDIT, 0, False
+        self.credit, self.epoch, self.closing = 0, 0, False
         self.last_status = 0.0
         self.consumer: Any = None
 
@@ -398,6 +400,7 @@ class _Child:
             settings, start["topics"], start["client_id"], start["max_records"]
         )
         self.max_records = start["max_records"]
+        self.credit = READ_AHEAD_BATCHES * self.max_records
         try:
             while not self.closing:
                 self._obey(wait_s=0.0 if self.credit > 0 else 0.05)
@@ -464,7 +467,8 @@ class _Child:
 
     def _poll(self) -> None:
         wait_ms = CHILD_POLL_MS if self.consumer.assignment() else JOIN_POLL_MS
-        polled = self.consumer.poll(timeout_ms=wait_ms, max_records=self.max_records)
+        room = min(self.max_records, self.credit)
+        polled = self.consumer.poll(timeout_ms=wait_ms, max_records=room)
         if not polled:
             if time.monotonic() - self.last_status > STATUS_EVERY_S:
                 self._write(STATUS, self._state())
@@ -492,7 +496,7 @@ class _Child:
             parts.append(part)
         meta = self._state()
         meta["epoch"], meta["parts"] = self.epoch, parts
-        self.credit -= 1
+        self.credit -= sum(map(len, polled.values()))
         self._write(BATCH, meta, b"".join(values))
 
     def _state(self) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def frames(buf: io.BytesIO) -> list[tuple[bytes, Any, bytes]]:
 def child_with(polls: list[dict[TopicPartition, list[Rec]]]) -> tuple[_Child, io.BytesIO]:
     out = io.BytesIO()
     child = _Child(out, queue.Queue())
-    child.consumer, child.max_records = FakeConsumer(polls), 2000
+    child.consumer, child.max_records, child.credit = FakeConsumer(polls), 2000, 4000
     return child, out
 
 
@@ -101,7 +101,7 @@ def test_what_the_child_polled_reaches_the_parent_intact() -> None:
     child, out = child_with([polled])
     child._poll()
     ((kind, meta, blob),) = frames(out)
-    assert kind == BATCH and child.credit == 3, "a batch frame spends one credit"
+    assert kind == BATCH and child.credit == 4000 - 4, "credit is spent per record sent"
     assert sorted(map(tuple, meta["assign"])) == [("events", 0), ("events", 1)]
     records = _decode_batch(meta, blob)
     got = [
@@ -137,7 +137,7 @@ def test_the_child_commits_what_it_owns_and_answers_each_commit() -> None:
 
 def test_the_child_obeys_commands_in_order_and_stops_at_close() -> None:
     child, _ = child_with([])
-    for command in ({"op": "credit", "n": 2}, {"op": "close"}, {"op": "credit", "n": 9}):
+    for command in ({"op": "credit", "n": 200}, {"op": "close"}, {"op": "credit", "n": 9}):
         child.commands.put(command)
     child._obey(wait_s=0.0)
-    assert child.credit == 6 and child.closing, "credit before close applied; nothing after"
+    assert child.credit == 4200 and child.closing, "credit before close applied; nothing after"
