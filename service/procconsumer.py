@@ -261,7 +261,8 @@ class ProcessConsumer:
             self._ready = keep
         self._assignment = owned
         self._high = {TopicPartition(t, p): h for t, p, h in meta["high"]}
-        self._child_pos = {TopicPartition(t, p): o for t, p, o in meta["pos"]}
+        if "pos" in meta:
+            self._child_pos = {TopicPartition(t, p): o for t, p, o in meta["pos"]}
         for tp in [tp for tp in self._delivered if tp not in self._assignment]:
             del self._delivered[tp]
 
@@ -390,6 +391,7 @@ class _Child:
         self.out, self.commands = out, commands
         self.credit, self.epoch, self.closing = 0, 0, False
         self.last_status = 0.0
+        self.last_owned: set[TopicPartition] = set()
         self.consumer: Any = None
 
     def run(self, start: dict[str, Any]) -> None:
@@ -494,24 +496,32 @@ class _Child:
             if any(r.headers for r in records):
                 part["h"] = [[[k, _latin(v)] for k, v in r.headers or ()] for r in records]
             parts.append(part)
-        meta = self._state()
+        meta = self._state(positions=False)
         meta["epoch"], meta["parts"] = self.epoch, parts
         self.credit -= sum(map(len, polled.values()))
         self._write(BATCH, meta, b"".join(values))
 
-    def _state(self) -> dict[str, Any]:
+    def _state(self, positions: bool = True) -> dict[str, Any]:
+        """What the parent knows of the partitions: the assignment and end offsets (cheap,
+        on every frame); the positions (a client call per partition: on status frames, and
+        when the assignment changed) for the lag of partitions the chain has no record of."""
         owned = self.consumer.assignment()
-        high, pos = [], []
+        high = []
         for tp in owned:
             h = self.consumer.highwater(tp)
             if h is not None:
                 high.append([tp.topic, tp.partition, h])
-            with contextlib.suppress(Exception):
-                p = self.consumer.position(tp, timeout_ms=0)
-                if p is not None:
-                    pos.append([tp.topic, tp.partition, p])
-        self.last_status = time.monotonic()
-        return {"assign": [[tp.topic, tp.partition] for tp in owned], "high": high, "pos": pos}
+        state: dict[str, Any] = {"assign": [[tp.topic, tp.partition] for tp in owned], "high": high}
+        if positions or owned != self.last_owned:
+            pos = []
+            for tp in owned:
+                with contextlib.suppress(Exception):
+                    p = self.consumer.position(tp, timeout_ms=0)
+                    if p is not None:
+                        pos.append([tp.topic, tp.partition, p])
+            state["pos"], self.last_owned = pos, owned
+            self.last_status = time.monotonic()
+        return state
 
     def _write(self, kind: bytes, meta: Any, blob: bytes = b"") -> None:
         write_frame(self.out, kind, meta, blob)

@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from kafka import KafkaAdminClient
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -95,8 +96,14 @@ def test_a_dead_child_stops_the_chain_with_its_reason(kafka_bootstrap: str, tmp_
 
 
 def test_the_child_exits_when_its_parent_goes(kafka_bootstrap: str, tmp_path: Path) -> None:
-    pc, _, _ = _consumer(kafka_bootstrap, tmp_path)
+    pc, _, group_id = _consumer(kafka_bootstrap, tmp_path)
     _poll_until(pc, defaultdict(list), 100)
     pc._to_child.close()  # what the kernel does to a killed parent's end of the pipe
-    assert pc._child.wait(30) == 0, "end of input: the child leaves the group and exits"
+    assert pc._child.wait(30) == 0, "end of input: the child closes its consumer and exits"
     pc._reader.join(5)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        (group,) = admin.describe_groups([group_id]).values()
+    finally:
+        admin.close()
+    assert group["members"] == [], "it left the group: no wait for the session timeout"
