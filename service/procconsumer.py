@@ -229,11 +229,10 @@ class ProcessConsumer:
         """Handle the next frame from the child, waiting at most `timeout_s`; False when none
         came."""
         try:
-            frame = (
-                self._frames.get(timeout=max(timeout_s, 0.0))
-                if timeout_s > 0
-                else (self._frames.get_nowait())
-            )
+            if timeout_s > 0:
+                frame = self._frames.get(timeout=timeout_s)
+            else:
+                frame = self._frames.get_nowait()
         except queue.Empty:
             return False
         if frame is None:
@@ -392,6 +391,9 @@ class _Child:
         self.credit, self.epoch, self.closing = 0, 0, False
         self.last_status = 0.0
         self.last_owned: set[TopicPartition] = set()
+        # per partition, the first offset sent since the parent last said where it is: what
+        # a seek must go back to for a partition the parent has handed nothing of yet
+        self.base: dict[TopicPartition, int] = {}
         self.consumer: Any = None
 
     def run(self, start: dict[str, Any]) -> None:
@@ -434,12 +436,16 @@ class _Child:
         self.credit += command["n"]
 
     def _op_seek(self, command: dict[str, Any]) -> None:
+        """Every partition goes back to where the parent is: the offset it names, or, for a
+        partition it has had nothing of, the first offset sent (all of it is dropped)."""
         self.epoch = command["epoch"]
         owned = self.consumer.assignment()
-        for topic, partition, offset in command["to"]:
-            tp = TopicPartition(topic, partition)
-            if tp in owned:
-                self.consumer.seek(tp, offset)
+        to = {TopicPartition(t, p): offset for t, p, offset in command["to"]}
+        for tp in owned:
+            where = to.get(tp, self.base.get(tp))
+            if where is not None:
+                self.consumer.seek(tp, where)
+        self.base = {tp: self.base[tp] for tp in owned if tp in self.base and tp not in to}
 
     def _op_commit(self, command: dict[str, Any]) -> None:
         owned = self.consumer.assignment()
@@ -477,6 +483,7 @@ class _Child:
             return
         parts, values = [], []
         for tp, records in polled.items():
+            self.base.setdefault(tp, records[0].offset)
             sizes = []
             for r in records:
                 if r.value is None:

@@ -125,6 +125,21 @@ def test_the_child_seeks_only_what_it_owns_and_tags_later_batches() -> None:
     assert meta["epoch"] == 5, "the parent drops batches read before its seek by this tag"
 
 
+def test_a_seek_brings_back_what_was_read_ahead_of_a_partition_the_parent_has_none_of() -> None:
+    """The parent names the partitions it has records of; the child's read-ahead of any other
+    partition is dropped with the seek too, so that partition goes back to the first offset
+    sent (else those records would be skipped, and a later commit would pass them)."""
+    child, _ = child_with([{TP0: [Rec(10, b"a")], TP1: [Rec(40, b"b"), Rec(41, b"c")]},
+                           {TP1: [Rec(42, b"d")]}])  # fmt: skip
+    child._poll()
+    child._poll()
+    child._op_seek({"epoch": 1, "to": [["events", 0, 10]]})  # the parent had nothing of TP1
+    assert sorted(child.consumer.seeks) == [(TP0, 10), (TP1, 40)]
+    child.consumer.seeks.clear()
+    child._op_seek({"epoch": 2, "to": [["events", 0, 11]]})  # nothing sent of TP1 since
+    assert sorted(child.consumer.seeks) == [(TP0, 11), (TP1, 40)]
+
+
 def test_the_child_commits_what_it_owns_and_answers_each_commit() -> None:
     child, out = child_with([])
     child.consumer.owned = {TP0}
