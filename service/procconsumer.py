@@ -394,6 +394,7 @@ class _Child:
         # per partition, the first offset sent since the parent last said where it is: what
         # a seek must go back to for a partition the parent has handed nothing of yet
         self.base: dict[TopicPartition, int] = {}
+        self.base_owned: set[TopicPartition] = set()
         self.consumer: Any = None
 
     def run(self, start: dict[str, Any]) -> None:
@@ -481,6 +482,9 @@ class _Child:
             if time.monotonic() - self.last_status > STATUS_EVERY_S:
                 self._write(STATUS, self._state())
             return
+        owned = self.consumer.assignment()
+        if owned != self.base_owned:  # a rebalance: each partition restarts at its commit
+            self.base, self.base_owned = {}, owned
         parts, values = [], []
         for tp, records in polled.items():
             self.base.setdefault(tp, records[0].offset)
