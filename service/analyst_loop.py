@@ -138,9 +138,7 @@ class AnalystLoop:
             else:
                 rolled_back += 1
         if changed:  # the queue reflects what the verdicts taught, before any new alert
-            self.groups.rescore(
-                self.scorer.rescore_groups, lambda k: self.scorer.config.kinds[k].entities
-            )
+            self.scorer.rescore_book(self.groups)
             self.metrics.fine_tunes.inc()
             log.info("fine-tuned from %d verdicts: model %s", len(verdicts), self.scorer.version)
         return Outcome(changed, resolved, dead, rolled_back)

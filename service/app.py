@@ -222,9 +222,7 @@ class Pipeline:
         self.adopted = True
         # this scorer's groups, ranked by what the adopted model knows of the verdicts (its
         # alerts' group_rank then agrees with the trainer's page)
-        self.groups.rescore(
-            self.scorer.rescore_groups, lambda k: self.scorer.config.kinds[k].entities
-        )
+        self.scorer.rescore_book(self.groups)
         self.metrics.model_swaps.labels("ok").inc()
         self.metrics.model_info.info({"name": self.model.name, "version": self.model.version})
         self.metrics.model_timestamp.set(announced.created_at)

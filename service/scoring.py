@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from service.decode import DecodedEvent
 from service.holdback import HoldBack
 from service.settings import Settings
 from service.sources import SourceConfig
+
+if TYPE_CHECKING:
+    from service.groups import GroupBook
 
 FEEDBACK_KEY = "~feedback~"  # checkpoint key prefix: '~' is never part of a kind name
 
@@ -332,6 +335,11 @@ class Scorer:
         if fired is not None and weight and len(fb.malicious_times_) and rows:
             near = self.feedback_weight * weight * _time_share(fb, rows, fired)
         return pattern, near
+
+    def rescore_book(self, book: GroupBook) -> None:
+        """Re-rank `book`'s groups under the model as it is now (after verdicts, or a swap to
+        the trainer's model)."""
+        book.rescore(self.rescore_groups, lambda kind: self.config.kinds[kind].entities)
 
     def rescore_groups(
         self,
