@@ -41,6 +41,7 @@ from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from service.logsetup import configure_logging
+from service.records import ConsumedRecord
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,10 @@ _WRITING = threading.Lock()
 
 
 def write_frame(out: BinaryIO, kind: bytes, meta: Any, blob: bytes = b"") -> None:
-    """One frame: length, kind, JSON length, JSON, then the raw bytes; written whole under a
-    lock (kafka-python answers a commit from its network thread, which must not cut into a
-    batch being written)."""
+    """One frame: length, kind, JSON length, JSON, then the raw bytes; written whole, in one
+    call under a lock, so no other thread's frame can cut into it (kafka-python 3.0 runs
+    commit callbacks inside `poll`, on the child's main thread; the lock keeps that its
+    detail, not an assumption of the pipe)."""
     head = orjson.dumps(meta)
     frame = b"".join(
         (_LEN.pack(1 + 4 + len(head) + len(blob)), kind, _LEN.pack(len(head)), head, blob)
@@ -103,33 +105,9 @@ def _latin(b: bytes | None) -> str | None:
     return None if b is None else b.decode("latin-1")
 
 
-class PipedRecord:
-    """One consumed record, with the attributes of kafka-python's `ConsumerRecord` the chain
-    reads."""
-
-    __slots__ = ("headers", "key", "offset", "partition", "timestamp", "topic", "value")
-
-    def __init__(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        timestamp: int | None,
-        value: bytes | None,
-        key: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        self.topic, self.partition, self.offset = topic, partition, offset
-        self.timestamp, self.value, self.key = timestamp, value, key
-        self.headers = headers or []
-
-    def __repr__(self) -> str:
-        return f"PipedRecord({self.topic}/{self.partition}@{self.offset})"
-
-
-def _decode_batch(meta: dict[str, Any], blob: bytes) -> list[PipedRecord]:
+def _decode_batch(meta: dict[str, Any], blob: bytes) -> list[ConsumedRecord]:
     """The records of a batch frame, in the order the child polled them."""
-    records: list[PipedRecord] = []
+    records: list[ConsumedRecord] = []
     pos = 0
     for part in meta["parts"]:
         sizes: list[int] = part["n"]
@@ -146,7 +124,7 @@ def _decode_batch(meta: dict[str, Any], blob: bytes) -> list[PipedRecord]:
         n = len(sizes)
         got = list(
             map(
-                PipedRecord,
+                ConsumedRecord,
                 repeat(part["t"], n),
                 repeat(part["p"], n),
                 part["o"],
@@ -196,7 +174,7 @@ class ProcessConsumer:
         )
         self._reader.start()
         self._epoch = 0
-        self._ready: list[PipedRecord] = []
+        self._ready: list[ConsumedRecord] = []
         self._seeks: dict[TopicPartition, int] = {}
         self._delivered: dict[TopicPartition, int] = {}  # offset after the last handed out
         self._assignment: set[TopicPartition] = set()
@@ -274,7 +252,7 @@ class ProcessConsumer:
             self._answers[commit_id] = error
 
     # -- records --------------------------------------------------------------------------
-    def poll(self, timeout_ms: int = 0, max_records: int = 500) -> dict[str, list[PipedRecord]]:
+    def poll(self, timeout_ms: int = 0, max_records: int = 500) -> dict[str, list[ConsumedRecord]]:
         """Up to `max_records` records read ahead by the child, waiting at most `timeout_ms`
         for the first ones (kafka-python's shape: records by source; here one list)."""
         if self._seeks:
@@ -390,11 +368,10 @@ class _Child:
         self.out, self.commands = out, commands
         self.credit, self.epoch, self.closing = 0, 0, False
         self.last_status = 0.0
-        self.last_owned: set[TopicPartition] = set()
         # per partition, the first offset sent since the parent last said where it is: what
         # a seek must go back to for a partition the parent has handed nothing of yet
         self.base: dict[TopicPartition, int] = {}
-        self.base_owned: set[TopicPartition] = set()
+        self.owned: set[TopicPartition] = set()  # the assignment as of the last poll
         self.consumer: Any = None
 
     def run(self, start: dict[str, Any]) -> None:
@@ -475,16 +452,17 @@ class _Child:
             self._write(COMMITTED, {"id": commit_id, "error": None})
 
     def _poll(self) -> None:
-        wait_ms = CHILD_POLL_MS if self.consumer.assignment() else JOIN_POLL_MS
+        wait_ms = CHILD_POLL_MS if self.owned else JOIN_POLL_MS
         room = min(self.max_records, self.credit)
         polled = self.consumer.poll(timeout_ms=wait_ms, max_records=room)
+        owned = self.consumer.assignment()  # a poll is where a rebalance happens
+        rebalanced = owned != self.owned
+        if rebalanced:  # each partition restarts at its commit: nothing sent before counts
+            self.base, self.owned = {}, owned
         if not polled:
-            if time.monotonic() - self.last_status > STATUS_EVERY_S:
+            if rebalanced or time.monotonic() - self.last_status > STATUS_EVERY_S:
                 self._write(STATUS, self._state())
             return
-        owned = self.consumer.assignment()
-        if owned != self.base_owned:  # a rebalance: each partition restarts at its commit
-            self.base, self.base_owned = {}, owned
         parts, values = [], []
         for tp, records in polled.items():
             self.base.setdefault(tp, records[0].offset)
@@ -507,7 +485,7 @@ class _Child:
             if any(r.headers for r in records):
                 part["h"] = [[[k, _latin(v)] for k, v in r.headers or ()] for r in records]
             parts.append(part)
-        meta = self._state(positions=False)
+        meta = self._state(positions=rebalanced)
         meta["epoch"], meta["parts"] = self.epoch, parts
         self.credit -= sum(map(len, polled.values()))
         self._write(BATCH, meta, b"".join(values))
@@ -515,22 +493,22 @@ class _Child:
     def _state(self, positions: bool = True) -> dict[str, Any]:
         """What the parent knows of the partitions: the assignment and end offsets (cheap,
         on every frame); the positions (a client call per partition: on status frames, and
-        when the assignment changed) for the lag of partitions the chain has no record of."""
-        owned = self.consumer.assignment()
+        after a rebalance) for the lag of partitions the chain has no record of."""
+        owned = self.owned
         high = []
         for tp in owned:
             h = self.consumer.highwater(tp)
             if h is not None:
                 high.append([tp.topic, tp.partition, h])
         state: dict[str, Any] = {"assign": [[tp.topic, tp.partition] for tp in owned], "high": high}
-        if positions or owned != self.last_owned:
+        if positions:
             pos = []
             for tp in owned:
                 with contextlib.suppress(Exception):
                     p = self.consumer.position(tp, timeout_ms=0)
                     if p is not None:
                         pos.append([tp.topic, tp.partition, p])
-            state["pos"], self.last_owned = pos, owned
+            state["pos"] = pos
             self.last_status = time.monotonic()
         return state
 
