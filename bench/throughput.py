@@ -41,6 +41,7 @@ import importlib.util
 import json
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -100,6 +101,33 @@ def make_topic(bootstrap: str, partitions: int = 4) -> str:
     admin.create_topics([NewTopic(name, partitions, 1)])
     admin.close()
     return name
+
+
+def topic_names(bootstrap: str) -> set[str]:
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()
+
+
+def drop_new_topics(bootstrap: str, before: set[str]) -> int:
+    """Delete the topics this run created (ours `bench-*`, the peers' `peer-*`) and return how
+    many: a run writes ~1 GB to the broker, and a development broker that had kept a day of
+    runs' topics (369 topics, 3.7 GB) gave some of that day's worst latencies (bench/README.md,
+    run 15)."""
+    from kafka.admin import KafkaAdminClient
+
+    ours = sorted(t for t in topic_names(bootstrap) - before if t.startswith(("bench-", "peer-")))
+    if ours:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            admin.delete_topics(ours, timeout_ms=60_000)
+        finally:
+            admin.close()
+    return len(ours)
 
 
 def produce_all(bootstrap: str, topic: str, events: list[bytes]) -> None:
@@ -225,6 +253,9 @@ def run_pipeline(
         dead_letter_topic=f"{topic}-dlq",
         feedback_topic=f"{topic}-fb",
         models_topic=f"{topic}-models",
+        logs_topic=f"{topic}-logs",  # the service's default topics, named for this run
+        findings_topic=f"{topic}-findings",
+        digest_topic=f"{topic}-digest",
         group_id=f"bench-{run}",
         state_dir=state_dir or state / run,
         batch_max_events=batch,
@@ -376,6 +407,7 @@ def main() -> None:
     if not bootstrap:
         broker = LocalBroker(state / "broker")
         bootstrap = broker.start()
+    existing = topic_names(bootstrap)
     try:
         tune_gc()
         events = load_events(a.data, a.events)
@@ -445,6 +477,10 @@ def main() -> None:
     finally:
         if broker is not None:
             broker.stop()
+        else:
+            dropped = drop_new_topics(bootstrap, existing)
+            print(f"deleted the run's {dropped} topics", file=sys.stderr)
+        shutil.rmtree(state, ignore_errors=True)  # checkpoints, and an embedded broker's data
     if a.json:
         print(json.dumps(res))
     else:

@@ -166,6 +166,7 @@ class Pipeline:
         s, in_flight = self.settings, self.in_flight
         if in_flight is None:
             return io.poll_batch(s.batch_max_events, s.batch_max_wait_ms / 1000)
+        deadline = time.monotonic() + IN_FLIGHT_WAIT_S
         records = io.poll_batch(
             s.batch_max_events, IN_FLIGHT_WAIT_S, until_acked=in_flight.delivery
         )
@@ -173,6 +174,9 @@ class Pipeline:
             return records  # settled after these are scored, as a backlog's full batches are
         if not self.settle_in_flight(io, redo_also=records):
             return []  # rewound over these records too: they come again
+        left = deadline - time.monotonic()  # the batch fills as it would have
+        if left > 0:
+            records += io.poll_batch(s.batch_max_events - len(records), left)
         return records
 
     def between_batches(self, io: KafkaIO) -> None:

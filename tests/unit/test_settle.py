@@ -128,7 +128,8 @@ class PollingIO(ScriptedIO):
 
     def poll_batch(self, max_events: int, max_wait_s: float, until_acked: Any = None) -> list:
         self.awaited.append(until_acked)
-        return self.polled[:max_events]
+        got, self.polled = self.polled[:max_events], self.polled[max_events:]
+        return got
 
     def acknowledged(self, delivery: int) -> bool:
         return delivery in self.acked
@@ -139,35 +140,39 @@ def test_the_batch_in_flight_is_committed_once_acknowledged_before_the_next_is_s
 ) -> None:
     """Its commit (and the latency counted at it) no longer waits for the next batch's work."""
     pipeline, settled = _pipeline(tmp_path)
-    io = PollingIO(refuse=set(), acked={1}, polled=_batch(50))
+    polled = _batch(50)
+    io = PollingIO(refuse=set(), acked={1}, polled=polled)
     first = pipeline.in_flight = pipeline.process(io, _batch(0))  # type: ignore[arg-type]
     records = pipeline.next_batch(io)  # type: ignore[arg-type]
-    assert io.awaited == [first.delivery], "the poll watched the batch's acknowledgements"
+    assert io.awaited[0] == first.delivery, "the poll watched the batch's acknowledgements"
     assert io.committed == [first.records] and settled == [first.records]
-    assert pipeline.in_flight is None and records == io.polled, "the new records come to scoring"
+    assert pipeline.in_flight is None and records == polled, "the new records come to scoring"
+    assert io.awaited[1:] == [None], "then the batch fills for the rest of the wait"
 
 
 def test_the_batch_in_flight_waits_for_the_next_batch_when_unacknowledged_or_full(
     tmp_path: Path,
 ) -> None:
     pipeline, _ = _pipeline(tmp_path)
-    io = PollingIO(refuse=set(), acked=set(), polled=_batch(50))
+    polled = _batch(50)
+    io = PollingIO(refuse=set(), acked=set(), polled=polled)
     first = pipeline.in_flight = pipeline.process(io, _batch(0))  # type: ignore[arg-type]
-    assert pipeline.next_batch(io) == io.polled  # type: ignore[arg-type]
+    assert pipeline.next_batch(io) == polled  # type: ignore[arg-type]
     assert not io.committed and pipeline.in_flight is first, "no acks yet: settled later"
     # a full batch (a backlog) is scored first even when the acks are in: as before
     full = Pipeline(Settings(state_dir=tmp_path / "full", metrics_port=0, batch_max_events=50))
-    io = PollingIO(refuse=set(), acked={1}, polled=_batch(50))
+    io = PollingIO(refuse=set(), acked={1}, polled=polled)
     full.in_flight = full.process(io, _batch(0))  # type: ignore[arg-type]
-    assert full.next_batch(io) == io.polled and not io.committed  # type: ignore[arg-type]
+    assert full.next_batch(io) == polled and not io.committed  # type: ignore[arg-type]
 
 
 def test_a_refusal_seen_while_polling_rewinds_over_the_records_just_polled(tmp_path: Path) -> None:
     pipeline, settled = _pipeline(tmp_path)
-    io = PollingIO(refuse={1}, acked={1}, polled=_batch(50))
+    polled = _batch(50)
+    io = PollingIO(refuse={1}, acked={1}, polled=polled)
     first = pipeline.in_flight = pipeline.process(io, _batch(0))  # type: ignore[arg-type]
     assert pipeline.next_batch(io) == [], "nothing is scored: it all comes again"  # type: ignore[arg-type]
-    assert io.rewound == [first.records + io.polled] and not io.committed and not settled
+    assert io.rewound == [first.records + polled] and not io.committed and not settled
 
 
 class IdleSource:
