@@ -41,10 +41,10 @@ COMMIT_EVERY_S = 0.1
 #: at 25k events/s; 24 ms with this floor, same machine and rate).
 MIN_POLL_MS = 10
 #: While the batch before is waiting for its acknowledgements, a poll of the consumer process
-#: or of librdkafka waits at most this long at a time, ms, so the batch is committed (and
-#: counted) within ~ACK_CHECK_MS of its last acknowledgement rather than after the next batch
-#: is scored. Their polls are cheap hand-overs of what was read ahead; kafka-python in this
-#: process keeps MIN_POLL_MS (see above).
+#: or of librdkafka waits at most this long at a time, ms: when no records come, the batch
+#: is committed (and counted) within ~ACK_CHECK_MS of its last acknowledgement rather than
+#: after the next batch is scored. Their polls are cheap hand-overs of what was read ahead;
+#: kafka-python in this process keeps MIN_POLL_MS (see above).
 ACK_CHECK_MS = 2
 
 __all__ = ["Delivery", "KafkaIO", "PublishError", "ensure_topics", "whole_topic_consumer"]
@@ -86,8 +86,8 @@ class KafkaIO:
         self, max_events: int, max_wait_s: float, until_acked: Delivery | None = None
     ) -> list[Any]:
         """Up to `max_events` records, waiting about `max_wait_s` for the batch to fill (at
-        most MIN_POLL_MS more); sooner, with what came so far, once every output of
-        `until_acked` has its answer (`acknowledged`)."""
+        most MIN_POLL_MS more); sooner, with what came so far, when a poll brings nothing and
+        every output of `until_acked` has its answer (`acknowledged`)."""
         deadline = time.monotonic() + max_wait_s
         in_slices = until_acked is not None and not isinstance(self.consumer, KafkaConsumer)
         batch: list[Any] = []
