@@ -360,6 +360,10 @@ class ProcessConsumer:
 
 
 # -- the child ----------------------------------------------------------------------------
+def _plain_poll(consumer: Any, timeout_ms: int, max_records: int) -> dict:
+    return consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+
+
 class _Child:
     """The child's loop: poll while the parent has room for records (its credit, in records),
     obey its commands in order."""
@@ -373,10 +377,12 @@ class _Child:
         self.base: dict[TopicPartition, int] = {}
         self.owned: set[TopicPartition] = set()  # the assignment as of the last poll
         self.consumer: Any = None
+        self.poll_kafka: Callable[[Any, int, int], dict] = _plain_poll
 
     def run(self, start: dict[str, Any]) -> None:
-        from service.kafka_io import kafka_python_consumer
+        from service.kafka_io import kafka_python_consumer, poll_through_outage
 
+        self.poll_kafka = poll_through_outage
         settings = Settings(**start["settings"])
         self.consumer = kafka_python_consumer(
             settings, start["topics"], start["client_id"], start["max_records"]
@@ -454,7 +460,7 @@ class _Child:
     def _poll(self) -> None:
         wait_ms = CHILD_POLL_MS if self.owned else JOIN_POLL_MS
         room = min(self.max_records, self.credit)
-        polled = self.consumer.poll(timeout_ms=wait_ms, max_records=room)
+        polled = self.poll_kafka(self.consumer, wait_ms, room)
         owned = self.consumer.assignment()  # a poll is where a rebalance happens
         rebalanced = owned != self.owned
         if rebalanced:  # each partition restarts at its commit: nothing sent before counts

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from service.app import InFlight, Pipeline
 from service.kafka_io import PublishError
@@ -209,3 +210,26 @@ def test_a_poll_waiting_for_records_ends_when_the_batch_before_is_acknowledged()
     assert io.poll_batch(2000, max_wait_s=0.05) == []
     assert io.producer.asked == 3, "nothing awaited: the producer is not asked"
     assert io.consumer.waits[0] >= 40, "and the poll waits whole, not in short slices"
+
+
+class FailingSource:
+    """A kafka-python consumer whose poll raises `error`, as 3.0 does when a metadata refresh
+    finds no broker."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict:
+        raise self.error
+
+
+def test_a_broker_outage_reads_as_an_empty_poll_and_other_errors_still_raise() -> None:
+    from kafka.errors import IllegalStateError, KafkaConnectionError
+
+    from service.kafka_io import poll_through_outage
+
+    refused = FailingSource(KafkaConnectionError("111 ECONNREFUSED"))
+    assert poll_through_outage(refused, timeout_ms=5, max_records=10) == {}
+    broken = FailingSource(IllegalStateError("not subscribed"))
+    with pytest.raises(IllegalStateError):
+        poll_through_outage(broken, timeout_ms=5, max_records=10)
