@@ -27,7 +27,7 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from service.procconsumer import ProcessConsumer
+from service.procconsumer import ProcessConsumer, poll_through_outage
 from service.producer import Delivery, OutputProducer, PublishError, librdkafka_config
 from service.rdconsumer import RdConsumer
 from service.settings import Settings
@@ -46,11 +46,6 @@ MIN_POLL_MS = 10
 #: after the next batch is scored. Their polls are cheap hand-overs of what was read ahead;
 #: kafka-python in this process keeps MIN_POLL_MS (see above).
 ACK_CHECK_MS = 2
-#: Seconds a poll that failed for a broker outage waits before the next one.
-OUTAGE_RETRY_S = 0.1
-#: Seconds between two warnings of the same outage.
-OUTAGE_WARN_EVERY_S = 10.0
-_last_outage_warning = [0.0]
 
 __all__ = ["Delivery", "KafkaIO", "PublishError", "ensure_topics", "whole_topic_consumer"]
 
@@ -247,24 +242,6 @@ class KafkaIO:
         finally:
             self.producer.close(timeout_s=10)
             self.consumer.close(autocommit=False)
-
-
-def poll_through_outage(consumer: Any, timeout_ms: int, max_records: int) -> dict:
-    """kafka-python's `poll`, where a broker outage reads as a poll that brought nothing:
-    kafka-python 3.0 raises a connection error out of `poll` when a metadata refresh finds no
-    broker (the consumer process died of it mid-outage in CI, 2026-12-04), and reconnects by
-    itself at the next poll. Other errors still raise."""
-    try:
-        return consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
-    except KafkaError as exc:
-        if not exc.retriable:
-            raise
-        now = time.monotonic()
-        if now - _last_outage_warning[0] >= OUTAGE_WARN_EVERY_S:
-            _last_outage_warning[0] = now
-            log.warning("consuming paused, the broker is unreachable; retrying: %s", exc)
-        time.sleep(min(max(timeout_ms, 0) / 1000, OUTAGE_RETRY_S))
-        return {}
 
 
 def kafka_python_consumer(

@@ -37,7 +37,7 @@ from itertools import accumulate, repeat
 from typing import Any, BinaryIO
 
 import orjson
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from service.logsetup import configure_logging
@@ -64,6 +64,31 @@ ANSWER_TIMEOUT_S = 30.0
 
 _LEN = struct.Struct(">I")
 BATCH, STATUS, COMMITTED, FAILED = b"B", b"S", b"C", b"E"
+
+
+#: Seconds a poll that failed for a broker outage waits before the next one.
+OUTAGE_RETRY_S = 0.1
+#: Seconds between two warnings of the same outage.
+OUTAGE_WARN_EVERY_S = 10.0
+_last_outage_warning = [0.0]
+
+
+def poll_through_outage(consumer: Any, timeout_ms: int, max_records: int) -> dict:
+    """kafka-python's `poll`, where a broker outage reads as a poll that brought nothing:
+    kafka-python 3.0 raises a connection error out of `poll` when a metadata refresh finds no
+    broker (the consumer process died of it mid-outage in CI, 2026-12-04), and reconnects by
+    itself at the next poll. Other errors still raise."""
+    try:
+        return consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+    except KafkaError as exc:
+        if not exc.retriable:
+            raise
+        now = time.monotonic()
+        if now - _last_outage_warning[0] >= OUTAGE_WARN_EVERY_S:
+            _last_outage_warning[0] = now
+            log.warning("consuming paused, the broker is unreachable; retrying: %s", exc)
+        time.sleep(min(max(timeout_ms, 0) / 1000, OUTAGE_RETRY_S))
+        return {}
 
 
 class ConsumerProcessDied(RuntimeError):
@@ -360,10 +385,6 @@ class ProcessConsumer:
 
 
 # -- the child ----------------------------------------------------------------------------
-def _plain_poll(consumer: Any, timeout_ms: int, max_records: int) -> dict:
-    return consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
-
-
 class _Child:
     """The child's loop: poll while the parent has room for records (its credit, in records),
     obey its commands in order."""
@@ -377,12 +398,10 @@ class _Child:
         self.base: dict[TopicPartition, int] = {}
         self.owned: set[TopicPartition] = set()  # the assignment as of the last poll
         self.consumer: Any = None
-        self.poll_kafka: Callable[[Any, int, int], dict] = _plain_poll
 
     def run(self, start: dict[str, Any]) -> None:
-        from service.kafka_io import kafka_python_consumer, poll_through_outage
+        from service.kafka_io import kafka_python_consumer
 
-        self.poll_kafka = poll_through_outage
         settings = Settings(**start["settings"])
         self.consumer = kafka_python_consumer(
             settings, start["topics"], start["client_id"], start["max_records"]
@@ -460,7 +479,7 @@ class _Child:
     def _poll(self) -> None:
         wait_ms = CHILD_POLL_MS if self.owned else JOIN_POLL_MS
         room = min(self.max_records, self.credit)
-        polled = self.poll_kafka(self.consumer, wait_ms, room)
+        polled = poll_through_outage(self.consumer, wait_ms, room)
         owned = self.consumer.assignment()  # a poll is where a rebalance happens
         rebalanced = owned != self.owned
         if rebalanced:  # each partition restarts at its commit: nothing sent before counts

@@ -226,7 +226,7 @@ class FailingSource:
 def test_a_broker_outage_reads_as_an_empty_poll_and_other_errors_still_raise() -> None:
     from kafka.errors import IllegalStateError, KafkaConnectionError
 
-    from service.kafka_io import poll_through_outage
+    from service.procconsumer import poll_through_outage
 
     refused = FailingSource(KafkaConnectionError("111 ECONNREFUSED"))
     assert poll_through_outage(refused, timeout_ms=5, max_records=10) == {}
