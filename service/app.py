@@ -23,10 +23,9 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -138,9 +137,14 @@ class Pipeline:
             )
         try:
             while not self.stopping.is_set():
-                records = self.next_batch(io)
+                # with a batch in flight, wait briefly: waiting for a full batch would hold the
+                # last one's commit (and its latency) back, and kafka-python sends its next
+                # fetch late when polled with no wait at all (p99 +100 ms measured)
+                in_flight = self.in_flight is not None
+                wait_s = IN_FLIGHT_WAIT_S if in_flight else s.batch_max_wait_ms / 1000
+                records = io.poll_batch(s.batch_max_events, wait_s)
                 scored = self.process(io, records) if records else None
-                if not self.settle_in_flight(io, redo_also=scored.records if scored else ()):
+                if not self.settle_in_flight(io, redo_also=scored):
                     scored = None  # redone from the failed batch on
                 self.in_flight = scored
                 self.between_batches(io)
@@ -155,29 +159,6 @@ class Pipeline:
                 self.control.close()
             self.outbox.flush(io)
             io.close()  # a synchronous final commit
-
-    def next_batch(self, io: KafkaIO) -> list[Any]:
-        """The next records to score. The batch in flight is settled as soon as its outputs
-        are acknowledged during the wait, not after the next batch is scored: its commit (and
-        the end-to-end latency counted at it) no longer waits for another batch's work.
-        With a batch in flight the wait is brief: waiting for a full batch would hold the
-        last one's commit back, and kafka-python sends its next fetch late when polled with
-        no wait at all (p99 +100 ms measured)."""
-        s, in_flight = self.settings, self.in_flight
-        if in_flight is None:
-            return io.poll_batch(s.batch_max_events, s.batch_max_wait_ms / 1000)
-        deadline = time.monotonic() + IN_FLIGHT_WAIT_S
-        records = io.poll_batch(
-            s.batch_max_events, IN_FLIGHT_WAIT_S, until_acked=in_flight.delivery
-        )
-        if len(records) >= s.batch_max_events or not io.acknowledged(in_flight.delivery):
-            return records  # settled after these are scored, as a backlog's full batches are
-        if not self.settle_in_flight(io, redo_also=records):
-            return []  # rewound over these records too: they come again
-        left = deadline - time.monotonic()  # the batch fills as it would have
-        if left > 0:
-            records += io.poll_batch(s.batch_max_events - len(records), left)
-        return records
 
     def between_batches(self, io: KafkaIO) -> None:
         """Verdicts, the triage page's rows, the digest, the periodic checkpoint."""
@@ -289,24 +270,24 @@ class Pipeline:
 
         return InFlight(records, alerts, dead, io.hand_over(), started)
 
-    def settle_in_flight(self, io: KafkaIO, redo_also: Sequence[Any] = ()) -> bool:
+    def settle_in_flight(self, io: KafkaIO, redo_also: InFlight | None = None) -> bool:
         """Settle the batch in flight, if any (see `settle`). Also before the model version
         changes between batches: a crash must not redo a batch under a version other than
         the one its published alert ids name (they would not match: a second alert)."""
         batch, self.in_flight = self.in_flight, None
         return batch is None or self.settle(io, batch, redo_also)
 
-    def settle(self, io: KafkaIO, batch: InFlight, redo_also: Sequence[Any] = ()) -> bool:
+    def settle(self, io: KafkaIO, batch: InFlight, redo_also: InFlight | None = None) -> bool:
         """Commit `batch` once the broker acknowledged every output of it, then account for
         it. False = not acknowledged: the consumer rewinds to the batch's start (and over
-        `redo_also`, the records polled or scored after it), so all are redone."""
+        `redo_also`, the batch scored after it), so both are redone."""
         m, records, alerts = self.metrics, batch.records, batch.alerts
         try:
             io.await_acks(batch.delivery)
         except PublishError as exc:
             m.publish_failures.inc()
             log.error("outputs not acknowledged, redoing the batch: %s", exc)
-            io.rewind([*records, *redo_also])
+            io.rewind(records + (redo_also.records if redo_also is not None else []))
             return False
         committed = io.commit(records)
         m.commits.labels("ok" if committed else "rebalanced").inc()

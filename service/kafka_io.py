@@ -40,12 +40,6 @@ COMMIT_EVERY_S = 0.1
 #: fetch late; a batch filled by such polls came in bursts every ~0.6 s (p99 latency 630 ms
 #: at 25k events/s; 24 ms with this floor, same machine and rate).
 MIN_POLL_MS = 10
-#: While the batch before is waiting for its acknowledgements, a poll of the consumer process
-#: or of librdkafka waits at most this long at a time, ms: when no records come, the batch
-#: is committed (and counted) within ~ACK_CHECK_MS of its last acknowledgement rather than
-#: after the next batch is scored. Their polls are cheap hand-overs of what was read ahead;
-#: kafka-python in this process keeps MIN_POLL_MS (see above).
-ACK_CHECK_MS = 2
 
 __all__ = ["Delivery", "KafkaIO", "PublishError", "ensure_topics", "whole_topic_consumer"]
 
@@ -82,14 +76,10 @@ class KafkaIO:
         self._last_commit_at = 0.0
 
     # -- input ----------------------------------------------------------------------------
-    def poll_batch(
-        self, max_events: int, max_wait_s: float, until_acked: Delivery | None = None
-    ) -> list[Any]:
+    def poll_batch(self, max_events: int, max_wait_s: float) -> list[Any]:
         """Up to `max_events` records, waiting about `max_wait_s` for the batch to fill (at
-        most MIN_POLL_MS more); sooner, with what came so far, when a poll brings nothing and
-        every output of `until_acked` has its answer (`acknowledged`)."""
+        most MIN_POLL_MS more)."""
         deadline = time.monotonic() + max_wait_s
-        in_slices = until_acked is not None and not isinstance(self.consumer, KafkaConsumer)
         batch: list[Any] = []
         self._give()  # written between batches: on its way while we wait
         if self._commit_lost:  # a lost commit: recommit what is done
@@ -99,15 +89,11 @@ class KafkaIO:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0 and batch:
                 break
-            wait_ms = max(left_ms, MIN_POLL_MS)
-            if in_slices and left_ms > 0:
-                wait_ms = min(wait_ms, ACK_CHECK_MS)
-            polled = poll_through_outage(self.consumer, wait_ms, max_events - len(batch))
-            if polled:
-                for records in polled.values():
-                    batch.extend(records)
-            elif until_acked is not None and self.acknowledged(until_acked):
-                break  # checked only while idle: a backlog goes to scoring without the call
+            polled = poll_through_outage(
+                self.consumer, max(left_ms, MIN_POLL_MS), max_events - len(batch)
+            )
+            for records in polled.values():
+                batch.extend(records)
             if left_ms <= 0:
                 break
         if (
@@ -142,10 +128,6 @@ class KafkaIO:
         self._give()
         delivery, self._open = self._open or Delivery(), None
         return delivery
-
-    def acknowledged(self, delivery: Delivery) -> bool:
-        """Whether every output of `delivery` has its answer; never blocks."""
-        return self.producer.acknowledged(delivery)
 
     def await_acks(self, delivery: Delivery, timeout_s: float = 30.0) -> None:
         """Block until the broker acknowledged every output of `delivery` (PublishError)."""
