@@ -17,6 +17,7 @@ from schemas import DeadLetter, DeadLetterReason
 from schemas.models import ModelAnnouncement, SensitivityUpdate
 from service.decode import clip, dead_letter, summarize
 from service.kafka_io import whole_topic_consumer
+from service.procconsumer import poll_through_outage
 from service.scoring import Scorer
 from service.settings import Settings
 
@@ -32,7 +33,7 @@ class ControlIntake:
 
     def apply(self, scorer: Scorer) -> list[DeadLetter]:
         dead: list[DeadLetter] = []
-        for records in self.consumer.poll(timeout_ms=0).values():
+        for records in poll_through_outage(self.consumer, 0).values():
             for rec in records:
                 try:
                     obj = orjson.loads(rec.value or b"")

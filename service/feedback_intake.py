@@ -21,6 +21,7 @@ import orjson
 from schemas import DeadLetter, DeadLetterReason, Feedback
 from service.decode import clip, dead_letter
 from service.kafka_io import whole_topic_consumer
+from service.procconsumer import poll_through_outage
 from service.settings import Settings
 from service.verdicts import feedback_from_any
 
@@ -49,7 +50,7 @@ class FeedbackIntake:
     def poll(self, timeout_ms: int = 0) -> tuple[list[Verdict], list[DeadLetter]]:
         ok: list[Verdict] = []
         dead: list[DeadLetter] = []
-        for tp, records in self.consumer.poll(timeout_ms=timeout_ms).items():
+        for tp, records in poll_through_outage(self.consumer, timeout_ms).items():
             live_from = self.applied.get(tp.partition, 0)
             for rec in records:
                 self.applied[tp.partition] = max(live_from, rec.offset + 1)

@@ -73,11 +73,12 @@ OUTAGE_WARN_EVERY_S = 10.0
 _last_outage_warning = [0.0]
 
 
-def poll_through_outage(consumer: Any, timeout_ms: int, max_records: int) -> dict:
+def poll_through_outage(consumer: Any, timeout_ms: int, max_records: int | None = None) -> dict:
     """kafka-python's `poll`, where a broker outage reads as a poll that brought nothing:
     kafka-python 3.0 raises a connection error out of `poll` when a metadata refresh finds no
     broker (the consumer process died of it mid-outage in CI, 2026-12-04), and reconnects by
-    itself at the next poll. Other errors still raise."""
+    itself at the next poll. Other errors still raise. Every kafka-python consumer of the
+    service polls through it (events, feedback, models, the trainer's alerts)."""
     try:
         return consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
     except KafkaError as exc:

@@ -33,6 +33,7 @@ from service.kafka_io import KafkaIO, ensure_topics, whole_topic_consumer
 from service.metrics import Metrics
 from service.model_store import announce, load_model, model_store, prune
 from service.outbox import Outbox
+from service.procconsumer import poll_through_outage
 from service.settings import Settings
 from service.triage import TriageServer
 from service.triage_wiring import AnalystFeed, start_triage
@@ -49,7 +50,7 @@ class AlertFollower:
 
     def poll(self) -> list[dict[str, Any]]:
         alerts = []
-        for tp, records in self.consumer.poll(timeout_ms=0, max_records=20_000).items():
+        for tp, records in poll_through_outage(self.consumer, 0, 20_000).items():
             for rec in records:
                 self.read[tp.partition] = rec.offset + 1
                 try:
