@@ -93,12 +93,15 @@ def load_events(data: Path, n: int) -> list[bytes]:
     return out[:n]
 
 
-def make_topic(bootstrap: str, partitions: int = 4) -> str:
+def make_topic(bootstrap: str, partitions: int = 4, keep_forever: bool = False) -> str:
+    """A new topic; `keep_forever`: no time-based retention (records stamped with the
+    capture's event time are years old, and the broker would delete them)."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
     name = f"bench-{uuid.uuid4().hex[:10]}"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(name, partitions, 1)])
+    configs = {"retention.ms": "-1"} if keep_forever else None
+    admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
     admin.close()
     return name
 
@@ -130,15 +133,21 @@ def drop_new_topics(bootstrap: str, before: set[str]) -> int:
     return len(ours)
 
 
-def produce_all(bootstrap: str, topic: str, events: list[bytes]) -> None:
+def produce_all(
+    bootstrap: str, topic: str, events: list[bytes], event_time: bool = False
+) -> None:
+    """Produce `events`; `event_time`: each record stamped with its event's time, as a
+    backlog of live traffic is (a live producer writes when the event happens), instead of
+    the time it was produced."""
+    stamps = [int(orjson.loads(e)["time"] * 1000) for e in events] if event_time else None
     try:
         from confluent_kafka import Producer
     except ImportError:
         from kafka import KafkaProducer
 
         p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20)
-        for e in events:
-            p.send(topic, e)
+        for i, e in enumerate(events):
+            p.send(topic, e, timestamp_ms=stamps[i] if stamps else None)
         p.flush()
         p.close()
         return
@@ -148,7 +157,10 @@ def produce_all(bootstrap: str, topic: str, events: list[bytes]) -> None:
     for i, e in enumerate(events):
         while True:
             try:
-                cp.produce(topic, e)
+                if stamps:
+                    cp.produce(topic, e, timestamp=stamps[i])
+                else:
+                    cp.produce(topic, e)
                 break
             except BufferError:
                 cp.poll(0.05)
@@ -411,8 +423,8 @@ def main() -> None:
     try:
         tune_gc()
         events = load_events(a.data, a.events)
-        topic = make_topic(bootstrap)
-        produce_all(bootstrap, topic, events)
+        topic = make_topic(bootstrap, keep_forever=True)
+        produce_all(bootstrap, topic, events, event_time=True)
         res: dict[str, Any] = {
             "events": a.events,
             "batch": a.batch,

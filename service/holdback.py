@@ -12,12 +12,21 @@ must warm up). This is
 the replay buffer of DESIGN.md's continual learning. Memory is bounded: beyond `max_events`
 held, the oldest are learned early. Held events are not checkpointed: a restart loses at most
 `delay_s` of learning, never data.
+
+Each source (a topic partition) keeps its own clock. A consumer catching up on a backlog reads
+partitions at different paces, hours apart in event time (kafka-python fills a 10 MiB fetch
+from one partition); with one clock, the partition ahead made every held event of the others
+due at once, and their patterns' alert episodes overwrote each other, so the attacks in the
+partitions behind were learned before they alerted: the same 200,000 AIT events raised 18,935
+alerts read in order and 5,174-6,272 read in 20,000-60,000-record runs per partition
+(2026-12-04). A source whose clock stops (an idle partition) is released by the wall clock.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
@@ -26,63 +35,138 @@ import numpy as np
 
 from detectors.base import EventBatch
 
+#: Alert episodes kept per pattern besides its newest: partitions read hours apart in event
+#: time each have their own episode of the same pattern.
+MAX_EARLIER_EPISODES = 8
+#: Patterns whose episodes are kept before the ones no held or coming event can reach go.
+MAX_FLAGGED = 10_000
+
+Episode = tuple[float, float]  # (when the alert episode began, when it last alerted)
+
 
 @dataclass(slots=True)
 class _Chunk:
-    batch: EventBatch  # the learnable events of one scored batch
+    batch: EventBatch  # the learnable events of one scored batch from one source
     scores: np.ndarray  # every event's score: calibration learns them at the same time
     newest: float
+    source: Hashable
+    held_at: float  # wall clock
 
 
 class HoldBack:
     """One event kind's held-back learning."""
 
-    def __init__(self, delay_s: float, max_events: int) -> None:
+    def __init__(
+        self, delay_s: float, max_events: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.delay_s = delay_s
         self.max_events = max_events
+        self.clock = clock
         self.chunks: deque[_Chunk] = deque()
         self.held = 0
-        self.latest = -np.inf  # newest event time seen
-        # pattern -> (when its current alert episode began, when it last alerted)
-        self.flagged: dict[tuple[str, ...], tuple[float, float]] = {}
+        self.latest: dict[Hashable, float] = {}  # per source: the newest event time seen
+        self.flagged: dict[tuple[str, ...], Episode] = {}  # per pattern: its newest episode
+        self.earlier: dict[tuple[str, ...], list[Episode]] = {}  # and others still reachable
+        self._readies = 0
 
     def push(
-        self, batch: EventBatch, scores: np.ndarray, alerted: np.ndarray, learnable: np.ndarray
+        self,
+        batch: EventBatch,
+        scores: np.ndarray,
+        alerted: np.ndarray,
+        learnable: np.ndarray,
+        sources: np.ndarray | None = None,
     ) -> None:
-        """A scored batch: what alerted is remembered, what may be learned is held."""
+        """A scored batch: what alerted is remembered, what may be learned is held.
+        `sources`: per event, which partition it came from (small ints; None = one)."""
         if not len(batch):
             return
         for i in np.flatnonzero(alerted).tolist():
-            row, t = batch.rows[i], float(batch.times[i])
-            start, last = self.flagged.get(row, (-np.inf, -np.inf))
-            if abs(t - last) > self.delay_s:  # quiet for longer than the window: a new episode
-                self.flagged[row] = (t, t)
-            elif t > last:
-                self.flagged[row] = (start, t)
+            self._flag(batch.rows[i], float(batch.times[i]))
+        now = self.clock()
+        if sources is None or len(batch) < 2 or (sources[0] == sources).all():
+            self._hold(batch, scores, learnable, 0 if sources is None else sources[0].item(), now)
+            return
+        for source in np.unique(sources).tolist():
+            idx = np.flatnonzero(sources == source)
+            self._hold(_subset(batch, idx), scores[idx], learnable[idx], source, now)
+
+    def _hold(
+        self,
+        batch: EventBatch,
+        scores: np.ndarray,
+        learnable: np.ndarray,
+        source: Hashable,
+        now: float,
+    ) -> None:
         keep = np.flatnonzero(learnable)
         sub = batch if len(keep) == len(batch) else _subset(batch, keep)
         newest = float(batch.times.max())
-        self.latest = max(self.latest, newest)
-        self.chunks.append(_Chunk(sub, scores, newest))
+        self.latest[source] = max(self.latest.get(source, -np.inf), newest)
+        self.chunks.append(_Chunk(sub, scores, newest, source, now))
         self.held += len(sub)
+
+    def _flag(self, row: tuple[str, ...], t: float) -> None:
+        """An alert of `row` at `t`: it extends the episode it falls in, or begins one."""
+        start, last = self.flagged.get(row, (-np.inf, -np.inf))
+        if abs(t - last) <= self.delay_s:
+            if t > last:
+                self.flagged[row] = (start, t)
+            return
+        others = self.earlier.get(row)
+        for k, (s, e) in enumerate(others or ()):
+            if abs(t - e) <= self.delay_s or s <= t <= e:  # another partition's episode
+                if t > e:
+                    others[k] = (s, t)  # type: ignore[index]
+                return
+        if last > -np.inf:  # a new episode: the newest one's stays reachable
+            others = self.earlier.setdefault(row, [])
+            others.append((start, last))
+            if len(others) > MAX_EARLIER_EPISODES:
+                others.remove(min(others, key=itemgetter(1)))
+        self.flagged[row] = (t, t)
 
     def ready(self, everything: bool = False) -> Iterator[tuple[EventBatch, np.ndarray]]:
         """(events to learn, scores to calibrate on) that have waited long enough, or all
         held ones (`everything`: a young model learns at once)."""
-        horizon = self.latest - self.delay_s
         while self.chunks and self.held > self.max_events:  # over budget: oldest first
             chunk = self.chunks.popleft()
             self.held -= len(chunk.batch)
             yield self._unflagged(chunk.batch), chunk.scores
-        # partitions move at their own pace: a chunk behind a newer one may be due
-        due = [c for c in self.chunks if everything or c.newest <= horizon]
+        # sources move at their own pace: a chunk is due by its own source's clock, or
+        # after `delay_s` of wall time (a source that went quiet)
+        late = self.clock() - self.delay_s
+
+        def is_due(c: _Chunk) -> bool:
+            own_clock = self.latest[c.source] - self.delay_s
+            return everything or c.newest <= own_clock or c.held_at <= late
+
+        due = [c for c in self.chunks if is_due(c)]
         if due:
-            self.chunks = deque(c for c in self.chunks if not (everything or c.newest <= horizon))
+            self.chunks = deque(c for c in self.chunks if not is_due(c))
             for chunk in due:
                 self.held -= len(chunk.batch)
                 yield self._unflagged(chunk.batch), chunk.scores
-        if len(self.flagged) > 10_000:  # forget alerts older than any held event can reach
-            old = horizon - self.delay_s
+        self._readies += 1
+        if len(self.flagged) > MAX_FLAGGED or (self.earlier and self._readies % 64 == 0):
+            self._forget()
+
+    def _forget(self) -> None:
+        """Drop episodes no held or coming event can fall in: older than twice the delay
+        before the slowest source that still holds events (or the newest, when none does)."""
+        held = {c.source for c in self.chunks}
+        clocks = [t for s, t in self.latest.items() if s in held] or list(self.latest.values())
+        if not clocks:
+            return
+        old = min(clocks) - 2 * self.delay_s
+        if self.earlier:
+            for row in list(self.earlier):
+                kept = [e for e in self.earlier[row] if e[1] >= old]
+                if kept:
+                    self.earlier[row] = kept
+                else:
+                    del self.earlier[row]
+        if len(self.flagged) > MAX_FLAGGED:
             self.flagged = {r: se for r, se in self.flagged.items() if se[1] >= old}
 
     def _unflagged(self, batch: EventBatch) -> EventBatch:
@@ -97,6 +181,17 @@ class HoldBack:
         episodes = map(self.flagged.get, batch.rows, repeat(never))  # at C speed
         began = np.fromiter(map(itemgetter(0), episodes), np.float64, len(batch))
         keep = np.flatnonzero(np.abs(batch.times - began) > self.delay_s)
+        if self.earlier:  # patterns with more than one episode: the others too
+            rows, times, d = batch.rows, batch.times, self.delay_s
+            keep = np.fromiter(
+                (
+                    i
+                    for i in keep.tolist()
+                    if rows[i] not in self.earlier
+                    or all(abs(times[i] - s) > d for s, _ in self.earlier[rows[i]])
+                ),
+                np.int64,
+            )
         return batch if len(keep) == len(batch) else _subset(batch, keep)
 
 

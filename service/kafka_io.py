@@ -31,6 +31,7 @@ from service.procconsumer import ProcessConsumer, poll_through_outage
 from service.producer import Delivery, OutputProducer, PublishError, librdkafka_config
 from service.rdconsumer import RdConsumer
 from service.settings import Settings
+from service.timealign import TimeAligner
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,13 @@ class KafkaIO:
             self.consumer = kafka_python_consumer(
                 settings, topics, client_id, settings.batch_max_events
             )
+        # kafka-python in this process reads a backlog's partitions in step here; the
+        # consumer process does it itself; librdkafka fetches partitions in turn by itself
+        self._aligner = TimeAligner(
+            int(settings.align_partitions_s * 1000)
+            if isinstance(self.consumer, KafkaConsumer)
+            else 0
+        )
         self.producer = OutputProducer(
             settings, f"{settings.client_id}-producer", max_request_bytes=4 << 20
         )
@@ -92,6 +100,7 @@ class KafkaIO:
             polled = poll_through_outage(
                 self.consumer, max(left_ms, MIN_POLL_MS), max_events - len(batch)
             )
+            self._aligner.after_poll(self.consumer, polled)
             for records in polled.values():
                 batch.extend(records)
             if left_ms <= 0:
@@ -200,6 +209,7 @@ class KafkaIO:
         for tp, off in first.items():
             if tp in owned:
                 self.consumer.seek(tp, off)
+        self._aligner.forget(self.consumer, first)
 
     def lag(self) -> dict[TopicPartition, int]:
         """Records behind the partition end, from the consumer's last fetch metadata."""

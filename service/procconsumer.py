@@ -43,6 +43,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from service.logsetup import configure_logging
 from service.records import ConsumedRecord
 from service.settings import Settings
+from service.timealign import TimeAligner
 
 log = logging.getLogger(__name__)
 
@@ -399,6 +400,7 @@ class _Child:
         self.base: dict[TopicPartition, int] = {}
         self.owned: set[TopicPartition] = set()  # the assignment as of the last poll
         self.consumer: Any = None
+        self.aligner = TimeAligner(0)  # set from the settings at start
 
     def run(self, start: dict[str, Any]) -> None:
         from service.kafka_io import kafka_python_consumer
@@ -409,6 +411,7 @@ class _Child:
         )
         self.max_records = start["max_records"]
         self.credit = READ_AHEAD_BATCHES * self.max_records
+        self.aligner = TimeAligner(int(settings.align_partitions_s * 1000))
         try:
             while not self.closing:
                 self._obey(wait_s=0.0 if self.credit > 0 else 0.05)
@@ -449,6 +452,7 @@ class _Child:
             where = to.get(tp, self.base.get(tp))
             if where is not None:
                 self.consumer.seek(tp, where)
+        self.aligner.forget(self.consumer, owned)
         self.base = {tp: self.base[tp] for tp in owned if tp in self.base and tp not in to}
 
     def _op_commit(self, command: dict[str, Any]) -> None:
@@ -481,6 +485,7 @@ class _Child:
         wait_ms = CHILD_POLL_MS if self.owned else JOIN_POLL_MS
         room = min(self.max_records, self.credit)
         polled = poll_through_outage(self.consumer, wait_ms, room)
+        self.aligner.after_poll(self.consumer, polled)
         owned = self.consumer.assignment()  # a poll is where a rebalance happens
         rebalanced = owned != self.owned
         if rebalanced:  # each partition restarts at its commit: nothing sent before counts

@@ -169,6 +169,7 @@ class Scorer:
         # (service/holdback.py); 0 = at once
         self.learn_delay_s, self.learn_hold_max = learn_delay_s, learn_hold_max
         self.holdbacks: dict[str, HoldBack] = {}
+        self._source_ids: dict[tuple[str, int], int] = {}  # (topic, partition) -> small int
 
     @classmethod
     def for_settings(cls, config: SourceConfig, settings: Settings) -> Scorer:
@@ -272,8 +273,18 @@ class Scorer:
                 )
             )
             if learn:
-                self._learn(kind, det, cal, fb, batch, scores, alerted)
+                self._learn(kind, det, cal, fb, batch, scores, alerted, self._sources(evs))
         return out
+
+    def _sources(self, events: Sequence[DecodedEvent]) -> np.ndarray:
+        """Per event, a small int naming its topic partition: held-back learning keeps a
+        clock per partition (service/holdback.py)."""
+        ids = self._source_ids
+        return np.fromiter(
+            (ids.setdefault((e.record.topic, e.record.partition), len(ids)) for e in events),
+            np.int64,
+            len(events),
+        )
 
     def _learn(
         self,
@@ -284,6 +295,7 @@ class Scorer:
         batch: EventBatch,
         scores: np.ndarray,
         alerted: np.ndarray,
+        sources: np.ndarray | None = None,
     ) -> None:
         """Calibrate on the batch's scores and learn from every event not flagged, plus the
         flagged ones whose pattern an analyst called benign, once the hold-back lets them."""
@@ -295,7 +307,7 @@ class Scorer:
         hold = self.holdbacks.get(kind)
         if hold is None:
             hold = self.holdbacks[kind] = HoldBack(self.learn_delay_s, self.learn_hold_max)
-        hold.push(batch, scores, alerted & ~learnable, learnable)
+        hold.push(batch, scores, alerted & ~learnable, learnable, sources)
         # a young model has nothing to protect yet: it learns at once until it is calibrated
         young = cal.seen < self.calibration_min_samples
         for events, chunk_scores in hold.ready(everything=young):

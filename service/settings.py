@@ -67,6 +67,14 @@ class Settings(BaseSettings):
         "runs beside scoring instead of taking turns with it (service/procconsumer.py); "
         "false = in the service's own process",
     )
+    align_partitions_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="with kafka-python, while catching up on a backlog: partitions more "
+        "than this far ahead (record time) of the slowest one behind its end wait for it, so "
+        "the model does not learn one partition's future before scoring another's past "
+        "(service/timealign.py; at most the learning delay by default); 0 = off",
+    )
     batch_max_events: int = Field(default=2000, ge=1, le=100_000)
     batch_max_wait_ms: int = Field(default=100, ge=1, le=60_000)
     max_message_bytes: int = Field(

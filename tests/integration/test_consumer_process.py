@@ -14,6 +14,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from service.kafka_io import KafkaIO
 from service.procconsumer import ConsumerProcessDied, ProcessConsumer
 from tests.integration.kit import committed_total, fresh_settings, produce, wait_until
 
@@ -107,3 +108,62 @@ def test_the_child_exits_when_its_parent_goes(kafka_bootstrap: str, tmp_path: Pa
     finally:
         admin.close()
     assert group["members"] == [], "it left the group: no wait for the session timeout"
+
+
+def _backlog_skew(
+    kafka_bootstrap: str, tmp_path: Path, align_s: float, child: bool = True
+) -> tuple[float, int]:
+    """Two partitions holding the same 50 hours of records, read as a backlog: the largest
+    gap (minutes, record time) between the partitions as the records come, and how many came."""
+    from kafka import KafkaProducer
+
+    s = fresh_settings(kafka_bootstrap, tmp_path, align_partitions_s=align_s)
+    start, n = 1_700_000_000_000, 3000
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=20)
+    for p in (0, 1):
+        for i in range(n):
+            producer.send(s.events_topic, f"{p}-{i}".encode(), partition=p,
+                          timestamp_ms=start + i * 60_000)  # fmt: skip
+    producer.flush()
+    producer.close()
+    io = None if child else KafkaIO(s.model_copy(update={"consumer_process": False}))
+    pc = ProcessConsumer(s, [s.events_topic], "it", 100) if child else None
+    read_to: dict[int, int] = {}
+    skew = 0.0
+    got: dict[int, list[int]] = defaultdict(list)
+    try:
+
+        def more() -> bool:
+            nonlocal skew
+            if pc is not None:
+                records = pc.poll(timeout_ms=200, max_records=100).get("records", [])
+            else:
+                records = io.poll_batch(100, 0.2)  # type: ignore[union-attr]
+            for r in records:
+                got[r.partition].append(r.offset)
+                read_to[r.partition] = r.timestamp
+                if len(read_to) == 2:
+                    skew = max(skew, abs(read_to[0] - read_to[1]) / 60_000)
+            return sum(map(len, got.values())) >= 2 * n
+
+        assert wait_until(more, timeout_s=60, every_s=0)
+    finally:
+        if pc is not None:
+            pc.close()
+        if io is not None:
+            io.close()
+    assert got[0] == list(range(n)) and got[1] == list(range(n)), "every record, in order"
+    return skew, sum(map(len, got.values()))
+
+
+@pytest.mark.parametrize("child", [True, False], ids=["consumer-process", "in-process"])
+def test_a_backlog_is_read_with_its_partitions_in_step(
+    kafka_bootstrap: str, tmp_path: Path, child: bool
+) -> None:
+    """kafka-python hands out one partition's fetched records before the other's: a backlog
+    was read 50 hours of one partition, then 50 of the other. The consumer pauses a partition
+    that is ahead (service/timealign.py): the two stay within the window plus one poll."""
+    apart, _ = _backlog_skew(kafka_bootstrap, tmp_path, align_s=0, child=child)
+    assert apart > 1000, f"without alignment the partitions drift apart ({apart:.0f} min)"
+    in_step, _ = _backlog_skew(kafka_bootstrap, tmp_path, align_s=600, child=child)
+    assert in_step <= 10 + 2 * 100 + 5, f"{in_step:.0f} minutes apart"

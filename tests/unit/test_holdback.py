@@ -83,3 +83,65 @@ def test_only_the_first_window_of_an_alert_episode_is_kept_from_learning() -> No
     )
     assert times and min(times) > 100, "nothing from the episode's first window"
     assert len(times) == len([s for s in range(0, 1000, 50) if s + 1 > 100])
+
+
+def _push_from(
+    hold: HoldBack, rows: list[tuple[str, str]], start: float, source: int, alerted=()
+) -> None:  # type: ignore[assignment]
+    batch = _batch(rows, start)
+    flagged = np.zeros(len(batch), dtype=bool)
+    flagged[list(alerted)] = True
+    hold.push(batch, np.zeros(len(batch)), flagged, ~flagged, np.full(len(batch), source))
+
+
+def test_each_partition_keeps_its_own_clock() -> None:
+    """A backlog read partition by partition: the partition ahead in event time must not make
+    the held events of the one behind due (they would be learned before their burst alerts)."""
+    hold = HoldBack(delay_s=100, max_events=10_000, clock=lambda: 0.0)
+    _push_from(hold, [("scan", "web")] * 5, start=0, source=1)  # behind, under the threshold
+    _push_from(hold, [("ok", "db")] * 5, start=90_000, source=0)  # a day ahead
+    assert [r for e, _ in hold.ready() for r in e.rows] == [], "nothing is due by its own clock"
+    _push_from(hold, [("scan", "web")] * 3, start=50, source=1, alerted=[0])  # now it alerts
+    _push_from(hold, [("ok", "web")], start=1000, source=1)
+    _push_from(hold, [("ok", "db")], start=91_000, source=0)
+    learned = [r for e, _ in hold.ready() for r in e.rows]
+    assert ("scan", "web") not in learned, "the burst that alerted behind is not learned"
+    assert learned.count(("ok", "db")) == 5
+
+
+def test_a_batch_mixing_partitions_is_held_per_partition() -> None:
+    hold = HoldBack(delay_s=100, max_events=10_000, clock=lambda: 0.0)
+    rows = [("a", "h")] * 4
+    batch = EventBatch(TYPES, rows, np.array([0.0, 5000.0, 1.0, 5001.0]))
+    hold.push(batch, np.arange(4.0), np.zeros(4, bool), np.ones(4, bool), np.array([1, 0, 1, 0]))
+    assert [list(s) for _, s in hold.ready()] == [], "partition 0's clock does not release 1"
+    _push_from(hold, [("b", "h")], start=500, source=1)
+    ((events, scores),) = list(hold.ready())
+    assert events.times.tolist() == [0.0, 1.0] and scores.tolist() == [0.0, 2.0]
+
+
+def test_alert_episodes_of_partitions_hours_apart_are_both_kept() -> None:
+    """The same pattern alerting in two partitions a day apart in event time: each episode
+    keeps its own burst from being learned (one episode per pattern let them overwrite each
+    other, and the burst behind was learned)."""
+    hold = HoldBack(delay_s=100, max_events=10_000, clock=lambda: 0.0)
+    _push_from(hold, [("p", "h")] * 3, start=0, source=1, alerted=[0])
+    _push_from(hold, [("p", "h")] * 3, start=90_000, source=0, alerted=[0])
+    _push_from(hold, [("p", "h")] * 3, start=10, source=1)  # behind: in its episode's window
+    _push_from(hold, [("p", "h")] * 3, start=90_010, source=0)  # ahead: in its own
+    _push_from(hold, [("q", "h")], start=5000, source=1)
+    _push_from(hold, [("q", "h")], start=95_000, source=0)
+    learned = [r for e, _ in hold.ready() for r in e.rows]
+    assert ("p", "h") not in learned and learned.count(("q", "h")) == 0
+
+
+def test_a_quiet_partition_is_released_by_the_wall_clock() -> None:
+    now = [0.0]
+    hold = HoldBack(delay_s=100, max_events=10_000, clock=lambda: now[0])
+    _push_from(hold, [("a", "h")] * 3, start=0, source=1)  # then partition 1 goes quiet
+    assert list(hold.ready()) == []
+    now[0] = 99.0
+    assert list(hold.ready()) == []
+    now[0] = 101.0
+    ((events, _),) = list(hold.ready())
+    assert len(events) == 3 and hold.held == 0
