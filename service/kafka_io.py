@@ -27,7 +27,7 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from service.procconsumer import ProcessConsumer, poll_through_outage
+from service.procconsumer import ProcessConsumer
 from service.producer import Delivery, OutputProducer, PublishError, librdkafka_config
 from service.rdconsumer import RdConsumer
 from service.settings import Settings
@@ -97,10 +97,9 @@ class KafkaIO:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0 and batch:
                 break
-            polled = poll_through_outage(
+            polled = self._aligner.poll(  # partitions in step (kafka-python in process)
                 self.consumer, max(left_ms, MIN_POLL_MS), max_events - len(batch)
             )
-            self._aligner.after_poll(self.consumer, polled)
             for records in polled.values():
                 batch.extend(records)
             if left_ms <= 0:

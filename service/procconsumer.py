@@ -448,11 +448,13 @@ class _Child:
         self.epoch = command["epoch"]
         owned = self.consumer.assignment()
         to = {TopicPartition(t, p): offset for t, p, offset in command["to"]}
+        sought = set()
         for tp in owned:
             where = to.get(tp, self.base.get(tp))
             if where is not None:
                 self.consumer.seek(tp, where)
-        self.aligner.forget(self.consumer, owned)
+                sought.add(tp)
+        self.aligner.forget(self.consumer, sought)  # the others: back to what it stashed
         self.base = {tp: self.base[tp] for tp in owned if tp in self.base and tp not in to}
 
     def _op_commit(self, command: dict[str, Any]) -> None:
@@ -484,8 +486,7 @@ class _Child:
     def _poll(self) -> None:
         wait_ms = CHILD_POLL_MS if self.owned else JOIN_POLL_MS
         room = min(self.max_records, self.credit)
-        polled = poll_through_outage(self.consumer, wait_ms, room)
-        self.aligner.after_poll(self.consumer, polled)
+        polled = self.aligner.poll(self.consumer, wait_ms, room)  # partitions in step
         owned = self.consumer.assignment()  # a poll is where a rebalance happens
         rebalanced = owned != self.owned
         if rebalanced:  # each partition restarts at its commit: nothing sent before counts

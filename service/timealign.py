@@ -3,29 +3,34 @@
 kafka-python hands out one partition's fetched records before the next one's, and with 10 MiB
 partition fetches a backlog is read partition after partition: the chain then sees one
 partition hours or days ahead in event time of the others, and learns from "the future" of
-the partitions behind. On the throughput bench's 200,000 AIT events (four partitions) that cost
-two thirds of the alerts, and the count swung between runs with the fetch order (885-22,423;
-in memory, in order: 18,935). Kafka Streams solves the same problem by picking the partition
-with the oldest record next; with kafka-python the cheap lever is `pause`: after each poll,
-the partitions more than `window_ms` ahead of the slowest partition still behind its end
-are paused (their fetched records stay parked in the client, KAFKA-7548) until it catches up.
+the partitions behind (a 3,000-record backlog of two partitions was read 50 hours apart).
+Kafka Streams solves the same problem by always taking the partition whose next record is
+oldest; `TimeAligner.poll` does the same over kafka-python:
+- each partition's polled records wait in a stash (at most one poll's worth: a partition with
+  a stash is paused, so the client fetches and returns the others; their fetched records
+  stay parked in the client, KAFKA-7548);
+- records leave a stash once they are at most `window_ms` (record time) ahead of the slowest
+  partition: the oldest stashed record, or the last record handed out of a partition that is
+  behind its end and has nothing stashed (the next poll fetches it).
 A partition at its end never holds the others back, so live traffic, whose partitions move
-together, is never paused; nor does a partition that brought nothing for `max_idle_s` (a
-leader that is away must not stop the service).
+together, passes straight through; nor does one that brought nothing for `max_idle_s` (a
+leader that is away must not stop the service). Record time is the producer's timestamp.
+Stashed records count as consumed in the client's positions (the lag reads lower by at most
+one poll per partition); a seek or a rebalance drops the stashes and reads them again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kafka.structs import TopicPartition
 
 
 class TimeAligner:
-    """Decides after each poll which partitions of a kafka-python consumer wait."""
+    """Polls a kafka-python consumer, handing records out with its partitions in step."""
 
     def __init__(
         self,
@@ -36,30 +41,98 @@ class TimeAligner:
         self.window_ms = window_ms
         self.max_idle_s = max_idle_s
         self.clock = clock
-        self.read_to: dict[TopicPartition, int] = {}  # record time of the last record handed out
-        self.last_seen: dict[TopicPartition, float] = {}  # wall clock of the last records
+        self.stash: dict[TopicPartition, list[Any]] = {}  # polled, not handed out yet
+        self.read_to: dict[TopicPartition, int] = {}  # record time of the last one handed out
+        self.last_seen: dict[TopicPartition, float] = {}  # wall clock of its last records
         self.paused: set[TopicPartition] = set()
         self.owned: set[TopicPartition] = set()
 
-    def after_poll(self, consumer: Any, polled: Mapping[TopicPartition, Sequence[Any]]) -> None:
-        """Note how far each polled partition was read, then pause and resume."""
+    def poll(self, consumer: Any, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        """Up to `max_records` records by partition, as kafka-python's `poll` returns them,
+        none more than the window ahead of the slowest partition."""
+        from service.procconsumer import poll_through_outage  # it imports this module
+
         if not self.window_ms:
-            return
+            return poll_through_outage(consumer, timeout_ms, max_records)
+        self._follow_assignment(consumer)
+        out = self._release(consumer, max_records)
+        if out:
+            self._pause_stashed(consumer)
+            return out
+        polled = poll_through_outage(consumer, timeout_ms, max_records)
+        self._follow_assignment(consumer)  # a poll is where a rebalance happens
         now = self.clock()
         for tp, records in polled.items():
-            if records:
-                ts = records[-1].timestamp
-                if ts is not None and ts >= 0:
-                    self.read_to[tp] = max(self.read_to.get(tp, ts), ts)
+            if records and tp in self.owned:
+                self.stash.setdefault(tp, []).extend(records)
                 self.last_seen[tp] = now
+        out = self._release(consumer, max_records)
+        self._pause_stashed(consumer)
+        return out
+
+    def _follow_assignment(self, consumer: Any) -> None:
         owned = consumer.assignment()
-        if owned != self.owned:  # a rebalance: the client forgot its pauses
-            self.owned, self.paused = set(owned), set()
+        if owned != self.owned:  # a rebalance: positions restart at the commits, pauses end
+            self.owned, self.paused, self.stash = set(owned), set(), {}
             for gone in [tp for tp in self.read_to if tp not in owned]:
                 del self.read_to[gone]
                 self.last_seen.pop(gone, None)
-        behind = self._behind(consumer, owned, now)
-        wait = self.waiting(owned, behind)
+
+    def _release(self, consumer: Any, max_records: int) -> dict[Any, list[Any]]:
+        """What may leave the stashes now: from the partition whose oldest record is oldest,
+        the records at most the window ahead of every other partition (as a merge would)."""
+        out: dict[Any, list[Any]] = {}
+        room = max_records
+        while self.stash and room:
+            marks = self._marks(consumer)
+            tp = min(self.stash, key=lambda t: marks[t])
+            others = [m for t, m in marks.items() if t != tp]
+            limit = min(others) + self.window_ms if others else float("inf")
+            records = self.stash[tp]
+            if len(records) <= room and _ts(records[-1]) <= limit:
+                n = len(records)  # the usual case: all of it (live traffic, a short stash)
+            else:
+                n = 0
+                while n < len(records) and n < room and _ts(records[n]) <= limit:
+                    n += 1
+            if not n:
+                break  # it waits for a partition behind it
+            out.setdefault(tp, []).extend(records[:n])
+            self.read_to[tp] = max(self.read_to.get(tp, -1), _ts(records[n - 1]))
+            if n == len(records):
+                del self.stash[tp]
+            else:
+                del records[:n]
+            room -= n
+        return out
+
+    def _marks(self, consumer: Any) -> dict[TopicPartition, int]:
+        """How far each partition that can hold the others back is: its oldest stashed
+        record, or, for one behind its end with nothing stashed, the last record handed out
+        (-1: none yet; its next poll brings more)."""
+        marks = {tp: _ts(records[0]) for tp, records in self.stash.items()}
+        now = self.clock()
+        for tp in self.owned:
+            if tp not in marks and self._behind(consumer, tp, now):
+                marks[tp] = self.read_to.get(tp, -1)
+        return marks
+
+    def _behind(self, consumer: Any, tp: TopicPartition, now: float) -> bool:
+        """Records left to read (or not known yet: before its first fetch a partition may be
+        far behind), and it brought some within `max_idle_s`."""
+        high = consumer.highwater(tp)
+        if high is not None:
+            position = None
+            with contextlib.suppress(Exception):
+                position = consumer.position(tp, timeout_ms=0)
+            if position is not None and position >= high:
+                return False
+        return now - self.last_seen.setdefault(tp, now) <= self.max_idle_s
+
+    def _pause_stashed(self, consumer: Any) -> None:
+        """A partition with records stashed waits in the client: the next poll brings the
+        others."""
+        wait = set(self.stash) & self.owned
         if wait != self.paused:
             if self.paused - wait:
                 consumer.resume(*(self.paused - wait))
@@ -68,41 +141,27 @@ class TimeAligner:
             self.paused = wait
         unstick_parked_records(consumer)
 
-    def waiting(
-        self, owned: set[TopicPartition], behind: set[TopicPartition]
-    ) -> set[TopicPartition]:
-        """The partitions that should wait: more than the window ahead of the slowest
-        partition still behind its end (one never read yet counts as the slowest)."""
-        if not behind:
-            return set()
-        floor = min(self.read_to.get(tp, -1) for tp in behind)
-        return {tp for tp in owned if self.read_to.get(tp, -1) > floor + self.window_ms}
-
-    def _behind(self, consumer: Any, owned: set[TopicPartition], now: float) -> set[TopicPartition]:
-        """Owned partitions with records left to read (or not known yet), not idle for longer
-        than allowed."""
-        out = set()
-        for tp in owned:
-            high = consumer.highwater(tp)
-            if high is not None:  # unknown until the partition's first fetch: it may be far
-                position = None  # behind (at start-up, one partition's first fetch came back
-                with contextlib.suppress(Exception):  # alone and was read 170 h ahead)
-                    position = consumer.position(tp, timeout_ms=0)
-                if position is not None and position >= high:
-                    continue
-            if tp in self.paused or now - self.last_seen.setdefault(tp, now) <= self.max_idle_s:
-                out.add(tp)
-        return out
-
-    def forget(self, consumer: Any, partitions: Iterable[TopicPartition]) -> None:
-        """`partitions` were sought back: they are read again from where they are now
-        (unknown until their next records), and nothing waits until the next poll."""
-        for tp in partitions:
+    def forget(self, consumer: Any, sought: Iterable[TopicPartition]) -> None:
+        """`sought` partitions were sought back: their stashes go, and every other stashed
+        partition is sought back to its oldest stashed record (nothing read is lost)."""
+        if not self.window_ms:
+            return
+        sought = set(sought)
+        for tp, records in self.stash.items():
+            if tp not in sought and tp in self.owned:
+                consumer.seek(tp, records[0].offset)
+        self.stash = {}
+        for tp in sought:
             self.read_to.pop(tp, None)
         if self.paused:
             with contextlib.suppress(Exception):
                 consumer.resume(*self.paused)
             self.paused = set()
+
+
+def _ts(record: Any) -> int:
+    ts = record.timestamp
+    return -1 if ts is None else ts
 
 
 def unstick_parked_records(consumer: Any) -> None:

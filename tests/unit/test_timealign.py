@@ -1,6 +1,7 @@
 """Partitions read in step by record time (service/timealign.py), against a stand-in for
-kafka-python's consumer calls; tests/integration/test_consumer_process.py reads a real
-backlog through the broker."""
+kafka-python's consumer that, like kafka-python, hands out one partition's fetched records
+before the next one's; tests/integration/test_consumer_process.py reads a real backlog
+through the broker, in the consumer process and in process."""
 
 from __future__ import annotations
 
@@ -11,27 +12,33 @@ from kafka.structs import TopicPartition
 from service.timealign import TimeAligner, unstick_parked_records
 
 A, B = TopicPartition("events", 0), TopicPartition("events", 1)
+MINUTE = 60_000
 
 
 @dataclass
 class Rec:
+    partition: int
+    offset: int
     timestamp: int
 
 
 @dataclass
 class FakeConsumer:
-    high: dict[TopicPartition, int | None]
-    pos: dict[TopicPartition, int]
+    """Partition after partition, skipping paused ones; `away` partitions bring nothing."""
+
+    logs: dict[TopicPartition, list[Rec]]
+    pos: dict[TopicPartition, int] = field(default_factory=dict)
     paused: set[TopicPartition] = field(default_factory=set)
+    away: set[TopicPartition] = field(default_factory=set)
 
     def assignment(self) -> set[TopicPartition]:
-        return set(self.high)
+        return set(self.logs)
 
-    def highwater(self, tp: TopicPartition) -> int | None:
-        return self.high[tp]
+    def highwater(self, tp: TopicPartition) -> int:
+        return len(self.logs[tp])
 
     def position(self, tp: TopicPartition, timeout_ms: int = 0) -> int:
-        return self.pos[tp]
+        return self.pos.get(tp, 0)
 
     def pause(self, *tps: TopicPartition) -> None:
         self.paused |= set(tps)
@@ -39,57 +46,79 @@ class FakeConsumer:
     def resume(self, *tps: TopicPartition) -> None:
         self.paused -= set(tps)
 
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.pos[tp] = offset
 
-def _minutes(m: float) -> list[Rec]:
-    return [Rec(int(m * 60_000))]
+    def poll(self, timeout_ms: int = 0, max_records: int = 500) -> dict:
+        for tp in sorted(self.logs):
+            at = self.pos.get(tp, 0)
+            if tp in self.paused or tp in self.away or at >= len(self.logs[tp]):
+                continue
+            got = self.logs[tp][at : at + max_records]
+            self.pos[tp] = at + len(got)
+            return {tp: got}
+        return {}
 
 
-def test_a_partition_ahead_of_one_behind_its_end_waits_for_it() -> None:
-    c = FakeConsumer(high={A: 1000, B: 1000}, pos={A: 100, B: 10})
-    al = TimeAligner(window_ms=600_000, clock=lambda: 0.0)
-    al.after_poll(c, {A: _minutes(60), B: _minutes(5)})
-    assert c.paused == {A}, "A is 55 minutes ahead of B, which still has records to read"
-    al.after_poll(c, {B: _minutes(52)})
-    assert c.paused == set(), "B came within the window: A reads again"
+def _log(p: int, n: int, every_min: float, start_min: float = 0) -> list[Rec]:
+    return [Rec(p, i, int((start_min + i * every_min) * MINUTE)) for i in range(n)]
 
 
-def test_live_partitions_at_their_end_never_wait() -> None:
-    c = FakeConsumer(high={A: 100, B: 50}, pos={A: 100, B: 50})
-    al = TimeAligner(window_ms=1000, clock=lambda: 0.0)
-    al.after_poll(c, {A: _minutes(600), B: _minutes(1)})
+def _drain(al: TimeAligner, c: FakeConsumer, total: int) -> tuple[list[Rec], float]:
+    """Every record, and the largest gap (minutes) between how far the two partitions were
+    read after a poll (the chain scores a poll's records together)."""
+    out: list[Rec] = []
+    read_to: dict[int, int] = {}
+    gap = 0.0
+    for _ in range(10 * total):
+        for records in al.poll(c, 0, 50).values():
+            out.extend(records)
+            read_to[records[-1].partition] = records[-1].timestamp
+        if len(read_to) == 2:
+            gap = max(gap, abs(read_to[0] - read_to[1]) / MINUTE)
+        if len(out) >= total:
+            break
+    return out, gap
+
+
+def test_a_backlog_comes_out_in_step_and_whole() -> None:
+    logs = {A: _log(0, 300, 1), B: _log(1, 300, 1)}
+    _, apart = _drain(TimeAligner(0), FakeConsumer(dict(logs)), 600)
+    assert apart >= 250, "the stand-in reads partition after partition"
+    got, gap = _drain(TimeAligner(10 * MINUTE, clock=lambda: 0.0), FakeConsumer(dict(logs)), 600)
+    assert gap <= 10 + 1, f"{gap} minutes apart"
+    for p, tp in ((0, A), (1, B)):
+        assert [r.offset for r in got if r.partition == p] == list(range(300)), tp
+
+
+def test_live_partitions_at_their_end_pass_straight_through() -> None:
+    c = FakeConsumer({A: _log(0, 5, 1, start_min=600), B: _log(1, 3, 1)}, pos={B: 3})
+    al = TimeAligner(MINUTE, clock=lambda: 0.0)
+    assert [r.offset for r in al.poll(c, 0, 50)[A]] == [0, 1, 2, 3, 4]
     assert c.paused == set(), "B has nothing left to read: nothing to wait for"
-
-
-def test_a_partition_not_read_yet_counts_as_the_slowest() -> None:
-    c = FakeConsumer(high={A: 1000, B: None}, pos={A: 10, B: 0})
-    al = TimeAligner(window_ms=1000, clock=lambda: 0.0)
-    al.after_poll(c, {A: _minutes(1)})
-    assert c.paused == {A}, "B's first fetch has not come: it may be far behind"
 
 
 def test_a_partition_that_brings_nothing_stops_holding_the_others() -> None:
     now = [0.0]
-    c = FakeConsumer(high={A: 1000, B: 1000}, pos={A: 10, B: 0})
-    al = TimeAligner(window_ms=1000, max_idle_s=2.0, clock=lambda: now[0])
-    al.after_poll(c, {A: _minutes(1)})
-    assert c.paused == {A}
-    now[0] = 1.0
-    al.after_poll(c, {})
+    c = FakeConsumer({A: _log(0, 10, 60, start_min=100), B: _log(1, 10, 60)}, away={B})
+    al = TimeAligner(MINUTE, max_idle_s=2.0, clock=lambda: now[0])
+    assert al.poll(c, 0, 50) == {}, "B has records left and has not been read yet"
     assert c.paused == {A}
     now[0] = 3.0  # B's leader is away: the service must not stop
-    al.after_poll(c, {})
-    assert c.paused == set()
+    assert len(al.poll(c, 0, 50)[A]) == 10
 
 
-def test_off_by_default_window_zero_and_forget_resumes() -> None:
-    c = FakeConsumer(high={A: 1000, B: 1000}, pos={A: 10, B: 0})
-    TimeAligner(window_ms=0).after_poll(c, {A: _minutes(100), B: _minutes(1)})
-    assert c.paused == set()
-    al = TimeAligner(window_ms=1000, clock=lambda: 0.0)
-    al.after_poll(c, {A: _minutes(100), B: _minutes(1)})
-    assert c.paused == {A}
-    al.forget(c, [A])  # A was sought back: its records come again
-    assert c.paused == set() and A not in al.read_to
+def test_a_seek_drops_the_stashes_and_loses_nothing() -> None:
+    c = FakeConsumer({A: _log(0, 100, 1, start_min=1000), B: _log(1, 100, 1)})
+    al = TimeAligner(MINUTE, clock=lambda: 0.0)
+    al.poll(c, 0, 50)  # A's first 50 stashed: B not read yet
+    assert al.stash and c.pos[A] == 50
+    al.forget(c, [])  # the chain sought nothing itself: A goes back to what it stashed
+    assert c.pos[A] == 0 and not al.stash and not c.paused
+    got, _ = _drain(al, c, 200)
+    assert sorted((r.partition, r.offset) for r in got) == [
+        (p, i) for p in (0, 1) for i in range(100)
+    ]
 
 
 class _Drained:
