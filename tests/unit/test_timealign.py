@@ -103,7 +103,7 @@ def test_a_partition_that_brings_nothing_stops_holding_the_others() -> None:
     c = FakeConsumer({A: _log(0, 10, 60, start_min=100), B: _log(1, 10, 60)}, away={B})
     al = TimeAligner(MINUTE, max_idle_s=2.0, clock=lambda: now[0])
     assert al.poll(c, 0, 50) == {}, "B has records left and has not been read yet"
-    assert c.paused == {A}
+    assert len(al.stash[A]) == 10
     now[0] = 3.0  # B's leader is away: the service must not stop
     assert len(al.poll(c, 0, 50)[A]) == 10
 
@@ -127,10 +127,15 @@ class _Drained:
 
 
 def test_a_drained_partition_in_line_is_cleared_for_the_parked_ones() -> None:
+    class Subscriptions:
+        def is_paused(self, tp: TopicPartition) -> bool:
+            return False  # B was resumed
+
     class Fetcher:
         def __init__(self) -> None:
             self._next_partition_records: object = _Drained()
             self._paused_partition_records = {B: object()}
+            self._subscriptions = Subscriptions()
 
     class Consumer:
         def __init__(self) -> None:
@@ -139,3 +144,31 @@ def test_a_drained_partition_in_line_is_cleared_for_the_parked_ones() -> None:
     consumer = Consumer()
     unstick_parked_records(consumer)
     assert consumer._fetcher._next_partition_records is None
+
+
+def test_a_paused_partition_in_line_is_parked_for_a_resumed_one() -> None:
+    class InLine:
+        topic_partition = A
+
+        def __bool__(self) -> bool:
+            return True  # records left
+
+    class Subscriptions:
+        def is_paused(self, tp: TopicPartition) -> bool:
+            return tp == A  # A was paused after its records came in line; B resumed
+
+    class Fetcher:
+        def __init__(self) -> None:
+            self._next_partition_records: object = InLine()
+            self._paused_partition_records: dict = {B: object()}
+            self._subscriptions = Subscriptions()
+
+    class Consumer:
+        def __init__(self) -> None:
+            self._fetcher = Fetcher()
+
+    consumer = Consumer()
+    in_line = consumer._fetcher._next_partition_records
+    unstick_parked_records(consumer)
+    assert consumer._fetcher._next_partition_records is None
+    assert consumer._fetcher._paused_partition_records[A] is in_line, "kept, not dropped"
