@@ -254,8 +254,11 @@ def main(argv: list[str] | None = None) -> int:
                     f" ({r['groups_read']} read, {r['rolled_back']} fine-tunes rolled back)"
                 )
     if args.json:
-        print(orjson.dumps({"detector": args.detector, "alert_percentile": args.alert_percentile,
-                            "scenarios": results}).decode())  # fmt: skip
+        # the analyst loop's results are keyed by verdict time weight (a float): JSON keys
+        # are strings, so they print as "3.0"
+        out = {"detector": args.detector, "alert_percentile": args.alert_percentile,
+               "scenarios": results}  # fmt: skip
+        print(orjson.dumps(out, option=orjson.OPT_NON_STR_KEYS).decode())
     return 0
 
 
