@@ -6,17 +6,17 @@ partition hours or days ahead in event time of the others, and learns from "the 
 the partitions behind (a 3,000-record backlog of two partitions was read 50 hours apart).
 Kafka Streams solves the same problem by always taking the partition whose next record is
 oldest; `TimeAligner.poll` does the same over kafka-python:
-- each partition's polled records wait in a stash (at most one poll's worth: a partition with
-  a stash is paused, so the client fetches and returns the others; their fetched records
-  stay parked in the client, KAFKA-7548);
+- each partition's polled records wait in a stash; once a partition has a poll's worth
+  stashed (or all stashes together `STASH_POLLS` polls' worth) it is paused, so the client
+  fetches and returns the others (its fetched records stay parked in the client, KAFKA-7548);
 - records leave a stash once they are at most `window_ms` (record time) ahead of the slowest
   partition: the oldest stashed record, or the last record handed out of a partition that is
   behind its end and has nothing stashed (the next poll fetches it).
 A partition at its end never holds the others back, so live traffic, whose partitions move
 together, passes straight through; nor does one that brought nothing for `max_idle_s` (a
 leader that is away must not stop the service). Record time is the producer's timestamp.
-Stashed records count as consumed in the client's positions (the lag reads lower by at most
-one poll per partition); a seek or a rebalance drops the stashes and reads them again.
+Stashed records count as consumed in the client's positions (the lag reads lower by what is
+stashed); a seek or a rebalance drops the stashes and reads them again.
 """
 
 from __future__ import annotations
