@@ -61,12 +61,11 @@ class KafkaIO:
             self.consumer = kafka_python_consumer(
                 settings, topics, client_id, settings.batch_max_events
             )
-        # kafka-python in this process reads a backlog's partitions in step here; the
-        # consumer process does it itself; librdkafka fetches partitions in turn by itself
+        # a backlog's partitions are read in step here (the consumer process does it itself)
         self._aligner = TimeAligner(
-            int(settings.align_partitions_s * 1000)
-            if isinstance(self.consumer, KafkaConsumer)
-            else 0
+            0
+            if isinstance(self.consumer, ProcessConsumer)
+            else int(settings.align_partitions_s * 1000)
         )
         self.producer = OutputProducer(
             settings, f"{settings.client_id}-producer", max_request_bytes=4 << 20

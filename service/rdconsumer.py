@@ -4,9 +4,9 @@ kafka-python parses every record in Python (~4-5 us per record on our 2-core VM:
 of a pipeline built on it, bench/README.md); librdkafka parses in C and reads the same topic
 8-12x faster. `--consumer-client librdkafka` makes `KafkaIO` consume through this adapter: it
 offers exactly the calls `KafkaIO` makes of a kafka-python `KafkaConsumer` (poll, assignment,
-commits, seek, highwater, position, close) and hands over records with the attributes the
-chain reads (`topic`, `partition`, `offset`, `timestamp`, `value`, `headers`, `key`), so the
-chain, its delivery promise and its tests do not know which client reads.
+commits, seek, highwater, position, pause, resume, close) and hands over records with the
+attributes the chain reads (`topic`, `partition`, `offset`, `timestamp`, `value`, `headers`,
+`key`), so the chain, its delivery promise and its tests do not know which client reads.
 
 Semantics kept: offsets are committed only by `KafkaIO` (no auto commit, no auto offset
 store), a new group starts at the earliest offset, the consumer group's session timeout is
@@ -75,18 +75,29 @@ class RdConsumer:
         self._consumer.subscribe(topics)
 
     # -- records --------------------------------------------------------------------------
-    def poll(self, timeout_ms: int = 0, max_records: int = 500) -> dict[str, list[RdRecord]]:
-        """Up to `max_records` records, waiting at most `timeout_ms` for that many (kafka-
-        python's shape: records by source; here one list)."""
+    def poll(
+        self, timeout_ms: int = 0, max_records: int = 500
+    ) -> dict[TopicPartition, list[RdRecord]]:
+        """Up to `max_records` records by partition (kafka-python's shape), waiting at most
+        `timeout_ms` for that many."""
         msgs = self._consumer.consume(num_messages=max(max_records, 1), timeout=timeout_ms / 1000)
-        records = []
+        by_partition: dict[tuple[str, int], list[RdRecord]] = {}
         for m in msgs:
             err = m.error()
             if err is None:
-                records.append(RdRecord(m))
+                rec = RdRecord(m)
+                by_partition.setdefault((rec.topic, rec.partition), []).append(rec)
             else:  # not a record: librdkafka retries; say so, score nothing
                 log.warning("consumer: %s", err.str())
-        return {"records": records} if records else {}
+        return {TopicPartition(t, p): records for (t, p), records in by_partition.items()}
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        """Stop fetching `partitions`; librdkafka drops what it fetched ahead of them and
+        fetches again from the position the chain has reached when they resume."""
+        self._consumer.pause([RdTopicPartition(tp.topic, tp.partition) for tp in partitions])
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self._consumer.resume([RdTopicPartition(tp.topic, tp.partition) for tp in partitions])
 
     # -- partitions and offsets -----------------------------------------------------------
     def assignment(self) -> set[TopicPartition]:

@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     align_partitions_s: float = Field(
         default=600.0,
         ge=0,
-        description="with kafka-python, while catching up on a backlog: partitions more "
+        description="while catching up on a backlog: partitions more "
         "than this far ahead (record time) of the slowest one behind its end wait for it, so "
         "the model does not learn one partition's future before scoring another's past "
         "(service/timealign.py; at most the learning delay by default); 0 = off",

@@ -124,6 +124,8 @@ class TimeAligner:
         """Records left to read (or not known yet: before its first fetch a partition may be
         far behind), and it brought some within `max_idle_s`."""
         high = consumer.highwater(tp)
+        if high == 0:  # empty (librdkafka knows no position of a partition it read nothing of)
+            return False
         if high is not None:
             position = None
             with contextlib.suppress(Exception):

@@ -111,7 +111,7 @@ def test_the_child_exits_when_its_parent_goes(kafka_bootstrap: str, tmp_path: Pa
 
 
 def _backlog_skew(
-    kafka_bootstrap: str, tmp_path: Path, align_s: float, child: bool = True
+    kafka_bootstrap: str, tmp_path: Path, align_s: float, how: str = "consumer-process"
 ) -> tuple[float, int]:
     """Two partitions holding the same 50 hours of records, read as a backlog: the largest
     gap (minutes, record time) between how far the partitions were read after a poll, and
@@ -127,7 +127,10 @@ def _backlog_skew(
                           timestamp_ms=start + i * 60_000)  # fmt: skip
     producer.flush()
     producer.close()
-    io = None if child else KafkaIO(s.model_copy(update={"consumer_process": False}))
+    child = how == "consumer-process"
+    client = "librdkafka" if how == "librdkafka" else "kafka-python"
+    io = None if child else KafkaIO(s.model_copy(update={"consumer_process": False,
+                                                         "consumer_client": client}))  # fmt: skip
     pc = ProcessConsumer(s, [s.events_topic], "it", 100) if child else None
     read_to: dict[int, int] = {}
     skew = 0.0
@@ -157,14 +160,14 @@ def _backlog_skew(
     return skew, sum(map(len, got.values()))
 
 
-@pytest.mark.parametrize("child", [True, False], ids=["consumer-process", "in-process"])
+@pytest.mark.parametrize("how", ["consumer-process", "in-process", "librdkafka"])
 def test_a_backlog_is_read_with_its_partitions_in_step(
-    kafka_bootstrap: str, tmp_path: Path, child: bool
+    kafka_bootstrap: str, tmp_path: Path, how: str
 ) -> None:
     """kafka-python hands out one partition's fetched records before the other's: a backlog
     was read 50 hours of one partition, then 50 of the other. The consumer hands records out
     as a merge by record time would (service/timealign.py): the two stay within the window."""
-    apart, _ = _backlog_skew(kafka_bootstrap, tmp_path, align_s=0, child=child)
+    apart, _ = _backlog_skew(kafka_bootstrap, tmp_path, align_s=0, how=how)
     assert apart > 1000, f"without alignment the partitions drift apart ({apart:.0f} min)"
-    in_step, _ = _backlog_skew(kafka_bootstrap, tmp_path, align_s=600, child=child)
+    in_step, _ = _backlog_skew(kafka_bootstrap, tmp_path, align_s=600, how=how)
     assert in_step <= 10 + 2, f"{in_step:.0f} minutes apart"

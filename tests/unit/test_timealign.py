@@ -172,3 +172,16 @@ def test_a_paused_partition_in_line_is_parked_for_a_resumed_one() -> None:
     unstick_parked_records(consumer)
     assert consumer._fetcher._next_partition_records is None
     assert consumer._fetcher._paused_partition_records[A] is in_line, "kept, not dropped"
+
+
+def test_an_empty_partition_never_read_does_not_hold_the_others() -> None:
+    """librdkafka knows no position of a partition it has read nothing of: an empty one
+    (end offset 0) must not count as behind, or every other partition would wait on it."""
+
+    class NoPosition(FakeConsumer):
+        def position(self, tp: TopicPartition, timeout_ms: int = 0) -> int | None:  # type: ignore[override]
+            return None if tp == B else super().position(tp)
+
+    c = NoPosition({A: _log(0, 5, 60, start_min=600), B: []})
+    al = TimeAligner(MINUTE, clock=lambda: 0.0)
+    assert len(al.poll(c, 0, 50)[A]) == 5
