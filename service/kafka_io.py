@@ -31,7 +31,7 @@ from service.procconsumer import ProcessConsumer
 from service.producer import Delivery, OutputProducer, PublishError, librdkafka_config
 from service.rdconsumer import RdConsumer
 from service.settings import Settings
-from service.timealign import TimeAligner
+from service.timealign import TimeAligner, records_left
 
 log = logging.getLogger(__name__)
 
@@ -213,15 +213,9 @@ class KafkaIO:
         """Records behind the partition end, from the consumer's last fetch metadata."""
         out: dict[TopicPartition, int] = {}
         for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            if high is None:
-                continue
-            try:
-                pos = self.consumer.position(tp, timeout_ms=0)
-            except Exception:  # position unknown right after a rebalance
-                continue
-            if pos is not None:
-                out[tp] = max(high - pos, 0)
+            left = records_left(self.consumer, tp)
+            if left is not None:  # unknown right after a rebalance
+                out[tp] = left
         return out
 
     def close(self) -> None:

@@ -85,9 +85,13 @@ class TimeAligner:
         """What may leave the stashes now: from the partition whose oldest record is oldest,
         the records at most the window ahead of every other partition (as a merge would)."""
         out: dict[Any, list[Any]] = {}
+        if not self.stash:
+            return out
         room = max_records
+        now = self.clock()  # the client's offsets, once per release (not per partition taken)
+        behind = {tp for tp in self.owned if self._behind(consumer, tp, now)}
         while self.stash and room:
-            marks = self._marks(consumer)
+            marks = self._marks(behind)
             tp = min(self.stash, key=lambda t: marks[t])
             others = [m for t, m in marks.items() if t != tp]
             limit = min(others) + self.window_ms if others else float("inf")
@@ -109,29 +113,23 @@ class TimeAligner:
             room -= n
         return out
 
-    def _marks(self, consumer: Any) -> dict[TopicPartition, int]:
+    def _marks(self, behind: set[TopicPartition]) -> dict[TopicPartition, int]:
         """How far each partition that can hold the others back is: its oldest stashed
         record, or, for one behind its end with nothing stashed, the last record handed out
         (-1: none yet; its next poll brings more)."""
         marks = {tp: _ts(records[0]) for tp, records in self.stash.items()}
-        now = self.clock()
-        for tp in self.owned:
-            if tp not in marks and self._behind(consumer, tp, now):
+        for tp in behind:
+            if tp not in marks:
                 marks[tp] = self.read_to.get(tp, -1)
         return marks
 
     def _behind(self, consumer: Any, tp: TopicPartition, now: float) -> bool:
         """Records left to read (or not known yet: before its first fetch a partition may be
         far behind), and it brought some within `max_idle_s`."""
-        high = consumer.highwater(tp)
-        if high == 0:  # empty (librdkafka knows no position of a partition it read nothing of)
+        if consumer.highwater(tp) == 0:  # empty: librdkafka knows no position of it
             return False
-        if high is not None:
-            position = None
-            with contextlib.suppress(Exception):
-                position = consumer.position(tp, timeout_ms=0)
-            if position is not None and position >= high:
-                return False
+        if records_left(consumer, tp) == 0:
+            return False
         return now - self.last_seen.setdefault(tp, now) <= self.max_idle_s
 
     def _pause_stashed(self, consumer: Any, max_records: int) -> None:
@@ -167,6 +165,19 @@ class TimeAligner:
             with contextlib.suppress(Exception):
                 consumer.resume(*self.paused)
             self.paused = set()
+
+
+def records_left(consumer: Any, tp: TopicPartition) -> int | None:
+    """Records between the consumer's position and the partition's end, from its last fetch
+    (no request); None while either is unknown (before the first fetch, after a rebalance)."""
+    high = consumer.highwater(tp)
+    if high is None:
+        return None
+    try:
+        position = consumer.position(tp, timeout_ms=0)
+    except Exception:
+        return None
+    return None if position is None else max(high - position, 0)
 
 
 def _ts(record: Any) -> int:
