@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import tempfile
 import threading
@@ -72,15 +73,42 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
         )
         return 2
     base = settings_from(args)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # stop as Ctrl-C does: the finally blocks run
     broker = None
     bootstrap = base.kafka_bootstrap
-    if not bootstrap:
-        print(
-            "starting a local Apache Kafka broker (first run fetches it from Maven Central)...",
-            file=sys.stderr,
-        )
-        broker = LocalBroker()
-        bootstrap = broker.start()
+    try:
+        if not bootstrap:
+            print(
+                "starting a local Apache Kafka broker (first run fetches it from Maven Central)...",
+                file=sys.stderr,
+            )
+            broker = LocalBroker()
+            if broker.is_running():  # a developer's broker: used, and left running
+                bootstrap, broker = broker.start(), None
+            else:
+                bootstrap = broker.start()
+        return _run_on(args, settings_from, base, bootstrap, dataset)
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+        return 130
+    finally:  # a service manager's or `timeout`'s SIGTERM too: never leave our broker running
+        if broker is not None:
+            broker.stop()
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    """SIGTERM stops the demo as Ctrl-C does (Python's default would skip every cleanup)."""
+    raise KeyboardInterrupt
+
+
+def _run_on(
+    args: argparse.Namespace,
+    settings_from: Callable[..., Settings],
+    base: Settings,
+    bootstrap: str,
+    dataset: str | Path,
+) -> int:
     run_id = uuid.uuid4().hex[:8]
     state = Path(tempfile.mkdtemp(prefix="outrider-demo-"))
     fields = Settings.model_fields
@@ -159,6 +187,4 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
         pipeline.stop()
         worker.join(timeout=30)
         producer.close()
-        if broker is not None:
-            broker.stop()
     return 0 if board.alerts_seen > 0 else 1

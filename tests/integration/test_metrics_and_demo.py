@@ -3,13 +3,21 @@ command run end to end as a user runs it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from service.local_broker import EXTERNAL_ENV, LocalBroker
 from tests.integration.kit import (
     committed_total,
     fresh_settings,
@@ -91,3 +99,49 @@ def test_demo_command_runs_end_to_end(kafka_bootstrap: str, datasets: Path) -> N
     ]
     assert 1 <= len(ranked) <= 5
     assert "why:" in final
+
+
+def _alive(pid: int) -> bool:
+    """A process that has not exited (a zombie has: this sandbox's init may never reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_sigterm_stops_the_demo_and_the_broker_it_started(tmp_path: Path, datasets: Path) -> None:
+    """`timeout`, `kill` or a service manager stop the demo as Ctrl-C does: the broker it
+    started is stopped, not left running in the background."""
+    if os.environ.get(EXTERNAL_ENV):
+        pytest.skip(f"{EXTERNAL_ENV} names an external cluster: the demo starts no broker")
+    cache = Path(os.environ.get("OUTRIDER_CACHE") or Path.home() / ".cache" / "outrider")
+    jars = sorted(cache.glob("kafka-*"))
+    assert jars, f"no Kafka server fetched under {cache} (the broker fixture fetches it)"
+    for jar_dir in jars:  # the fetched server, not a second download
+        (tmp_path / jar_dir.name).symlink_to(jar_dir)
+    env = {**os.environ, "OUTRIDER_CACHE": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "demo", "--limit", "20000",
+         "--metrics-port", "0", "--top", "3"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    broker = LocalBroker(tmp_path / "broker")
+    try:
+        deadline = time.monotonic() + 240
+        seen = ""
+        while "processed 20000/20000" not in seen and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                seen += lines.get(timeout=1)
+        assert "processed 20000/20000" in seen, seen[-2000:]
+        assert broker.is_running()  # the demo's own broker, in the cache it was given
+        pid = int((tmp_path / "broker" / "pid").read_text())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()[-3000:] if proc.stderr else ""
+        assert not broker.is_running()
+        assert not _alive(pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        broker.stop()
