@@ -2,10 +2,18 @@
 
 Raw scores mean different things per event kind and per model version (a surprisal in nats, a
 negative log-likelihood, a deviation); thresholds on them do not transfer. The calibrator keeps
-a fixed-size reservoir sample of recent raw scores (Vitter's Algorithm R, seeded) and maps a
-score to its percentile among them, after Merlion's calibrate-then-threshold post-rules. Per
-kind and model version, keep one calibrator; the percentile and severity are then comparable.
-State is two arrays and a little JSON, so it checkpoints like a detector.
+a fixed-size sample of recent raw scores and maps a score to its percentile among them, after
+Merlion's calibrate-then-threshold post-rules. Per kind and model version, keep one
+calibrator; the percentile and severity are then comparable. State is two arrays and a little
+JSON, so it checkpoints like a detector.
+
+Recent, not all history: once full, every new score takes a random slot (a biased reservoir,
+Aggarwal 2006), so a score's chance to still be in the sample halves every ~0.7 x `size`
+scores. A uniform sample of all history (Vitter's Algorithm R, used here before 2026-12-04)
+kept the scores of the model's first hours, when everything was new and scored high, in the
+tail forever: they set the 99th percentile long after the model had learned. On AIT santos
+(bench/product.py) the DNS-exfiltration step then sat at the 96.9th percentile and never
+alerted; with the recent sample it is at the 99.1th and alerts.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ _CUTS = np.array([cut for _, cut in SEVERITIES])
 
 
 class QuantileCalibrator:
-    """Percentile of a raw score among a reservoir of recent raw scores."""
+    """Percentile of a raw score among a sample of recent raw scores."""
 
     def __init__(self, size: int = 10_000, seed: int = 0) -> None:
         if size < 1:
@@ -35,7 +43,8 @@ class QuantileCalibrator:
         self._sorted: np.ndarray | None = None
 
     def update(self, scores: np.ndarray) -> None:
-        """Add raw scores (Algorithm R: every score seen has the same chance to be kept)."""
+        """Add raw scores: into free room first, then each into a random slot (the newest
+        scores are the likeliest to be in the sample, the oldest the least)."""
         scores = np.asarray(scores, dtype=np.float64).ravel()
         scores = scores[np.isfinite(scores)]
         if len(scores) == 0:
@@ -47,10 +56,8 @@ class QuantileCalibrator:
             scores = scores[room:]
         if len(scores):
             rng = np.random.default_rng([self.seed, self.seen])
-            pos = self.seen + np.arange(1, len(scores) + 1)
-            slot = (rng.random(len(scores)) * pos).astype(np.int64)
-            hit = slot < self.size
-            self.reservoir[slot[hit]] = scores[hit]  # later scores win a shared slot
+            slot = rng.integers(0, self.size, len(scores))
+            self.reservoir[slot] = scores  # two drawing one slot: one of them stays
             self.seen += len(scores)
         self._sorted = None
 

@@ -92,7 +92,9 @@ class Settings(BaseSettings):
     )
     alert_percentile: float = Field(default=99.0, ge=0, le=100)
     calibration_window: int = Field(
-        default=20_000, ge=100, description="reservoir of raw scores per kind for percentiles"
+        default=20_000,
+        ge=100,
+        description="recent raw scores per kind for percentiles (mean age: this many scores)",
     )
     calibration_min_samples: int = Field(
         default=1000, ge=1, description="scores seen per kind before any alert is raised"

@@ -33,6 +33,20 @@ def test_calibrator_state_round_trip_and_reservoir_bounded() -> None:
         QuantileCalibrator.from_state({"reservoir": np.zeros(3)}, {"calibrator": "other"})
 
 
+def test_percentiles_follow_the_model_as_it_learns() -> None:
+    """A young model scores everything high; once it has learned, its scores are lower. The
+    sample must be recent: kept from all history, the young scores held the tail (the 99th
+    percentile) long after, and the mature model's unusual scores never reached it."""
+    rng = np.random.default_rng(0)
+    cal = QuantileCalibrator(size=10_000, seed=0)
+    cal.update(rng.normal(5.0, 1.0, size=20_000))  # young: everything is new
+    for _ in range(40):  # mature: 200,000 scores in batches, as the service calibrates
+        cal.update(rng.normal(0.0, 1.0, size=5_000))
+    assert cal.percentile(np.array([3.0]))[0] > 99.5  # 99.87 in N(0, 1); ~91 in all history
+    assert (cal.reservoir > 3.5).mean() < 0.002  # the young scores are gone from the sample
+    assert cal.seen == 220_000 and len(cal.reservoir) == 10_000
+
+
 def test_poisson_surprise_grows_with_count_and_rarity() -> None:
     s = poisson_surprise(np.array([1, 5, 5]), np.array([1.0, 1.0, 0.1]))
     assert s[0] < s[1] < s[2] and np.isfinite(s).all()

@@ -57,5 +57,11 @@ def test_every_russellmitchell_alert_is_scored_or_dead_lettered(
     assert first["model"]["version"] == pipeline.model.version
     assert first["explanation"] and first["severity"] in {"low", "medium", "high", "critical"}
     assert alerts[0].key == first["group_id"].encode()
-    # alerts are a minority: the analyst is not flooded
-    assert len(alerts) < 0.1 * len(records)
+    # the analyst is not flooded: under 1% of the benign events alert (66-93 of 34,582 here),
+    # and alerts stay under the attack's share of the capture (24%: scans raise thousands)
+    events = consume_all(kafka_bootstrap, settings.events_topic, len(records))
+    label = {(r.partition, r.offset): orjson.loads(r.value)["event_label"] for r in events}
+    origins_of = [orjson.loads(a.value)["origin"] for a in alerts]
+    benign_alerts = sum(label[o["partition"], o["offset"]] == "-" for o in origins_of)
+    assert benign_alerts < 0.01 * sum(v == "-" for v in label.values())
+    assert len(alerts) < 0.25 * len(records)
