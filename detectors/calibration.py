@@ -13,7 +13,10 @@ scores. A uniform sample of all history (Vitter's Algorithm R, used here before 
 kept the scores of the model's first hours, when everything was new and scored high, in the
 tail forever: they set the 99th percentile long after the model had learned. On AIT santos
 (bench/product.py) the DNS-exfiltration step then sat at the 96.9th percentile and never
-alerted; with the recent sample it is at the 99.1th and alerts.
+alerted; with the recent sample it is at the 99.1th and alerts. The price of recency: a flood
+of high scores larger than the sample (a scan of tens of thousands of events, once the
+service calibrates on it) raises the threshold until it ages out, so lesser anomalies in that
+time may not alert; the flood itself has alerted and is grouped by then.
 """
 
 from __future__ import annotations
