@@ -41,7 +41,7 @@ def state_bytes(det: Detector) -> int:
     return sum(a.nbytes for a in arrays.values()) + len(json.dumps(meta).encode())
 
 
-def time_scoring(det: Detector, events: EventBatch, repeat: int) -> dict[str, float]:
+def time_scoring(det: Any, events: EventBatch, repeat: int) -> dict[str, float]:
     out = {}
     for b in BATCHES:
         batch = EventBatch(TYPES, events.rows[:b], events.times[:b])
@@ -51,12 +51,22 @@ def time_scoring(det: Detector, events: EventBatch, repeat: int) -> dict[str, fl
     return out
 
 
-def _timed(det: Detector, batch: EventBatch) -> float:
+def _timed(det: Any, batch: EventBatch) -> float:
     t0 = time.perf_counter()
     det.score_many(batch)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - t0
+
+
+class _EncodeOnly:
+    """Times `Vocabulary.encode` alone through the same harness as a detector."""
+
+    def __init__(self, vocab: Any) -> None:
+        self.vocab = vocab
+
+    def score_many(self, batch: EventBatch) -> Any:
+        return self.vocab.encode(batch.rows)
 
 
 def run(entities: int, repeat: int, threads: int) -> dict[str, Any]:
@@ -70,6 +80,8 @@ def run(entities: int, repeat: int, threads: int) -> dict[str, Any]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "events_per_s": {},
         "state_bytes_per_million_entities": {},
+        # The host-side floor under every neural detector: strings to ids (what a GPU can't do).
+        "vocabulary_encode_events_per_s": {},
     }
     for device in devices:
         dets: dict[str, Detector] = {
@@ -82,6 +94,9 @@ def run(entities: int, repeat: int, threads: int) -> dict[str, Any]:
         for name, det in dets.items():
             det.learn_many(fit)
             result["events_per_s"][f"{name}@{device}"] = time_scoring(det, events, repeat)
+            if name == "ape" and device == "cpu":
+                encode = _EncodeOnly(det.vocab)  # type: ignore[attr-defined]
+                result["vocabulary_encode_events_per_s"] = time_scoring(encode, events, repeat)
             if device == "cpu":
                 n_ent = len(det.ape.vocab) if hasattr(det, "ape") else None
                 n_ent = n_ent or (len(det.vocab) if hasattr(det, "vocab") else None)

@@ -65,8 +65,10 @@ class DevNetDetector(Detector):
             "batch_size": int(batch_size), "batches_per_epoch": int(batches_per_epoch),
             "epochs": int(epochs), "lr": float(lr), "replay": int(replay), "seed": int(seed),
         }  # fmt: skip
-        self.ape_config = {k: v for k, v in (ape_config or {}).items() if k != "seed"}
-        self.base = APEDetector(entity_types, seed=seed, **self.ape_config)
+        ape_config = dict(ape_config or {})
+        device = ape_config.pop("device", None)  # where to run, not state: kept out of checkpoints
+        self.ape_config = {k: v for k, v in ape_config.items() if k != "seed"}
+        self.base = APEDetector(entity_types, seed=seed, device=device, **self.ape_config)
         self.device = self.base.device
         gen = torch.Generator().manual_seed(seed)
         ref = torch.randn(5000, generator=gen)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any, cast
 
 import numpy as np
@@ -125,10 +126,12 @@ class OutriderDetector(Detector):
         seen = voc.events_seen
         for j in range(len(self.entity_types)):
             index, pend, counts = voc.index[j], voc.pending[j], voc.counts
-            c = np.fromiter(
-                (counts[index[v]] if v in index else pend.get(v, 0.0) for v in cols[j]),
-                np.float64, n,
-            )  # fmt: skip
+            ids = np.fromiter(map(index.get, cols[j], repeat(-1)), np.int64, n)
+            c = counts[ids]
+            unknown = np.flatnonzero(ids < 0)  # not (yet) in the vocabulary: pending counts
+            if len(unknown):
+                col = cols[j]
+                c[unknown] = [pend.get(col[i], 0.0) for i in unknown.tolist()]
             total = seen + voc.size(j) + len(pend) + 1.0
             out += -np.log((c + 1.0) / total)
         return out / len(self.entity_types)

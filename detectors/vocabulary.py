@@ -12,6 +12,7 @@ recycled (the caller re-initialises those rows: `observe` returns them).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -79,8 +80,8 @@ class Vocabulary:
             return out
         cols = list(zip(*rows, strict=True))
         for j in range(m):
-            get, rare = self.index[j].get, int(self.rare_ids[j])
-            out[:, j] = np.fromiter((get(v, rare) for v in cols[j]), np.int64, n)
+            rare = repeat(int(self.rare_ids[j]))  # map() with dict.get runs at C speed
+            out[:, j] = np.fromiter(map(self.index[j].get, cols[j], rare), np.int64, n)
         return out
 
     # -- learning -------------------------------------------------------------------------

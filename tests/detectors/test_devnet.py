@@ -60,3 +60,11 @@ def test_trained_head_round_trips(train: EventBatch) -> None:
                      np.array([1]))  # fmt: skip
     back = DevNetDetector.from_state(*det.state_dict())
     np.testing.assert_array_equal(back.score_many(train), det.score_many(train))
+
+
+def test_the_device_is_not_written_into_the_checkpoint(train: EventBatch) -> None:
+    """A GPU trainer's checkpoint must load on a CPU-only scorer: where to run is not state."""
+    det = DevNetDetector(TYPES, ape_config={**FAST["ape_config"], "device": "cpu"})
+    _, meta = det.state_dict()
+    assert "device" not in meta["ape_config"]
+    assert DevNetDetector.from_state(*det.state_dict()).base.device.type in ("cpu", "cuda")
