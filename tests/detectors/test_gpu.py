@@ -79,3 +79,10 @@ def test_devnet_fine_tunes_on_cuda_without_nan(train: EventBatch) -> None:
     after = det.score_many(EventBatch(TYPES, [alike, train.rows[0]]))
     assert np.isfinite(after).all()
     assert after[0] - before[0] > after[1] - before[1] + 1.0
+
+
+def test_learning_on_cuda_is_seeded_to_float32_rounding(train: EventBatch) -> None:
+    a, b = build("ape", "cuda"), build("ape", "cuda")
+    a.learn_many(train)
+    b.learn_many(train)
+    np.testing.assert_allclose(a.score_many(train), b.score_many(train), rtol=1e-5, atol=1e-5)
