@@ -182,17 +182,24 @@ class HoldBack:
         began = np.fromiter(map(itemgetter(0), episodes), np.float64, len(batch))
         keep = np.flatnonzero(np.abs(batch.times - began) > self.delay_s)
         if self.earlier:  # patterns with more than one episode: the others too
-            rows, times, d = batch.rows, batch.times, self.delay_s
-            keep = np.fromiter(
-                (
-                    i
-                    for i in keep.tolist()
-                    if rows[i] not in self.earlier
-                    or all(abs(times[i] - s) > d for s, _ in self.earlier[rows[i]])
-                ),
-                np.int64,
-            )
+            keep = self._outside_earlier(batch, keep)
         return batch if len(keep) == len(batch) else _subset(batch, keep)
+
+    def _outside_earlier(self, batch: EventBatch, keep: np.ndarray) -> np.ndarray:
+        """`keep` less the events within `delay_s` of the start of one of their pattern's
+        earlier episodes; per pattern at once (an alert storm is thousands of one pattern)."""
+        earlier, rows = self.earlier, batch.rows
+        has = np.fromiter(map(earlier.__contains__, rows), bool, len(rows))  # at C speed
+        by_row: dict[tuple[str, ...], list[int]] = {}
+        for i in keep[has[keep]].tolist():
+            by_row.setdefault(rows[i], []).append(i)
+        near: list[np.ndarray] = []
+        for row, idx in by_row.items():
+            began = np.fromiter(map(itemgetter(0), earlier[row]), np.float64)
+            at = np.asarray(idx)
+            close = (np.abs(batch.times[at, None] - began[None, :]) <= self.delay_s).any(1)
+            near.append(at[close])
+        return np.setdiff1d(keep, np.concatenate(near)) if near else keep
 
 
 def _subset(batch: EventBatch, idx: np.ndarray) -> EventBatch:

@@ -11,6 +11,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,9 @@ from service.sources import SourceConfig
 if TYPE_CHECKING:
     from service.groups import GroupBook
 
+#: Field readers for a batch's events, applied with map() (C speed, no per-event frame).
+_KIND, _ROW, _TIME = attrgetter("event.kind"), attrgetter("row"), attrgetter("event.time")
+_SOURCE = attrgetter("record.topic", "record.partition")
 FEEDBACK_KEY = "~feedback~"  # checkpoint key prefix: '~' is never part of a kind name
 
 DetectorFactory = Callable[[tuple[str, ...]], Detector]
@@ -234,16 +238,21 @@ class Scorer:
     def score(self, events: Sequence[DecodedEvent], learn: bool = True) -> list[ScoredKind]:
         """Score, calibrate, explain the flagged, then learn from the rest. `learn=False`
         leaves the model exactly as it is (a version-pinned replay)."""
-        by_kind: dict[str, list[DecodedEvent]] = {}
-        for ev in events:
-            by_kind.setdefault(ev.event.kind, []).append(ev)
+        kinds = list(map(_KIND, events))  # attribute reads at C speed: ~1 us/event saved
+        by_kind: dict[str, Sequence[DecodedEvent]]
+        if len(set(kinds)) <= 1:
+            by_kind = {kinds[0]: events} if kinds else {}
+        else:
+            by_kind = {}
+            for kind, ev in zip(kinds, events, strict=True):
+                by_kind.setdefault(kind, []).append(ev)  # type: ignore[union-attr]
         out = []
         for kind, evs in by_kind.items():
             det, cal = self._for_kind(kind)
             batch = EventBatch(
                 det.entity_types,
-                [e.row for e in evs],
-                np.fromiter((e.event.time for e in evs), np.float64, len(evs)),
+                list(map(_ROW, evs)),
+                np.fromiter(map(_TIME, evs), np.float64, len(evs)),
             )
             scores = det.score_many(batch)
             fb = self.feedback[kind]
@@ -280,11 +289,10 @@ class Scorer:
         """Per event, a small int naming its topic partition: held-back learning keeps a
         clock per partition (service/holdback.py)."""
         ids = self._source_ids
-        return np.fromiter(
-            (ids.setdefault((e.record.topic, e.record.partition), len(ids)) for e in events),
-            np.int64,
-            len(events),
-        )
+        keys = list(map(_SOURCE, events))
+        for key in dict.fromkeys(keys):  # the batch's few partitions
+            ids.setdefault(key, len(ids))
+        return np.fromiter(map(ids.__getitem__, keys), np.int64, len(keys))
 
     def _learn(
         self,

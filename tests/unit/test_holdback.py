@@ -145,3 +145,25 @@ def test_a_quiet_partition_is_released_by_the_wall_clock() -> None:
     now[0] = 101.0
     ((events, _),) = list(hold.ready())
     assert len(events) == 3 and hold.held == 0
+
+
+def test_earlier_episodes_filter_as_one_event_at_a_time_would() -> None:
+    """The per-pattern, vectorised filter of earlier episodes keeps exactly the events the
+    plain definition keeps: those farther than the delay from every earlier episode's start."""
+    rng = np.random.default_rng(7)
+    hold = HoldBack(delay_s=50, max_events=10_000, clock=lambda: 0.0)
+    patterns = [(f"p{i}", "h") for i in range(6)]
+    for row in patterns[:5]:  # up to 4 earlier episodes each, 1,000 s apart
+        for start in rng.choice(np.arange(0, 10_000, 1000), size=rng.integers(1, 5), replace=False):
+            hold.earlier.setdefault(row, []).append((float(start), float(start) + 20))
+    rows = [patterns[k] for k in rng.integers(len(patterns), size=3000).tolist()]
+    batch = EventBatch(TYPES, rows, rng.uniform(0, 10_000, size=3000))
+    keep = np.flatnonzero(rng.random(3000) < 0.8)
+    expected = [
+        i
+        for i in keep.tolist()
+        if rows[i] not in hold.earlier
+        or all(abs(batch.times[i] - s) > 50 for s, _ in hold.earlier[rows[i]])
+    ]
+    got = hold._outside_earlier(batch, keep)
+    assert got.tolist() == expected and 0 < len(expected) < len(keep)
