@@ -248,6 +248,7 @@ def kafka_python_consumer(
         # 58-74 ms in 3 of 3 without sessions, same machine and rate). Full fetches
         # cost little on our few partitions.
         enable_incremental_fetch_sessions=False,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=max(settings.session_timeout_ms // 3, 500),
         **settings.kafka_client_config(),

@@ -64,6 +64,7 @@ class RdConsumer:
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": settings.session_timeout_ms,
                 "heartbeat.interval.ms": max(settings.session_timeout_ms // 3, 500),
+                "fetch.wait.max.ms": settings.fetch_max_wait_ms,
                 "max.partition.fetch.bytes": fetch_bytes,
                 "fetch.max.bytes": fetch_bytes * 4,
                 "receive.message.max.bytes": fetch_bytes * 4 + (1 << 20),

@@ -48,3 +48,25 @@ def test_a_message_becomes_a_record_as_kafka_python_gives_it() -> None:
 def test_no_timestamp_and_no_headers_read_as_kafka_python_reads_them() -> None:
     r = RdRecord(Message((TIMESTAMP_NOT_AVAILABLE, -1), None))
     assert r.timestamp is None and r.headers == []
+
+
+def test_the_fetch_wait_setting_reaches_librdkafka(monkeypatch: Any, tmp_path: Any) -> None:
+    """A partition at its end must not hold the others' next fetch for Kafka's 500 ms."""
+    import service.rdconsumer as rdconsumer
+    from service.settings import Settings
+
+    seen: dict[str, Any] = {}
+
+    class Captured:
+        def __init__(self, conf: dict[str, Any]) -> None:
+            seen.update(conf)
+
+        def subscribe(self, topics: list[str]) -> None:
+            seen["topics"] = topics
+
+    monkeypatch.setattr(rdconsumer, "Consumer", Captured)
+    for wait in (100, 7):
+        s = Settings(kafka_bootstrap="127.0.0.1:9", state_dir=tmp_path, fetch_max_wait_ms=wait)
+        rdconsumer.RdConsumer(s, ["events"], "it")
+        assert seen["fetch.wait.max.ms"] == wait and seen["topics"] == ["events"]
+    assert Settings.model_fields["fetch_max_wait_ms"].default == 100
