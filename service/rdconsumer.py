@@ -31,6 +31,10 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: How soon librdkafka fetches a partition again once its local queue had room (or it was
+#: resumed); a timer check, no request while the queue is still over its threshold.
+RESUME_FETCH_BACKOFF_MS = 10
+
 
 class RdRecord(ConsumedRecord):
     """A record from a librdkafka message (built field by field: this is the hot path)."""
@@ -65,6 +69,10 @@ class RdConsumer:
                 "session.timeout.ms": settings.session_timeout_ms,
                 "heartbeat.interval.ms": max(settings.session_timeout_ms // 3, 500),
                 "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+                # a partition whose local queue was over its threshold was not fetched again
+                # for 1 s (the default), also right after the time-aligned merge resumed it:
+                # the aligned consumer alone read 82-214k records/s (bimodal), 195-263k at 10 ms
+                "fetch.queue.backoff.ms": RESUME_FETCH_BACKOFF_MS,
                 "max.partition.fetch.bytes": fetch_bytes,
                 "fetch.max.bytes": fetch_bytes * 4,
                 "receive.message.max.bytes": fetch_bytes * 4 + (1 << 20),

@@ -69,4 +69,5 @@ def test_the_fetch_wait_setting_reaches_librdkafka(monkeypatch: Any, tmp_path: A
         s = Settings(kafka_bootstrap="127.0.0.1:9", state_dir=tmp_path, fetch_max_wait_ms=wait)
         rdconsumer.RdConsumer(s, ["events"], "it")
         assert seen["fetch.wait.max.ms"] == wait and seen["topics"] == ["events"]
+        assert seen["fetch.queue.backoff.ms"] == rdconsumer.RESUME_FETCH_BACKOFF_MS < 1000
     assert Settings.model_fields["fetch_max_wait_ms"].default == 100
