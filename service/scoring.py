@@ -238,7 +238,7 @@ class Scorer:
     def score(self, events: Sequence[DecodedEvent], learn: bool = True) -> list[ScoredKind]:
         """Score, calibrate, explain the flagged, then learn from the rest. `learn=False`
         leaves the model exactly as it is (a version-pinned replay)."""
-        kinds = list(map(_KIND, events))  # attribute reads at C speed: ~1 us/event saved
+        kinds = list(map(_KIND, events))  # attribute reads at C speed, no frame per event
         by_kind: dict[str, Sequence[DecodedEvent]]
         if len(set(kinds)) <= 1:
             by_kind = {kinds[0]: events} if kinds else {}
