@@ -8,6 +8,10 @@ Measures, on one broker and one topic of AIT alert events (russellmitchell, repe
   pipeline_events_per_s        Outrider's whole chain (decode, validate, score, calibrate,
                                explain and publish alerts, commit after acks), as it runs by
                                default: kafka-python consuming in a child process
+  ratio                        median pipeline over median raw consumer: both run `--repeat`
+                               times (default 3), alternating, so they sample the same moments
+                               of a shared machine (single runs of the same code spread 2x);
+                               *_runs list every run, ratio_runs each pair's ratio
   pipeline_in_process_events_per_s
                                the same chain with kafka-python in the pipeline's own process
                                (`--consumer-process false`); consumer_process_speedup = the
@@ -407,9 +411,13 @@ def main() -> None:
         default=20.0,
         help="how long the paced latency run produces",
     )
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of the raw consumer and the default pipeline (medians)")  # fmt: skip
     ap.add_argument("--peers", action="store_true", help="also run ../shared/bench peers")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    if a.repeat < 1:
+        ap.error("--repeat must be at least 1")
 
     from service.app import tune_gc
     from service.local_broker import LocalBroker
@@ -431,15 +439,20 @@ def main() -> None:
             "batch": a.batch,
             "machine": f"{os.cpu_count()} cores",
         }
-        res["raw_consumer_events_per_s"] = round(
-            raw_kafka_python(bootstrap, topic, a.events, a.batch)
-        )
-        stats: dict[str, Any] = {}
-        res["pipeline_events_per_s"] = round(
-            run_pipeline(bootstrap, topic, a.events, a.batch, state, stats=stats)
-        )
-        res["pipeline_alerts"] = stats["alerts"]
+        raws, pipes, alerts = [], [], []
+        for _ in range(a.repeat):  # alternating: both sample the same moments of the machine
+            raws.append(raw_kafka_python(bootstrap, topic, a.events, a.batch))
+            stats: dict[str, Any] = {}
+            pipes.append(run_pipeline(bootstrap, topic, a.events, a.batch, state, stats=stats))
+            alerts.append(stats["alerts"])
+        res["raw_consumer_events_per_s"] = round(float(np.median(raws)))
+        res["pipeline_events_per_s"] = round(float(np.median(pipes)))
+        res["pipeline_alerts"] = alerts[int(np.argsort(pipes)[len(pipes) // 2])]
         res["ratio"] = round(res["pipeline_events_per_s"] / res["raw_consumer_events_per_s"], 3)
+        res["raw_consumer_runs"] = [round(r) for r in raws]
+        res["pipeline_runs"] = [round(r) for r in pipes]
+        res["pipeline_alerts_runs"] = alerts
+        res["ratio_runs"] = [round(p / r, 3) for p, r in zip(pipes, raws, strict=True)]
         # the same chain reading the backlog's partitions as kafka-python hands them out
         # (--align-partitions-s 0): what reading them in step costs, and its alerts
         free_stats: dict[str, Any] = {}
