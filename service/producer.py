@@ -126,6 +126,12 @@ class OutputProducer:
                 f"{delivery.left} output(s) not acknowledged in {timeout_s:g} s{cause}"
             )
 
+    def abandon(self) -> None:
+        """Give up on everything still queued or in flight: each gets a failed delivery report
+        now (its batch is redone, through another producer), and the client is let go."""
+        self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+        self._producer.poll(0)  # serve the purged outputs' reports
+
     def close(self, timeout_s: float = 10.0) -> None:
         left = self._producer.flush(timeout_s)
         if left:

@@ -1,0 +1,72 @@
+"""A producer stuck after a broker restart is replaced (service/kafka_io.py): librdkafka can
+stay on stale broker state and never deliver again, and every redo would then fail forever."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from service import kafka_io
+from service.kafka_io import PRODUCER_RESET_AFTER, KafkaIO
+from service.producer import Delivery, PublishError
+
+
+class FakeProducer:
+    def __init__(self, acks: bool) -> None:
+        self.acks, self.waits, self.abandoned = acks, 0, False
+
+    def wait(self, delivery: Delivery, timeout_s: float) -> None:
+        self.waits += 1
+        if not self.acks:
+            raise PublishError("1 output(s) not acknowledged in 30 s")
+
+    def abandon(self) -> None:
+        self.abandoned = True
+
+
+def _io(first: FakeProducer, then: list[FakeProducer]) -> Any:
+    io = KafkaIO.__new__(KafkaIO)  # no clients: only the acknowledgement path is under test
+    io.producer, io._unacked_in_a_row = first, 0
+    io._new_producer = lambda: then.pop(0)  # type: ignore[method-assign]
+    return io
+
+
+def test_a_producer_that_never_delivers_is_replaced_and_every_failure_still_raises() -> None:
+    stuck, fresh = FakeProducer(acks=False), FakeProducer(acks=True)
+    io = _io(stuck, [fresh])
+    for attempt in range(1, PRODUCER_RESET_AFTER + 1):
+        with pytest.raises(PublishError):  # the batch is redone each time: nothing is lost
+            io.await_acks(Delivery())
+        assert (io.producer is fresh) == (attempt == PRODUCER_RESET_AFTER)
+    assert stuck.abandoned and stuck.waits == PRODUCER_RESET_AFTER
+    io.await_acks(Delivery())  # the redo goes through the new client
+    assert fresh.waits == 1 and io._unacked_in_a_row == 0
+
+
+def test_a_failure_now_and_then_does_not_replace_the_producer() -> None:
+    flaky = FakeProducer(acks=False)
+    io = _io(flaky, [])
+    for _ in range(4):
+        for _ in range(PRODUCER_RESET_AFTER - 1):
+            flaky.acks = False
+            with pytest.raises(PublishError):
+                io.await_acks(Delivery())
+        flaky.acks = True
+        io.await_acks(Delivery())  # acknowledged: the count starts again
+    assert io.producer is flaky and not flaky.abandoned
+    assert kafka_io.PRODUCER_RESET_AFTER >= 2
+
+
+def test_abandoning_a_real_producer_fails_what_it_held(tmp_path: Any) -> None:
+    """librdkafka with no broker to talk to: the outputs it held report failed at once, so the
+    batch they belong to is redone (never counted as delivered)."""
+    from service.producer import OutputProducer
+    from service.settings import Settings
+
+    s = Settings(kafka_bootstrap="127.0.0.1:9", state_dir=tmp_path)
+    producer = OutputProducer(s, "it-abandon", max_request_bytes=1 << 20)
+    delivery = producer.send_many([("it-topic", b"v", None, None), ("it-topic", b"w", b"k", None)])
+    producer.abandon()
+    assert delivery.left == 0 and len(delivery.failures) == 2
+    assert all("urge" in f for f in delivery.failures), delivery.failures
