@@ -70,7 +70,7 @@ class OutputProducer:
     """Hands outputs to librdkafka and waits for their acknowledgement in one call."""
 
     def __init__(self, settings: Settings, client_id: str, max_request_bytes: int) -> None:
-        self._last_error: str | None = None
+        self._last_error: tuple[float, str] | None = None  # (monotonic time, what it said)
         self._producer = Producer(
             {
                 **librdkafka_config(settings),
@@ -89,7 +89,7 @@ class OutputProducer:
     def _on_error(self, err: KafkaError) -> None:
         # connection-level trouble (broker down, authentication refused); librdkafka retries
         # by itself, so this only explains a later PublishError
-        self._last_error = err.str()
+        self._last_error = (time.monotonic(), err.str())
         log.warning("kafka: %s", err.str())
 
     def send_many(self, outputs: list[Queued], into: Delivery | None = None) -> Delivery:
@@ -121,7 +121,10 @@ class OutputProducer:
             n, first = len(delivery.failures), delivery.failures[0]
             raise PublishError(f"the broker refused {n} output(s): {first}")
         if delivery.left > 0:
-            cause = f" (last client error: {self._last_error})" if self._last_error else ""
+            cause = ""
+            if self._last_error is not None:  # its age: an old one may not be the cause
+                at, what = self._last_error
+                cause = f" (last client error {time.monotonic() - at:.0f} s ago: {what})"
             raise PublishError(
                 f"{delivery.left} output(s) not acknowledged in {timeout_s:g} s{cause}"
             )

@@ -3,6 +3,7 @@ stay on stale broker state and never deliver again, and every redo would then fa
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -70,3 +71,21 @@ def test_abandoning_a_real_producer_fails_what_it_held(tmp_path: Any) -> None:
     producer.abandon()
     assert delivery.left == 0 and len(delivery.failures) == 2
     assert all("urge" in f for f in delivery.failures), delivery.failures
+
+
+def test_an_unacknowledged_hand_over_names_the_age_of_the_last_client_error(tmp_path: Any) -> None:
+    """An operator reading "not acknowledged" must see whether the client error it quotes is
+    current or minutes old (CI's outage test quoted one from 4.5 minutes before): here the
+    client's own error, seconds old, with no broker at the address."""
+    from service.producer import OutputProducer
+    from service.settings import Settings
+
+    s = Settings(kafka_bootstrap="127.0.0.1:9", state_dir=tmp_path)
+    producer = OutputProducer(s, "it-age", max_request_bytes=1 << 20)
+    try:
+        delivery = producer.send_many([("it-topic", b"v", None, None)])
+        with pytest.raises(PublishError, match=r"last client error \d s ago: .*127\.0\.0\.1:9"):
+            producer.wait(delivery, timeout_s=1.0)
+        assert producer._last_error is not None and time.monotonic() - producer._last_error[0] < 5
+    finally:
+        producer.abandon()
