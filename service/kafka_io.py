@@ -148,7 +148,9 @@ class KafkaIO:
         try:
             self.producer.wait(delivery, timeout_s)
         except PublishError:
-            self._unacked_in_a_row += 1
+            # a refusal is an answer: the client reaches the broker, a new one would not help
+            unanswered = delivery.left > 0 and not delivery.failures
+            self._unacked_in_a_row = self._unacked_in_a_row + 1 if unanswered else 0
             if self._unacked_in_a_row >= PRODUCER_RESET_AFTER:
                 self._replace_producer()
             raise

@@ -14,16 +14,30 @@ from service.producer import Delivery, PublishError
 
 
 class FakeProducer:
-    def __init__(self, acks: bool) -> None:
-        self.acks, self.waits, self.abandoned = acks, 0, False
+    """Answers as OutputProducer.wait does: no answer (outputs left), a refusal, or acks."""
+
+    def __init__(self, acks: bool, refuses: bool = False) -> None:
+        self.acks, self.refuses, self.waits, self.abandoned = acks, refuses, 0, False
 
     def wait(self, delivery: Delivery, timeout_s: float) -> None:
         self.waits += 1
+        if self.refuses:
+            delivery.left -= 1
+            delivery.failures.append("Broker: Message size too large")
+            raise PublishError("the broker refused 1 output(s): Broker: Message size too large")
         if not self.acks:
             raise PublishError("1 output(s) not acknowledged in 30 s")
+        delivery.left = 0
 
     def abandon(self) -> None:
         self.abandoned = True
+
+
+def _owed() -> Delivery:
+    """One output handed over, its acknowledgement still owed."""
+    delivery = Delivery()
+    delivery.left = 1
+    return delivery
 
 
 def _io(first: FakeProducer, then: list[FakeProducer]) -> Any:
@@ -38,10 +52,10 @@ def test_a_producer_that_never_delivers_is_replaced_and_every_failure_still_rais
     io = _io(stuck, [fresh])
     for attempt in range(1, PRODUCER_RESET_AFTER + 1):
         with pytest.raises(PublishError):  # the batch is redone each time: nothing is lost
-            io.await_acks(Delivery())
+            io.await_acks(_owed())
         assert (io.producer is fresh) == (attempt == PRODUCER_RESET_AFTER)
     assert stuck.abandoned and stuck.waits == PRODUCER_RESET_AFTER
-    io.await_acks(Delivery())  # the redo goes through the new client
+    io.await_acks(_owed())  # the redo goes through the new client
     assert fresh.waits == 1 and io._unacked_in_a_row == 0
 
 
@@ -52,11 +66,21 @@ def test_a_failure_now_and_then_does_not_replace_the_producer() -> None:
         for _ in range(PRODUCER_RESET_AFTER - 1):
             flaky.acks = False
             with pytest.raises(PublishError):
-                io.await_acks(Delivery())
+                io.await_acks(_owed())
         flaky.acks = True
-        io.await_acks(Delivery())  # acknowledged: the count starts again
+        io.await_acks(_owed())  # acknowledged: the count starts again
     assert io.producer is flaky and not flaky.abandoned
     assert kafka_io.PRODUCER_RESET_AFTER >= 2
+
+
+def test_refusals_do_not_replace_the_producer() -> None:
+    """A refusal is the broker answering: a new client would be refused the same."""
+    refusing = FakeProducer(acks=False, refuses=True)
+    io = _io(refusing, [])
+    for _ in range(PRODUCER_RESET_AFTER * 2):
+        with pytest.raises(PublishError, match="refused"):
+            io.await_acks(_owed())
+    assert io.producer is refusing and not refusing.abandoned
 
 
 def test_abandoning_a_real_producer_fails_what_it_held(tmp_path: Any) -> None:
