@@ -14,9 +14,10 @@ kept the scores of the model's first hours, when everything was new and scored h
 tail forever: they set the 99th percentile long after the model had learned. On AIT santos
 (bench/product.py) the DNS-exfiltration step then sat at the 96.9th percentile and never
 alerted; with the recent sample it is at the 99.1th and alerts. The price of recency: a flood
-of high scores larger than the sample (a scan of tens of thousands of events, once the
-service calibrates on it) raises the threshold until it ages out, so lesser anomalies in that
-time may not alert; the flood itself has alerted and is grouped by then.
+of alike high scores (a scan) fills the sample and raises the threshold until it ages out,
+blinding the threshold to lesser anomalies meanwhile. The service therefore feeds its
+calibrators at most a few alerts of each alert episode (service/holdback.py, `flood_cap`);
+this class calibrates on whatever it is given.
 """
 
 from __future__ import annotations

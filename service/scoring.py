@@ -31,7 +31,7 @@ from detectors.feedback import FeedbackDetector, pattern_key
 from detectors.frequency import FrequencyDetector
 from detectors.outrider import OutriderDetector
 from service.decode import DecodedEvent
-from service.holdback import HoldBack
+from service.holdback import HoldBack, flood_cap
 from service.settings import Settings
 from service.sources import SourceConfig
 
@@ -314,7 +314,10 @@ class Scorer:
                     learnable[i] = True
         hold = self.holdbacks.get(kind)
         if hold is None:
-            hold = self.holdbacks[kind] = HoldBack(self.learn_delay_s, self.learn_hold_max)
+            hold = self.holdbacks[kind] = HoldBack(
+                self.learn_delay_s, self.learn_hold_max,
+                flood_cap=flood_cap(self.calibration_window),
+            )  # fmt: skip
         hold.push(batch, scores, alerted & ~learnable, learnable, sources)
         # a young model has nothing to protect yet: it learns at once until it is calibrated
         young = cal.seen < self.calibration_min_samples

@@ -167,3 +167,30 @@ def test_earlier_episodes_filter_as_one_event_at_a_time_would() -> None:
     ]
     got = hold._outside_earlier(batch, keep)
     assert got.tolist() == expected and 0 < len(expected) < len(keep)
+
+
+def _calibrated(hold: HoldBack) -> np.ndarray:
+    """The scores the calibration would learn from what the hold-back releases."""
+    return np.concatenate([scores for _, scores in hold.ready(everything=True)])
+
+
+def test_a_flood_is_calibrated_on_only_up_to_its_cap() -> None:
+    hold = HoldBack(delay_s=100, max_events=10_000, flood_cap=3)
+    rows = [("scan", "web")] * 10 + [("ok", "web")] * 5
+    flagged = np.array([True] * 10 + [False] * 5)
+    hold.push(_batch(rows, start=0), np.arange(15.0), flagged, ~flagged)
+    scores = _calibrated(hold)
+    assert np.isfinite(scores[:3]).all(), "an episode's first alerts are calibrated on"
+    assert np.isnan(scores[3:10]).all(), "the rest of the flood is not"
+    assert np.isfinite(scores[10:]).all(), "traffic that did not alert always is"
+    # a later episode of the same pattern counts afresh; so does another pattern
+    later = [("scan", "web")] * 4 + [("probe", "db")] * 4
+    hold.push(_batch(later, start=10_000), np.arange(8.0), np.ones(8, bool), np.zeros(8, bool))
+    assert np.isfinite(_calibrated(hold)).sum() == 6
+
+
+def test_without_a_cap_every_score_is_calibrated_on() -> None:
+    hold = HoldBack(delay_s=100, max_events=10_000)
+    flagged = np.ones(50, dtype=bool)
+    hold.push(_batch([("scan", "web")] * 50, start=0), np.ones(50), flagged, ~flagged)
+    assert np.isfinite(_calibrated(hold)).all()

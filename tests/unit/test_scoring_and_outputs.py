@@ -144,3 +144,38 @@ def test_each_distinct_flagged_pattern_is_explained_once() -> None:
     assert asked == [[rows[0], rows[1]]], "the repeated pattern is explained once, row 3 not at all"
     assert sorted(got) == [0, 1, 2] and got[2] == got[0]
     assert got[1] == real(EventBatch(det.entity_types, [rows[1]], np.zeros(1)))[0]
+
+
+def _stream(n: int, start: float, step: float, ent: dict[str, str]) -> list[DecodedEvent]:
+    values = [
+        orjson.dumps({"kind": "ids_alert", "time": start + i * step, "entities": ent})
+        for i in range(n)
+    ]
+    ok, dead = DECODER.decode_many(records_of(values))
+    assert not dead
+    return ok
+
+
+def _after_a_flood(capped: bool) -> bool:
+    """Normal traffic, a 4,000-alert scan in 40 s, normal traffic for 50 min: does a quieter
+    anomaly (one unknown field, not four) still alert?"""
+    normal = {"name": "login ok", "short": "A", "ip": "10.0.0.1", "host": "web"}
+    scan = {"name": "scan", "short": "S", "ip": "10.9.9.9", "host": "dmz"}
+    scorer = Scorer(CONFIG, calibration_window=5000, calibration_min_samples=200,
+                    learn_delay_s=600)  # fmt: skip
+    for k in range(4):
+        scorer.score(_stream(500, k * 500.0, 1.0, normal))
+    if not capped:
+        scorer.holdbacks["ids_alert"].flood_cap = None
+    flood = [scorer.score(part)[0] for part in np.array_split(
+        _stream(4000, 2000.0, 0.01, scan), 4)]  # fmt: skip
+    assert sum(int(p.alerted.sum()) for p in flood) > 3900, "the scan itself alerts"
+    for k in range(6):  # the scan's held scores are released into the calibration
+        scorer.score(_stream(500, 3000.0 + k * 500, 1.0, normal))
+    probe = scorer.score(_stream(1, 6100.0, 1.0, {**normal, "name": "new thing"}))[0]
+    return bool(probe.alerted[0])
+
+
+def test_a_flood_does_not_blind_the_threshold() -> None:
+    assert _after_a_flood(capped=True), "one field never seen before alerts after the scan"
+    assert not _after_a_flood(capped=False), "uncapped, the scan fills the sample (the old way)"
