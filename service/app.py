@@ -259,10 +259,10 @@ class Pipeline:
                     io.send(s.scores_topic, value)
         if self.sessions is not None:  # sessions that closed unusual become session alerts
             alerts.extend(self.sessions.process(events, model))
-        for alert in alerts:  # fold into groups, then stamp each with its group's rank now
-            self.groups.add(alert)
+        self.groups.add_many(alerts)  # fold into groups, then stamp each with its rank now
+        ranks = {gid: self.groups.rank_of(gid) for gid in {a["group_id"] for a in alerts}}
         for alert in alerts:
-            alert["group_rank"] = self.groups.rank_of(alert["group_id"])
+            alert["group_rank"] = ranks[alert["group_id"]]
         traces = trace_contexts(records) if alerts else {}
         for topic, key, value, headers in self.views.render(alerts, traces):
             io.send(topic, value, key=key, headers=headers)

@@ -13,6 +13,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ COFIRE_WEIGHT = 1.5
 KEEP_SECONDS, SAVE_SECONDS = 512, 16
 
 _SEVERITY_RANK = {"critical": 3, "high": 2, "medium": 1, "low": 0}
+_SEVERITY_NAME = {rank: name for name, rank in _SEVERITY_RANK.items()}
 
 
 @dataclass
@@ -160,6 +162,86 @@ class GroupBook:
         alert["group_count"] = g.count
         self._dirty = True
         return g
+
+    def add_many(self, alerts: Sequence[dict[str, Any]]) -> None:
+        """Fold a batch's alerts as `add` one after another would, a group at a time: an
+        alert storm is thousands of alerts of a few patterns, and the per-alert work is then
+        only the alert id's bookkeeping and its `group_count`. One difference: the map of
+        alert ids is trimmed to `max_alert_ids` after the batch, not alert by alert (a
+        redelivered id is recognised at least as long)."""
+        by_group: dict[str, list[dict[str, Any]]] = {}
+        for alert in alerts:
+            by_group.setdefault(alert["group_id"], []).append(alert)
+        new = by_group.keys() - self.groups.keys()
+        if len(alerts) < 16 or len(self.groups) + len(new) > self.max_groups:
+            for alert in alerts:  # few, or a group may be evicted mid-batch: as add does
+                self.add(alert)
+            return
+        for gid, group in by_group.items():
+            first = group[0]
+            if gid not in self.groups:
+                self.groups[gid] = GroupState(
+                    gid, first["kind"], dict(first["entities"]), first["score"],
+                    first["percentile"], first["severity"], first["event_time"],
+                    first["event_time"],
+                )  # fmt: skip
+        # alert ids in alert order (the map's order is what it forgets first)
+        known, groups = self.group_of_alert, self.groups
+        count = {gid: groups[gid].count for gid in by_group}
+        added: dict[str, list[str]] = {gid: [] for gid in by_group}
+        for alert in alerts:
+            aid, gid = alert["alert_id"], alert["group_id"]
+            if aid not in known:
+                count[gid] += 1
+                added[gid].append(aid)
+                known[aid] = gid
+            alert["group_count"] = count[gid]
+        for gid, group in by_group.items():
+            g = groups[gid]
+            if added[gid]:
+                g.count = count[gid]
+                g.alert_ids = [*g.alert_ids, *added[gid]][-10:]
+            self._fold_group(g, group)
+        # recency as `add` leaves it: the groups in the order of their last alert
+        last = {a["group_id"]: i for i, a in enumerate(alerts)}
+        for gid in sorted(last, key=last.__getitem__):
+            self.groups.move_to_end(gid)
+        while len(self.group_of_alert) > self.max_alert_ids:
+            self.group_of_alert.popitem(last=False)
+        self._dirty = True
+
+    def _fold_group(self, g: GroupState, group: list[dict[str, Any]]) -> None:
+        """What a group keeps of a batch's alerts, but their ids (see `add_many`)."""
+        times = [a["event_time"] for a in group]
+        for second, run in groupby(map(int, times)):  # when they fired, run by run
+            n = len(list(run))
+            if g.seconds and g.seconds[-1] == second:
+                g.fired[-1] += n
+            else:
+                g.seconds.append(second)
+                g.fired.append(n)
+                if len(g.seconds) >= 2 * KEEP_SECONDS:
+                    del g.seconds[:-KEEP_SECONDS], g.fired[:-KEEP_SECONDS]
+        for bucket, _ in groupby(int(t // self.bucket_s) for t in times):
+            if bucket not in g.buckets:
+                g.buckets = [*g.buckets[-63:], bucket]
+        g.first_seen = min(g.first_seen, *times)
+        g.last_seen = max(g.last_seen, *times)
+        g.last_alert_id = group[-1]["alert_id"]
+        scores = [a["score"] for a in group]
+        if g.model_score is not None:
+            g.model_score = max(g.model_score, *scores)
+        top, why, pct = g.top_score, g.why, g.percentile
+        for alert, score in zip(group, scores, strict=True):  # a storm's scores are equal
+            if score >= top or not why:
+                if score > top or not why:
+                    why = _why(alert)
+                top = max(top, score)
+                pct = max(pct, alert["percentile"])
+        g.top_score, g.why, g.percentile = top, why, pct
+        worst = max(_SEVERITY_RANK[a["severity"]] for a in group)
+        if worst > _SEVERITY_RANK[g.severity]:
+            g.severity = _SEVERITY_NAME[worst]
 
     def state(self, max_groups: int = 10_000, max_alert_ids: int = 50_000) -> dict[str, Any]:
         """The most recent groups and alert ids as JSON, saved with the model: a verdict on a

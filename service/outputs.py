@@ -37,7 +37,10 @@ def group_id(kind: str, entities: dict[str, str]) -> str:
 
 
 def _bounded(attributes: dict[str, Any]) -> dict[str, Any]:
+    """A copy of raw attributes, size- and type-bounded for an alert."""
     out: dict[str, Any] = {}
+    if not attributes:
+        return out
     for k, v in list(attributes.items())[:MAX_ALERT_ATTRIBUTES]:
         if isinstance(v, str) and len(v) > MAX_ATTRIBUTE_CHARS:
             v = v[:MAX_ATTRIBUTE_CHARS] + "..."
@@ -59,7 +62,10 @@ def build_alerts(scored: ScoredKind, model: ModelRef) -> Iterator[dict[str, Any]
     # what the alerts of one pattern share (its explanation is explained once per batch):
     # entities, group id, confidence, explanation; read-only once built
     shared: dict[int, tuple[dict[str, str], str, float, dict[str, float], list, list]] = {}
-    for i, severity in zip(order, severities, strict=True):
+    scores = scored.scores[order].tolist() if order else []  # floats at once, not per alert
+    percentiles = scored.percentiles[order].tolist() if order else []
+    version = model.version
+    for i, severity, score, percentile in zip(order, severities, scores, percentiles, strict=True):
         ev = scored.events[i]
         rec = ev.record
         expl = scored.explanations[i]
@@ -91,15 +97,15 @@ def build_alerts(scored: ScoredKind, model: ModelRef) -> Iterator[dict[str, Any]
         entities, gid, conf, parts, pairs, rarity = pattern
         yield {
             "schema_version": SCHEMA_VERSION,
-            "alert_id": alert_id(rec.topic, rec.partition, rec.offset, model.version),
+            "alert_id": alert_id(rec.topic, rec.partition, rec.offset, version),
             "group_id": gid,
             "group_rank": 0,  # set by the group book
             "group_count": 1,
             "kind": scored.kind,
             "event_time": ev.event.time,
             "detected_at": now,
-            "score": float(scored.scores[i]),
-            "percentile": float(scored.percentiles[i]),
+            "score": score,
+            "percentile": percentile,
             "severity": severity,
             "confidence_score": conf,
             "low_confidence": conf < LOW_CONFIDENCE,
@@ -109,7 +115,7 @@ def build_alerts(scored: ScoredKind, model: ModelRef) -> Iterator[dict[str, Any]
             "rarity": rarity,
             "origin": {"topic": rec.topic, "partition": rec.partition, "offset": rec.offset,
                        "timestamp_ms": rec.timestamp},
-            "attributes": {**_bounded(dict(ev.event.attributes)), "confidence": parts},
+            "attributes": {**_bounded(ev.event.attributes), "confidence": parts},
         }  # fmt: skip
 
 

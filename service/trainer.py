@@ -108,8 +108,7 @@ class Trainer:
                     self.learn(records)
                     for tp, lag in io.lag().items():  # how far the model is behind traffic
                         m.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
-                for alert in alerts.poll():
-                    self.groups.add(alert)
+                self.groups.add_many(alerts.poll())
                 control.apply(self.scorer)  # thresholds decide what is "flagged"; the
                 # scorers dead-letter bad control records, so the trainer does not repeat them
                 outcome = loop.apply()

@@ -93,15 +93,17 @@ class AlertViews:
         per group they fall in. `traces`: W3C trace context by the origin (topic, partition,
         offset) of the input records that carried one."""
         at = datetime.now(UTC).isoformat().encode()  # one time for the batch's records
+        # every alert's CloudEvents headers but its ce_id (and trace), built once a batch
+        spec, _, *rest = cloudevent_headers("", "dev.outrider.alert.v1", self.source,
+                                            "alert.schema.json", None, at)  # fmt: skip
         for alert in alerts:
             key = alert["group_id"].encode()
             aid = alert["alert_id"]
-            trace = traces.get(_origin(alert))
-            yield (
-                self.alerts_topic, key, orjson.dumps(alert),
-                cloudevent_headers(aid, "dev.outrider.alert.v1", self.source,
-                                   "alert.schema.json", trace, at),
-            )  # fmt: skip
+            trace = traces.get(_origin(alert)) if traces else None
+            headers = [spec, ("ce_id", aid.encode()), *rest]
+            if trace is not None:
+                headers.append(("ce_traceparent", trace))
+            yield self.alerts_topic, key, orjson.dumps(alert), headers
             if self.ecs_topic:
                 yield (
                     self.ecs_topic, key, orjson.dumps(to_ecs(alert)),

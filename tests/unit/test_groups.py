@@ -146,3 +146,61 @@ def test_co_firing_needs_a_shared_value_and_nearby_times() -> None:
             on.add(dict(a))
             off.add(dict(a))
         assert [g.group_id for g in on.ranked()] == [g.group_id for g in off.ranked()], change
+
+
+def _random_batches(seed: int) -> list[list[dict]]:
+    import random
+
+    rng = random.Random(seed)
+    batches = []
+    t = 1000.0
+    for b in range(6):
+        batch = []
+        storm = b == 3  # one batch whose alerts fire in more seconds than a group keeps
+        for _ in range(1500 if storm else rng.randint(0, 300)):
+            gid = "g0" if storm else f"g{rng.randint(0, 5)}"
+            t += 1.0 if storm else rng.choice([0.0, 0.2, 1.0, 30.0, 4000.0])
+            pairs = [] if rng.random() < 0.3 else [
+                {"type_a": "name", "value_a": gid, "type_b": "host", "value_b": "h",
+                 "contribution": rng.random()}]  # fmt: skip
+            batch.append({
+                "alert_id": f"a{rng.randint(0, 2000)}", "group_id": gid, "kind": "ids_alert",
+                "score": rng.choice([1.0, 2.0, 2.0, 3.5, rng.random() * 4]),
+                "percentile": 99 + rng.random(), "severity": rng.choice(["high", "critical"]),
+                "event_time": t + rng.choice([0.0, -50.0]),
+                "entities": {"name": gid, "host": "h"}, "explanation": pairs,
+                "rarity": [] if rng.random() < 0.5 else [
+                    {"type": "host", "value": "h", "count": rng.randint(0, 9)}],
+            })  # fmt: skip
+        batches.append(batch)
+    return batches
+
+
+def test_folding_a_batch_at_once_is_folding_it_alert_by_alert() -> None:
+    for seed in range(8):
+        for max_groups in (50_000, 4):  # 4: a batch may evict, the alert-by-alert path
+            one_by_one = GroupBook(max_groups=max_groups)
+            at_once = GroupBook(max_groups=max_groups)
+            for k, batch in enumerate(_random_batches(seed)):
+                a, b = [dict(x) for x in batch], [dict(x) for x in batch]
+                for alert in a:
+                    one_by_one.add(alert)
+                at_once.add_many(b)
+                assert [x["group_count"] for x in a] == [x["group_count"] for x in b]
+                assert list(one_by_one.groups) == list(at_once.groups)
+                assert list(one_by_one.group_of_alert.items()) == list(
+                    at_once.group_of_alert.items()
+                )
+                for g in one_by_one.groups.values():
+                    assert vars(g) == vars(at_once.groups[g.group_id]), (seed, k, g.group_id)
+                if k == 1:  # a fine-tune scored the groups: model_score then follows alerts
+                    for book in (one_by_one, at_once):
+                        for g in book.groups.values():
+                            g.model_score = 2.5
+
+
+def test_a_batch_folded_at_once_keeps_the_alert_id_map_bounded() -> None:
+    book = GroupBook(max_alert_ids=100)
+    book.add_many([_alert(f"a{i}", f"g{i % 3}", 1.0) for i in range(250)])
+    assert list(book.group_of_alert) == [f"a{i}" for i in range(150, 250)], "the newest kept"
+    assert sum(g.count for g in book.groups.values()) == 250

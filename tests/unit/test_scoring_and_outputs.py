@@ -179,3 +179,23 @@ def _after_a_flood(capped: bool) -> bool:
 def test_a_flood_does_not_blind_the_threshold() -> None:
     assert _after_a_flood(capped=True), "one field never seen before alerts after the scan"
     assert not _after_a_flood(capped=False), "uncapped, the scan fills the sample (the old way)"
+
+
+def test_each_alert_record_carries_its_own_cloudevents_headers() -> None:
+    from service.views import AlertViews, cloudevent_headers
+
+    part = _warm_scorer().score(_events(500, odd_every=100))[0]
+    alerts = list(build_alerts(part, MODEL))
+    views = AlertViews("alerts", "", "", source="urn:test")
+    origin = alerts[1]["origin"]
+    trace = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    traced = (origin["topic"], origin["partition"], origin["offset"])
+    out = list(views.render(alerts, {traced: trace}))
+    assert len(out) == len(alerts) == 5
+    at = dict(out[0][3])["ce_time"]
+    for (topic, key, value, headers), alert in zip(out, alerts, strict=True):
+        expected = cloudevent_headers(alert["alert_id"], "dev.outrider.alert.v1", "urn:test",
+                                      "alert.schema.json", trace if alert is alerts[1] else None,
+                                      at)  # fmt: skip
+        assert (topic, key, orjson.loads(value)) == ("alerts", alert["group_id"].encode(), alert)
+        assert headers == expected
