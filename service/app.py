@@ -251,6 +251,8 @@ class Pipeline:
         alerts: list[dict] = []
         for part in scored:
             m.events_scored.labels(part.kind).inc(len(part.events))
+            if part.flood_scores:
+                m.calibration_flood_scores.labels(part.kind).inc(part.flood_scores)
             pct = part.percentiles[~np.isnan(part.percentiles)] / 100.0
             m.observe_many(m.score_percentile.labels(part.kind), pct)
             alerts.extend(build_alerts(part, model))

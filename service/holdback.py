@@ -105,11 +105,12 @@ class HoldBack:
         alerted: np.ndarray,
         learnable: np.ndarray,
         sources: np.ndarray | None = None,
-    ) -> None:
+    ) -> int:
         """A scored batch: what alerted is remembered, what may be learned is held.
-        `sources`: per event, which partition it came from (small ints; None = one)."""
+        `sources`: per event, which partition it came from (small ints; None = one).
+        Returns how many alerts' scores the calibration will not learn (floods past the cap)."""
         if not len(batch):
-            return
+            return 0
         cap = self.flood_cap
         flood = None  # alerts past their episode's first `flood_cap`: not calibrated on
         for i in np.flatnonzero(alerted).tolist():
@@ -125,10 +126,11 @@ class HoldBack:
         now = self.clock()
         if sources is None or len(batch) < 2 or (sources[0] == sources).all():
             self._hold(batch, scores, learnable, 0 if sources is None else sources[0].item(), now)
-            return
-        for source in np.unique(sources).tolist():
-            idx = np.flatnonzero(sources == source)
-            self._hold(_subset(batch, idx), scores[idx], learnable[idx], source, now)
+        else:
+            for source in np.unique(sources).tolist():
+                idx = np.flatnonzero(sources == source)
+                self._hold(_subset(batch, idx), scores[idx], learnable[idx], source, now)
+        return 0 if flood is None else int(flood.sum())
 
     def _hold(
         self,

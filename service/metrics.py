@@ -49,6 +49,14 @@ class Metrics:
         self.alerts = Counter(
             "outrider_alerts_total", "Alerts published.", ["kind", "severity"], registry=r
         )
+        # Alert-flood scores kept out of the percentile sample (an alert episode's alerts
+        # past the calibration's flood cap): rising = one pattern is alerting in bulk now.
+        self.calibration_flood_scores = Counter(
+            "outrider_calibration_flood_scores_total",
+            "Scores of alert floods the calibration left out of its sample.",
+            ["kind"],
+            registry=r,
+        )
         # Calibrated percentile of every scored event per kind; mass moving up = drift or an
         # attack wave (more of the traffic looks unusual than the calibration expects).
         self.score_percentile = Histogram(

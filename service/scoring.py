@@ -69,6 +69,7 @@ class ScoredKind:
     events_seen: float = 0.0  # the kind's detector experience when it scored the batch
     calibration_seen: int = 0  # the kind's calibration sample size then
     calibration_min_samples: int = 1
+    flood_scores: int = 0  # alerts of floods whose scores the calibration will not learn
 
 
 def explain(det: Detector, batch: EventBatch, flagged: list[int]) -> dict[int, Explanation]:
@@ -282,7 +283,9 @@ class Scorer:
                 )
             )
             if learn:
-                self._learn(kind, det, cal, fb, batch, scores, alerted, self._sources(evs))
+                out[-1].flood_scores = self._learn(
+                    kind, det, cal, fb, batch, scores, alerted, self._sources(evs)
+                )
         return out
 
     def _sources(self, events: Sequence[DecodedEvent]) -> np.ndarray:
@@ -304,9 +307,10 @@ class Scorer:
         scores: np.ndarray,
         alerted: np.ndarray,
         sources: np.ndarray | None = None,
-    ) -> None:
+    ) -> int:
         """Calibrate on the batch's scores and learn from every event not flagged, plus the
-        flagged ones whose pattern an analyst called benign, once the hold-back lets them."""
+        flagged ones whose pattern an analyst called benign, once the hold-back lets them.
+        Returns how many of the batch's scores the calibration leaves out (alert floods)."""
         learnable = ~alerted
         if fb.labeled_ and alerted.any():
             for i in np.flatnonzero(alerted):
@@ -318,7 +322,7 @@ class Scorer:
                 self.learn_delay_s, self.learn_hold_max,
                 flood_cap=flood_cap(self.calibration_window),
             )  # fmt: skip
-        hold.push(batch, scores, alerted & ~learnable, learnable, sources)
+        flood = hold.push(batch, scores, alerted & ~learnable, learnable, sources)
         # a young model has nothing to protect yet: it learns at once until it is calibrated
         young = cal.seen < self.calibration_min_samples
         for events, chunk_scores in hold.ready(everything=young):
@@ -326,6 +330,7 @@ class Scorer:
                 cal.update(chunk_scores)
             if len(events):
                 det.learn_many(events)
+        return flood
 
     def peek(
         self,

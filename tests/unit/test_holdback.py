@@ -178,7 +178,7 @@ def test_a_flood_is_calibrated_on_only_up_to_its_cap() -> None:
     hold = HoldBack(delay_s=100, max_events=10_000, flood_cap=3)
     rows = [("scan", "web")] * 10 + [("ok", "web")] * 5
     flagged = np.array([True] * 10 + [False] * 5)
-    hold.push(_batch(rows, start=0), np.arange(15.0), flagged, ~flagged)
+    assert hold.push(_batch(rows, start=0), np.arange(15.0), flagged, ~flagged) == 7
     scores = _calibrated(hold)
     assert np.isfinite(scores[:3]).all(), "an episode's first alerts are calibrated on"
     assert np.isnan(scores[3:10]).all(), "the rest of the flood is not"

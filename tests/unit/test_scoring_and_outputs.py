@@ -170,6 +170,8 @@ def _after_a_flood(capped: bool) -> bool:
     flood = [scorer.score(part)[0] for part in np.array_split(
         _stream(4000, 2000.0, 0.01, scan), 4)]  # fmt: skip
     assert sum(int(p.alerted.sum()) for p in flood) > 3900, "the scan itself alerts"
+    left_out = sum(p.flood_scores for p in flood)  # counted for the metric
+    assert left_out == (sum(int(p.alerted.sum()) for p in flood) - 12 if capped else 0)
     for k in range(6):  # the scan's held scores are released into the calibration
         scorer.score(_stream(500, 3000.0 + k * 500, 1.0, normal))
     probe = scorer.score(_stream(1, 6100.0, 1.0, {**normal, "name": "new thing"}))[0]
