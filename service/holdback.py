@@ -111,16 +111,7 @@ class HoldBack:
         Returns how many alerts' scores the calibration will not learn (floods past the cap)."""
         if not len(batch):
             return 0
-        cap = self.flood_cap
-        flood = None  # alerts past their episode's first `flood_cap`: not calibrated on
-        for i in np.flatnonzero(alerted).tolist():
-            row = batch.rows[i]
-            key = (row, self._flag(row, float(batch.times[i])))
-            n = self.alerts_in[key] = self.alerts_in.get(key, 0) + 1
-            if cap is not None and n > cap:
-                if flood is None:
-                    flood = np.zeros(len(batch), dtype=bool)
-                flood[i] = True
+        flood = self._remember_alerts(batch, np.flatnonzero(alerted).tolist())
         if flood is not None:
             scores = np.where(flood, np.nan, scores)  # the calibration drops non-finite scores
         now = self.clock()
@@ -131,6 +122,40 @@ class HoldBack:
                 idx = np.flatnonzero(sources == source)
                 self._hold(_subset(batch, idx), scores[idx], learnable[idx], source, now)
         return 0 if flood is None else int(flood.sum())
+
+    def _remember_alerts(self, batch: EventBatch, alerted: list[int]) -> np.ndarray | None:
+        """Flag each alert into its pattern's episode (`_flag`, in batch order) and count it
+        there; returns which alerts are past their episode's first `flood_cap` (None: none).
+        Pattern by pattern, with the newest episode's extension inline: an alert storm is
+        thousands of alerts of a few patterns."""
+        by_row: dict[tuple[str, ...], list[int]] = {}
+        rows, times = batch.rows, batch.times.tolist()
+        for i in alerted:
+            by_row.setdefault(rows[i], []).append(i)
+        cap, delay, counts = self.flood_cap, self.delay_s, self.alerts_in
+        flood: np.ndarray | None = None
+        never = (-np.inf, -np.inf)
+        for row, idx in by_row.items():
+            start, last = self.flagged.get(row, never)
+            for i in idx:
+                t = times[i]
+                if abs(t - last) <= delay:  # the newest episode goes on (the usual case)
+                    last = max(last, t)
+                    began = start
+                else:  # another episode: `_flag` finds or begins it
+                    if start > -np.inf:
+                        self.flagged[row] = (start, last)
+                    began = self._flag(row, t)
+                    start, last = self.flagged[row]
+                key = (row, began)
+                n = counts[key] = counts.get(key, 0) + 1
+                if cap is not None and n > cap:
+                    if flood is None:
+                        flood = np.zeros(len(batch), dtype=bool)
+                    flood[i] = True
+            if start > -np.inf:
+                self.flagged[row] = (start, last)
+        return flood
 
     def _hold(
         self,

@@ -194,3 +194,31 @@ def test_without_a_cap_every_score_is_calibrated_on() -> None:
     flagged = np.ones(50, dtype=bool)
     hold.push(_batch([("scan", "web")] * 50, start=0), np.ones(50), flagged, ~flagged)
     assert np.isfinite(_calibrated(hold)).all()
+
+
+def test_alerts_are_remembered_as_one_at_a_time_would() -> None:
+    """`_remember_alerts` (pattern by pattern, newest episode inline) against `_flag` called
+    alert by alert in batch order, over random batches of a few patterns."""
+    rng = np.random.default_rng(7)
+    fast = HoldBack(delay_s=100, max_events=10**6, flood_cap=3)
+    slow = HoldBack(delay_s=100, max_events=10**6, flood_cap=3)
+    t0 = 0.0
+    for _ in range(60):
+        n = int(rng.integers(1, 40))
+        rows = [("p", str(rng.integers(0, 4))) for _ in range(n)]
+        times = t0 + rng.choice([0.0, 30.0, 90.0, 250.0, -150.0], n).cumsum() * rng.random()
+        t0 = float(times.max()) + float(rng.choice([0.0, 500.0]))
+        batch = EventBatch(TYPES, rows, times)
+        alerted = sorted(rng.choice(n, int(rng.integers(0, n + 1)), replace=False).tolist())
+        got = fast._remember_alerts(batch, alerted)
+        want = np.zeros(n, dtype=bool)
+        for i in alerted:
+            key = (rows[i], slow._flag(rows[i], float(times[i])))
+            slow.alerts_in[key] = slow.alerts_in.get(key, 0) + 1
+            want[i] = slow.alerts_in[key] > 3
+        assert np.array_equal(np.zeros(n, bool) if got is None else got, want)
+        assert (fast.flagged, fast.earlier, fast.alerts_in) == (
+            slow.flagged,
+            slow.earlier,
+            slow.alerts_in,
+        )
