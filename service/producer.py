@@ -79,7 +79,7 @@ class OutputProducer:
                 "enable.idempotence": True,
                 "linger.ms": 1,  # a batch is handed over at once: little to gain by waiting
                 "message.max.bytes": max_request_bytes,
-                "compression.type": "none",
+                "compression.type": settings.output_compression,
                 "queue.buffering.max.messages": 1_000_000,
                 "error_cb": self._on_error,
                 "logger": log,
