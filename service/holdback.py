@@ -28,8 +28,9 @@ threshold for hours, blinding the service to everything less loud, which is what
 attacker who wants to hide a quiet step wants. Measured on AIT russellmitchell
 (bench/product.py): after the 0.54 h web scan (~11,000 alerts), the DNS-exfiltration step at
 10.4 h scored 6.7, the 64th percentile of a sample still ~40% scan, and never alerted; with
-the cap it is at the 99.4th and alerts. A benign verdict's pattern is learnable, not flagged,
-so its floods are calibrated on in full (they are normal traffic now).
+the cap it is at the 99.04th and alerts (just over the threshold: bench/README.md). A
+benign verdict's pattern is learnable, not flagged, so its floods are calibrated on in full
+(they are normal traffic now).
 """
 
 from __future__ import annotations
