@@ -251,8 +251,9 @@ class Pipeline:
         alerts: list[dict] = []
         for part in scored:
             m.events_scored.labels(part.kind).inc(len(part.events))
-            if part.flood_scores:
-                m.calibration_flood_scores.labels(part.kind).inc(part.flood_scores)
+            # at 0 from the kind's first batch: a series that appears only with a flood
+            # would read as "no data" on the dashboard until then
+            m.calibration_flood_scores.labels(part.kind).inc(part.flood_scores)
             pct = part.percentiles[~np.isnan(part.percentiles)] / 100.0
             m.observe_many(m.score_percentile.labels(part.kind), pct)
             alerts.extend(build_alerts(part, model))

@@ -6,6 +6,7 @@ at least once.)"""
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def test_acks_land_and_a_refusal_raises_without_stopping_the_producer(
         )
         producer.wait(good, 30)
         assert good.left == 0 and not good.failures
-        too_big = producer.send_many([(topic, b"x" * 100_000, b"k2", None)])
+        # incompressible: outputs are lz4-compressed, and 100 kB of one byte would fit
+        too_big = producer.send_many([(topic, os.urandom(100_000), b"k2", None)])
         with pytest.raises(PublishError, match=r"refused 1 output.*too large"):
             producer.wait(too_big, 30)
         later = producer.send_many([(topic, b"small-3", b"k3", None)])
