@@ -129,6 +129,8 @@ class HoldBack:
         there; returns which alerts are past their episode's first `flood_cap` (None: none).
         Pattern by pattern, with the newest episode's extension inline: an alert storm is
         thousands of alerts of a few patterns."""
+        if not alerted:
+            return None
         by_row: dict[tuple[str, ...], list[int]] = {}
         rows, times = batch.rows, batch.times.tolist()
         for i in alerted:
