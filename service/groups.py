@@ -115,53 +115,10 @@ class GroupBook:
         self._ranked_at = -float("inf")
         self._dirty = False
 
-    def add(self, alert: dict[str, Any]) -> GroupState:
+    def add(self, alert: dict[str, Any]) -> None:
         """Fold one alert; annotates the alert dict with `group_count` (a redelivered alert
         id is not counted twice)."""
-        gid, aid = alert["group_id"], alert["alert_id"]
-        g = self.groups.get(gid)
-        if g is None:
-            g = self.groups[gid] = GroupState(
-                gid, alert["kind"], dict(alert["entities"]), alert["score"],
-                alert["percentile"], alert["severity"], alert["event_time"],
-                alert["event_time"],
-            )  # fmt: skip
-            while len(self.groups) > self.max_groups:
-                self.groups.popitem(last=False)
-        else:
-            self.groups.move_to_end(gid)
-        if aid not in self.group_of_alert:
-            g.count += 1
-            g.alert_ids = [*g.alert_ids[-9:], aid]
-            self.group_of_alert[aid] = gid
-            while len(self.group_of_alert) > self.max_alert_ids:
-                self.group_of_alert.popitem(last=False)
-        second = int(alert["event_time"])
-        if g.seconds and g.seconds[-1] == second:
-            g.fired[-1] += 1
-        else:
-            g.seconds.append(second)
-            g.fired.append(1)
-            if len(g.seconds) >= 2 * KEEP_SECONDS:
-                del g.seconds[:-KEEP_SECONDS], g.fired[:-KEEP_SECONDS]
-        bucket = int(alert["event_time"] // self.bucket_s)
-        if bucket not in g.buckets:
-            g.buckets = [*g.buckets[-63:], bucket]
-        g.first_seen = min(g.first_seen, alert["event_time"])
-        g.last_seen = max(g.last_seen, alert["event_time"])
-        g.last_alert_id = aid
-        if g.model_score is not None:  # scored by the newest model, like the re-score
-            g.model_score = max(g.model_score, alert["score"])
-        if alert["score"] >= g.top_score or not g.why:
-            if alert["score"] > g.top_score or not g.why:  # a storm's equal scores: kept
-                g.why = _why(alert)
-            g.top_score = max(g.top_score, alert["score"])
-            g.percentile = max(g.percentile, alert["percentile"])
-        if _SEVERITY_RANK[alert["severity"]] > _SEVERITY_RANK[g.severity]:
-            g.severity = alert["severity"]
-        alert["group_count"] = g.count
-        self._dirty = True
-        return g
+        self.add_many([alert])
 
     def add_many(self, alerts: Sequence[dict[str, Any]]) -> None:
         """Fold a batch's alerts as `add` one after another would, a group at a time: an
@@ -169,13 +126,15 @@ class GroupBook:
         only the alert id's bookkeeping and its `group_count`. One difference: the map of
         alert ids is trimmed to `max_alert_ids` after the batch, not alert by alert (a
         redelivered id is recognised at least as long)."""
+        if not alerts:
+            return
         by_group: dict[str, list[dict[str, Any]]] = {}
         for alert in alerts:
             by_group.setdefault(alert["group_id"], []).append(alert)
         new = by_group.keys() - self.groups.keys()
-        if len(alerts) < 16 or len(self.groups) + len(new) > self.max_groups:
-            for alert in alerts:  # few, or a group may be evicted mid-batch: as add does
-                self.add(alert)
+        if len(alerts) > 1 and len(self.groups) + len(new) > self.max_groups:
+            for alert in alerts:  # a group may be evicted mid-batch: one alert at a time
+                self.add_many([alert])
             return
         for gid, group in by_group.items():
             first = group[0]
@@ -202,10 +161,12 @@ class GroupBook:
                 g.count = count[gid]
                 g.alert_ids = [*g.alert_ids, *added[gid]][-10:]
             self._fold_group(g, group)
-        # recency as `add` leaves it: the groups in the order of their last alert
+        # recency: the groups in the order of their last alert, the least recent forgotten
         last = {a["group_id"]: i for i, a in enumerate(alerts)}
         for gid in sorted(last, key=last.__getitem__):
             self.groups.move_to_end(gid)
+        while len(self.groups) > self.max_groups:
+            self.groups.popitem(last=False)
         while len(self.group_of_alert) > self.max_alert_ids:
             self.group_of_alert.popitem(last=False)
         self._dirty = True

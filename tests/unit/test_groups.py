@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from service.groups import GroupBook, ask_flags, digest
+from service.groups import (
+    _SEVERITY_RANK,
+    KEEP_SECONDS,
+    GroupBook,
+    GroupState,
+    _why,
+    ask_flags,
+    digest,
+)
 
 
 def _alert(aid: str, gid: str, score: float, host: str = "h", sev: str = "high") -> dict:
@@ -176,6 +184,54 @@ def _random_batches(seed: int) -> list[list[dict]]:
     return batches
 
 
+def _fold_one(book: GroupBook, alert: dict) -> None:
+    """The group book's alert-by-alert fold as it was before `add_many`: the reference
+    the batched fold must agree with."""
+    gid, aid = alert["group_id"], alert["alert_id"]
+    g = book.groups.get(gid)
+    if g is None:
+        g = book.groups[gid] = GroupState(
+            gid, alert["kind"], dict(alert["entities"]), alert["score"],
+            alert["percentile"], alert["severity"], alert["event_time"],
+            alert["event_time"],
+        )  # fmt: skip
+        while len(book.groups) > book.max_groups:
+            book.groups.popitem(last=False)
+    else:
+        book.groups.move_to_end(gid)
+    if aid not in book.group_of_alert:
+        g.count += 1
+        g.alert_ids = [*g.alert_ids[-9:], aid]
+        book.group_of_alert[aid] = gid
+        while len(book.group_of_alert) > book.max_alert_ids:
+            book.group_of_alert.popitem(last=False)
+    second = int(alert["event_time"])
+    if g.seconds and g.seconds[-1] == second:
+        g.fired[-1] += 1
+    else:
+        g.seconds.append(second)
+        g.fired.append(1)
+        if len(g.seconds) >= 2 * KEEP_SECONDS:
+            del g.seconds[:-KEEP_SECONDS], g.fired[:-KEEP_SECONDS]
+    bucket = int(alert["event_time"] // book.bucket_s)
+    if bucket not in g.buckets:
+        g.buckets = [*g.buckets[-63:], bucket]
+    g.first_seen = min(g.first_seen, alert["event_time"])
+    g.last_seen = max(g.last_seen, alert["event_time"])
+    g.last_alert_id = aid
+    if g.model_score is not None:  # scored by the newest model, like the re-score
+        g.model_score = max(g.model_score, alert["score"])
+    if alert["score"] >= g.top_score or not g.why:
+        if alert["score"] > g.top_score or not g.why:  # a storm's equal scores: kept
+            g.why = _why(alert)
+        g.top_score = max(g.top_score, alert["score"])
+        g.percentile = max(g.percentile, alert["percentile"])
+    if _SEVERITY_RANK[alert["severity"]] > _SEVERITY_RANK[g.severity]:
+        g.severity = alert["severity"]
+    alert["group_count"] = g.count
+    book._dirty = True
+
+
 def test_folding_a_batch_at_once_is_folding_it_alert_by_alert() -> None:
     for seed in range(8):
         for max_groups in (50_000, 4):  # 4: a batch may evict, the alert-by-alert path
@@ -184,7 +240,7 @@ def test_folding_a_batch_at_once_is_folding_it_alert_by_alert() -> None:
             for k, batch in enumerate(_random_batches(seed)):
                 a, b = [dict(x) for x in batch], [dict(x) for x in batch]
                 for alert in a:
-                    one_by_one.add(alert)
+                    _fold_one(one_by_one, alert)
                 at_once.add_many(b)
                 assert [x["group_count"] for x in a] == [x["group_count"] for x in b]
                 assert list(one_by_one.groups) == list(at_once.groups)
