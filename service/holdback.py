@@ -125,7 +125,7 @@ class HoldBack:
         return 0 if flood is None else int(flood.sum())
 
     def _remember_alerts(self, batch: EventBatch, alerted: list[int]) -> np.ndarray | None:
-        """Flag each alert into its pattern's episode (`_flag`, in batch order) and count it
+        """Put each alert into its pattern's alert episode (in batch order) and count it
         there; returns which alerts are past their episode's first `flood_cap` (None: none).
         Pattern by pattern, with the newest episode's extension inline: an alert storm is
         thousands of alerts of a few patterns."""
@@ -145,11 +145,10 @@ class HoldBack:
                 if abs(t - last) <= delay:  # the newest episode goes on (the usual case)
                     last = max(last, t)
                     began = start
-                else:  # another episode: `_flag` finds or begins it
-                    if start > -np.inf:
-                        self.flagged[row] = (start, last)
-                    began = self._flag(row, t)
-                    start, last = self.flagged[row]
+                else:  # an earlier episode (another partition's), or a new one
+                    began, new = self._elsewhere(row, t, (start, last))
+                    if new:
+                        start = last = t
                 key = (row, began)
                 n = counts[key] = counts.get(key, 0) + 1
                 if cap is not None and n > cap:
@@ -175,27 +174,23 @@ class HoldBack:
         self.chunks.append(_Chunk(sub, scores, newest, source, now))
         self.held += len(sub)
 
-    def _flag(self, row: tuple[str, ...], t: float) -> float:
-        """An alert of `row` at `t`: it extends the episode it falls in, or begins one.
-        Returns when that episode began (with the pattern, it names the episode)."""
-        start, last = self.flagged.get(row, (-np.inf, -np.inf))
-        if abs(t - last) <= self.delay_s:
-            if t > last:
-                self.flagged[row] = (start, t)
-            return start
+    def _elsewhere(self, row: tuple[str, ...], t: float, newest: Episode) -> tuple[float, bool]:
+        """An alert of `row` at `t` outside its newest episode `newest`: (when the earlier
+        episode it falls in began, False), that episode extended to `t` (partitions read
+        apart in event time each have their own); or (t, True) when it begins a new episode,
+        `newest` then staying reachable among the earlier ones."""
         others = self.earlier.get(row)
         for k, (s, e) in enumerate(others or ()):
-            if abs(t - e) <= self.delay_s or s <= t <= e:  # another partition's episode
+            if abs(t - e) <= self.delay_s or s <= t <= e:
                 if t > e:
                     others[k] = (s, t)  # type: ignore[index]
-                return s
-        if last > -np.inf:  # a new episode: the newest one's stays reachable
+                return s, False
+        if newest[1] > -np.inf:
             others = self.earlier.setdefault(row, [])
-            others.append((start, last))
+            others.append(newest)
             if len(others) > MAX_EARLIER_EPISODES:
                 others.remove(min(others, key=itemgetter(1)))
-        self.flagged[row] = (t, t)
-        return t
+        return t, True
 
     def ready(self, everything: bool = False) -> Iterator[tuple[EventBatch, np.ndarray]]:
         """(events to learn, scores to calibrate on) that have waited long enough, or all
