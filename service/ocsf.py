@@ -119,20 +119,16 @@ class GroupState:
 
     def fold(self, alert: Mapping[str, Any]) -> None:
         """Count one more alert of this group; the time range only grows."""
-        if alert["group_id"] != self.uid:
-            raise ValueError(f"alert of group {alert['group_id']!r} folded into {self.uid!r}")
-        t = float(alert["event_time"])
-        self.count += 1
-        self.first_time = min(self.first_time, t)
-        self.last_time = max(self.last_time, t)
-        self.last_alert = dict(alert)
+        self.fold_many([alert])
 
     def fold_many(self, alerts: Sequence[Mapping[str, Any]]) -> None:
-        """`fold` each, in order, at once (a storm is thousands of one group's alerts)."""
+        """Count these alerts of this group (a storm is thousands of one group's alerts);
+        the time range only grows, the newest alert is the last."""
         if not alerts:
             return
-        if any(a["group_id"] != self.uid for a in alerts):
-            raise ValueError(f"an alert of another group folded into {self.uid!r}")
+        for alert in alerts:
+            if alert["group_id"] != self.uid:
+                raise ValueError(f"alert of group {alert['group_id']!r} folded into {self.uid!r}")
         times = [float(a["event_time"]) for a in alerts]
         self.count += len(alerts)
         self.first_time = min(self.first_time, *times)
