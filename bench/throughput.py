@@ -63,18 +63,23 @@ DEFAULT_DATA = REPO.parent / "shared" / "datasets"
 PRIMING_EVENTS = 100  # produced before a latency run's pipeline starts: it signals readiness
 
 
+def capture_rows(data: Path) -> list[Any]:
+    """The rows of the first AIT alert capture under `data`/ait-ads (what the benches replay)."""
+    from service.replay import read_records
+
+    files = sorted((data / "ait-ads").glob("*_alerts.csv*"))
+    if not files:
+        raise SystemExit(f"no AIT alert files under {data / 'ait-ads'}")
+    return read_records(files[0])
+
+
 def load_events(data: Path, n: int) -> list[bytes]:
     """The first AIT alert capture as JSON events, repeated to `n`. Each repetition is shifted
     forward by the capture's span, so event time keeps moving forward as in live traffic (a
     replay whose time jumped back would look to the model like the past coming back: patterns
     it had alerted on "later" would never become learnable, an alert storm of the bench's
     own making)."""
-    from service.replay import read_records
-
-    files = sorted((data / "ait-ads").glob("*_alerts.csv*"))
-    if not files:
-        raise SystemExit(f"no AIT alert files under {data / 'ait-ads'}")
-    rows = read_records(files[0])
+    rows = capture_rows(data)
     times = [float(r["time"]) for r in rows]
     span = max(times) - min(times) + 1.0
     out: list[bytes] = []
