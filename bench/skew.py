@@ -69,9 +69,9 @@ def alerts_per_repetition(
 ) -> list[int]:
     """Score `records` in random-size batches with a fresh model; alerts per repetition of
     the capture (`produced`: each record's place in the produced stream, by its id)."""
-    state = tempfile.mkdtemp(prefix="outrider-skew-")
-    settings = Settings(kafka_bootstrap="unused:9092", state_dir=state)
-    scorer, decoder, _ = load_model(settings, Path(state))
+    with tempfile.TemporaryDirectory(prefix="outrider-skew-") as state:
+        settings = Settings(kafka_bootstrap="unused:9092", state_dir=state)
+        scorer, decoder, _ = load_model(settings, Path(state))
     rng = random.Random(seed)
     reps = [0] * (len(records) // capture_len + 1)
     i = 0
