@@ -51,15 +51,22 @@ def cloudevent_headers(
     at: bytes | None = None,
 ) -> list[Header]:
     """CloudEvents' Kafka binding headers; `at`: ce_time, ISO 8601 (default now)."""
-    headers = [
-        ("ce_specversion", CE_SPECVERSION),
-        ("ce_id", ce_id.encode()),
+    return _with_id(ce_id, trace, _shared_headers(ce_type, source, schema, at))
+
+
+def _shared_headers(ce_type: str, source: str, schema: str, at: bytes | None) -> list[Header]:
+    """The headers after ce_id: alike for every record of one type in a batch."""
+    return [
         ("ce_source", source.encode()),
         ("ce_type", ce_type.encode()),
         ("ce_time", at or datetime.now(UTC).isoformat().encode()),
         ("ce_dataschema", f"{SCHEMA_BASE}/{schema}".encode()),
         ("content-type", b"application/json"),
     ]
+
+
+def _with_id(ce_id: str, trace: bytes | None, shared: list[Header]) -> list[Header]:
+    headers = [("ce_specversion", CE_SPECVERSION), ("ce_id", ce_id.encode()), *shared]
     if trace is not None:
         headers.append(("ce_traceparent", trace))
     return headers
@@ -94,16 +101,12 @@ class AlertViews:
         offset) of the input records that carried one."""
         at = datetime.now(UTC).isoformat().encode()  # one time for the batch's records
         # every alert's CloudEvents headers but its ce_id (and trace), built once a batch
-        spec, _, *rest = cloudevent_headers("", "dev.outrider.alert.v1", self.source,
-                                            "alert.schema.json", None, at)  # fmt: skip
+        shared = _shared_headers("dev.outrider.alert.v1", self.source, "alert.schema.json", at)
         for alert in alerts:
             key = alert["group_id"].encode()
             aid = alert["alert_id"]
             trace = traces.get(_origin(alert)) if traces else None
-            headers = [spec, ("ce_id", aid.encode()), *rest]
-            if trace is not None:
-                headers.append(("ce_traceparent", trace))
-            yield self.alerts_topic, key, orjson.dumps(alert), headers
+            yield self.alerts_topic, key, orjson.dumps(alert), _with_id(aid, trace, shared)
             if self.ecs_topic:
                 yield (
                     self.ecs_topic, key, orjson.dumps(to_ecs(alert)),
