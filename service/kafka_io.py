@@ -141,6 +141,10 @@ class KafkaIO:
         delivery, self._open = self._open or Delivery(), None
         return delivery
 
+    def acknowledged(self, delivery: Delivery) -> bool:
+        """Whether `await_acks` would return (or raise) at once."""
+        return self.producer.acknowledged(delivery)
+
     def await_acks(self, delivery: Delivery, timeout_s: float = 30.0) -> None:
         """Block until the broker acknowledged every output of `delivery` (PublishError).
         After `PRODUCER_RESET_AFTER` failures in a row the producer is replaced, so the redone

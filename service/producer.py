@@ -106,6 +106,13 @@ class OutputProducer:
                     self._producer.poll(0.1)
         return delivery
 
+    def acknowledged(self, delivery: Delivery) -> bool:
+        """Whether every output of `delivery` has its answer (serves the reports due now,
+        without waiting); a refusal counts: `wait` then raises at once."""
+        if delivery.left > 0:
+            self._producer.poll(0)
+        return delivery.left <= 0 or bool(delivery.failures)
+
     def wait(self, delivery: Delivery, timeout_s: float) -> None:
         """Block until every output of `delivery` is acknowledged (later hand-overs may still
         be on their way); PublishError if one was refused or is still unacknowledged at the

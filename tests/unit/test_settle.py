@@ -1,6 +1,6 @@
-"""A batch is committed only once its outputs are acknowledged, and the acknowledgement of batch
-k is awaited after batch k+1 is scored: a refusal rewinds over both, and neither is committed
-or counted."""
+"""A batch is committed only once its outputs are acknowledged, in order; the acknowledgement of
+batch k is awaited after batch k+1 is scored (after k+2 while reading a backlog): a refusal
+rewinds over every batch from k on, and none of them is committed or counted."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from tests.conftest import Record
 class ScriptedIO:
     """KafkaIO's chain-facing surface; hand-overs named in `refuse` are not acknowledged."""
 
-    def __init__(self, refuse: set[int]) -> None:
+    def __init__(self, refuse: set[int], unanswered: set[int] | None = None) -> None:
         self.refuse = refuse
+        self.unanswered = unanswered or set()  # hand-overs not yet answered when asked
         self.handed = 0
         self.sent: list[str] = []
         self.committed: list[list[Any]] = []
@@ -32,6 +33,9 @@ class ScriptedIO:
     def hand_over(self) -> int:
         self.handed += 1
         return self.handed
+
+    def acknowledged(self, delivery: int) -> bool:
+        return delivery not in self.unanswered
 
     def await_acks(self, delivery: int, timeout_s: float = 30.0) -> None:
         if delivery in self.refuse:
@@ -73,7 +77,7 @@ def test_a_batch_is_committed_after_its_acks_while_the_next_is_in_flight(tmp_pat
     first = pipeline.process(io, _batch(0))  # type: ignore[arg-type]
     assert isinstance(first, InFlight) and not io.committed, "nothing commits before its acks"
     second = pipeline.process(io, _batch(50))  # type: ignore[arg-type]
-    assert pipeline.settle(io, first, redo_also=second)  # type: ignore[arg-type]
+    assert pipeline.settle(io, first, redo_also=[second])  # type: ignore[arg-type]
     assert io.committed == [first.records] and settled == [first.records] and not io.rewound
     assert pipeline.settle(io, second)  # type: ignore[arg-type]
     assert io.committed == [first.records, second.records]
@@ -85,10 +89,44 @@ def test_a_refused_batch_rewinds_over_the_batch_scored_after_it(tmp_path: Path) 
     failures = pipeline.metrics.publish_failures
     first = pipeline.process(io, _batch(0))  # type: ignore[arg-type]
     second = pipeline.process(io, _batch(50))  # type: ignore[arg-type]
-    assert not pipeline.settle(io, first, redo_also=second)  # type: ignore[arg-type]
+    assert not pipeline.settle(io, first, redo_also=[second])  # type: ignore[arg-type]
     assert io.rewound == [first.records + second.records], "both are redone"
     assert not io.committed and not settled, "nothing of either is committed or counted"
     assert failures._value.get() == 1
+
+
+def test_batches_settle_in_order_each_as_soon_as_it_is_acknowledged(tmp_path: Path) -> None:
+    """Reading a backlog, the chain waits for a batch only when `keep` batches scored after
+    it are in flight; an acknowledged batch settles without waiting, but never before an
+    older one that is not."""
+    pipeline, settled = _pipeline(tmp_path)
+    io = ScriptedIO(refuse=set(), unanswered={1, 2})
+    batches = [_batch(50 * i) for i in range(3)]
+    for records in batches[:2]:
+        pipeline.in_flight.append(pipeline.process(io, records))  # type: ignore[arg-type]
+    assert pipeline.settle_in_flight(io, keep=2)  # type: ignore[arg-type]
+    assert not io.committed, "unanswered and within the window: nothing waits, nothing commits"
+    io.unanswered = {1, 3}  # the second is answered, the first is not: order holds
+    assert pipeline.settle_in_flight(io, keep=2)  # type: ignore[arg-type]
+    assert not io.committed
+    pipeline.in_flight.append(pipeline.process(io, batches[2]))  # type: ignore[arg-type]
+    assert pipeline.settle_in_flight(io, keep=2)  # type: ignore[arg-type]
+    assert io.committed == batches[:2], "over the window: the first waited, the second was ready"
+    assert settled == batches[:2] and len(pipeline.in_flight) == 1
+    assert pipeline.settle_in_flight(io)  # type: ignore[arg-type]
+    assert io.committed == batches
+
+
+def test_a_refused_batch_rewinds_over_every_batch_in_flight_after_it(tmp_path: Path) -> None:
+    pipeline, settled = _pipeline(tmp_path)
+    io = ScriptedIO(refuse={2}, unanswered={1, 2, 3})
+    batches = [_batch(50 * i) for i in range(3)]
+    for records in batches:
+        pipeline.in_flight.append(pipeline.process(io, records))  # type: ignore[arg-type]
+    assert not pipeline.settle_in_flight(io)  # type: ignore[arg-type]
+    assert io.committed == batches[:1] and settled == batches[:1]
+    assert io.rewound == [batches[1] + batches[2]], "the refused batch and the one after it"
+    assert not pipeline.in_flight, "nothing of them stays in flight: they are redone"
 
 
 def test_the_batch_in_flight_is_settled_before_verdicts_change_the_model(tmp_path: Path) -> None:
@@ -108,14 +146,14 @@ def test_the_batch_in_flight_is_settled_before_verdicts_change_the_model(tmp_pat
     intake = FakeIntake()
     pipeline.intake = intake  # type: ignore[assignment]
     pipeline.loop = AnalystLoop(intake, pipeline.scorer, pipeline.groups, pipeline.metrics)  # type: ignore[arg-type]
-    pipeline.in_flight = pipeline.process(io, _batch(0))  # type: ignore[arg-type]
+    pipeline.in_flight.append(pipeline.process(io, _batch(0)))  # type: ignore[arg-type]
     before = pipeline.scorer.version
     pipeline.learn_from_analysts(io)  # type: ignore[arg-type]
-    assert pipeline.in_flight is not None and not io.committed, "no verdicts: nothing settles"
+    assert pipeline.in_flight and not io.committed, "no verdicts: nothing settles"
     intake.give([("g1", "false_positive", "ana")])
     pipeline.learn_from_analysts(io)  # type: ignore[arg-type]
     assert pipeline.scorer.version != before, "the verdict made a new model generation"
-    assert versions_at_commit == [before] and pipeline.in_flight is None
+    assert versions_at_commit == [before] and not pipeline.in_flight
 
 
 class FailingSource:
