@@ -56,8 +56,8 @@ BatchHook = Callable[[list, list[dict]], None]
 #: How long a poll waits for records while a batch's outputs are being acknowledged.
 IN_FLIGHT_WAIT_S = 0.01
 #: Scored batches whose outputs may still be on their way while the chain reads a backlog.
-#: In an alert storm every event is an output: the broker took ~55 ms to acknowledge a
-#: batch's 2,000 alerts, at times longer than scoring the next one, and with one batch in
+#: In an alert storm every event is an output: the acknowledgement of a batch's 2,000
+#: alerts was at times not in when the next batch was scored, and with one batch in
 #: flight the chain spent 4% (200,000 events) to 33% (60,000) of a storm waiting for
 #: acknowledgements with part of a core idle (bench/README.md, "In-flight window"). Caught
 #: up (a batch that is not full), one batch in flight, as before: its offsets are committed
@@ -152,14 +152,13 @@ class Pipeline:
                 # fetch late when polled with no wait at all (p99 +100 ms measured)
                 wait_s = IN_FLIGHT_WAIT_S if self.in_flight else s.batch_max_wait_ms / 1000
                 records = io.poll_batch(s.batch_max_events, wait_s)
-                if records:
-                    self.in_flight.append(self.process(io, records))
                 if not records:  # idle: settle everything
                     keep = 0
-                elif len(records) >= s.batch_max_events:  # a backlog: read on meanwhile
-                    keep = BACKLOG_IN_FLIGHT - 1
-                else:  # caught up: this batch's acknowledgement overlaps the next poll
-                    keep = 1
+                else:
+                    self.in_flight.append(self.process(io, records))
+                    # a backlog (a full batch): read on meanwhile; caught up: this batch's
+                    # acknowledgement overlaps the next poll
+                    keep = BACKLOG_IN_FLIGHT - 1 if len(records) >= s.batch_max_events else 1
                 self.settle_in_flight(io, keep)
                 self.between_batches(io)
         finally:
