@@ -51,6 +51,7 @@ class PairContribution:
     type_b: str
     value_b: str
     contribution: float  # share of the anomaly score, higher = more to blame
+    together: float | None = None  # (decayed) times seen together, when the model counts
 
 
 @dataclass(frozen=True, slots=True)

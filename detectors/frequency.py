@@ -3,7 +3,8 @@
 An event is unusual when its entity values are rare: the score is the mean surprisal
 -log p(value) over its entity types, with add-one smoothing so an unseen value gets a finite,
 high score. Pair co-occurrence counts give the explanation ("these two were never seen
-together"). It is the service's fallback detector and the quality benchmark's reference peer.
+together", ranked against chance). It is the service's default detector and the quality
+benchmark's reference peer.
 """
 
 from __future__ import annotations
@@ -87,30 +88,37 @@ class FrequencyDetector(Detector):
         return out / len(self.entity_types)
 
     def explain_many(self, batch: EventBatch, top_k: int = 3) -> list[Explanation]:
+        """Rarity of each value, and the pairs seen together least often against chance.
+
+        A pair's blame is log(expected / observed co-occurrences), add-one smoothed (negative
+        pointwise mutual information): two common values never seen together are what "do
+        not belong together"; a rare value with its usual companion (an alert code with its
+        own name) is not, however rare the pair is, because the rarity list already says the
+        value is rare. Contributions are shares of the positive blame (0 when no pair is
+        seen less often than chance)."""
         self._check(batch)
         types = self.entity_types
         seen = max(self.events_seen_, 1.0)
         explanations = []
         for row in batch.rows:
+            counts = [self.counts_[j].get(row[j], 0.0) for j in range(len(types))]
             rarity = tuple(
-                EntityRarity(
-                    t,
-                    row[j],
-                    self.counts_[j].get(row[j], 0.0),
-                    self.counts_[j].get(row[j], 0.0) / seen,
-                )
-                for j, t in enumerate(types)
+                EntityRarity(t, row[j], counts[j], counts[j] / seen) for j, t in enumerate(types)
             )
             scored = []
             for counter, (i, j) in zip(self.pair_counts_, self._pairs, strict=True):
                 together = counter.get((row[i], row[j]), 0.0)
-                scored.append((-math.log((together + 1.0) / (seen + 1.0)), i, j))
-            scored.sort(reverse=True)
-            total = sum(s for s, _, _ in scored) or 1.0
+                blame = math.log((counts[i] + 1.0) * (counts[j] + 1.0)) - math.log(
+                    (together + 1.0) * (seen + 1.0)
+                )
+                scored.append((blame, -i, -j, together))
+            scored.sort(reverse=True)  # ties: the earlier entity types first
+            total = sum(b for b, *_ in scored if b > 0) or 1.0
             pairs = tuple(
-                PairContribution(types[i], row[i], types[j], row[j], s / total)
-                for s, i, j in scored[:top_k]
-            )
+                PairContribution(types[-i], row[-i], types[-j], row[-j], max(b, 0.0) / total,
+                                 together)
+                for b, i, j, together in scored[:top_k]
+            )  # fmt: skip
             explanations.append(Explanation(pairs=pairs, rarity=rarity))
         return explanations
 

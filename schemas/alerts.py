@@ -43,6 +43,11 @@ class PairExplanation(OutputModel):
     type_b: str
     value_b: str
     contribution: float = Field(description="share of the anomaly score, higher = more to blame")
+    seen_together: float | None = Field(
+        default=None,
+        description="(decayed) times the model has seen these two values in one event; "
+        "null when the model does not count pairs (embeddings)",
+    )
 
 
 class EntityInfo(OutputModel):

@@ -21,7 +21,7 @@ import numpy as np
 from detectors.feedback import select_queries
 from detectors.ranking import mmr_order
 from service.settings import Settings
-from service.triage import group_row
+from service.triage import describe_pair, group_row
 
 #: the service's defaults (`--group-diversity`, `--group-cofire-s`, `--group-cofire-fields`):
 #: the terminal board ranks as the service does
@@ -358,18 +358,19 @@ def group_book(settings: Settings, state: dict[str, Any] | None = None) -> Group
 
 
 def _why(alert: dict[str, Any]) -> str:
-    """'a=x with b=y (62%); ...; rarest: host=z seen 0x' from an alert's explanation."""
-    pairs = "; ".join(
-        f"{p['type_a']}={p['value_a']} with {p['type_b']}={p['value_b']} ({p['contribution']:.0%})"
-        for p in alert.get("explanation", [])[:2]
-    )
-    rarest = min(alert.get("rarity", []), key=lambda r: r["count"], default=None)
-    if rarest is not None:
-        pairs += (
-            f"{'; ' if pairs else ''}rarest: {rarest['type']}={rarest['value']} "
-            f"seen {rarest['count']:.0f}x"
-        )
-    return pairs
+    """'new: c=w; a=x with b=y: never seen together; rarest: host=z seen 3x' from an alert's
+    explanation: a value never seen first, then the two pairs blamed most, then the rarest
+    value (pairs seen no less often than chance are not blamed, so not shown: a rare value
+    never seen with a host is what chance predicts; the value's rarity is the reason)."""
+    # equally rare values (an alert code and its name): the shortest says it in fewest words
+    rarest = min(alert.get("rarity", []), key=lambda r: (r["count"], len(r["value"])), default=None)
+    parts = []
+    if rarest is not None and rarest["count"] == 0:
+        parts.append(f"new: {rarest['type']}={rarest['value']}")
+    parts += [describe_pair(p) for p in alert.get("explanation", [])[:2] if p["contribution"] > 0]
+    if rarest is not None and rarest["count"] > 0:
+        parts.append(f"rarest: {rarest['type']}={rarest['value']} seen {rarest['count']:.0f}x")
+    return "; ".join(parts)
 
 
 def ask_flags(ranked: list[GroupState], threshold: float, top: int = 10, k: int = 3) -> set[str]:

@@ -25,6 +25,7 @@ from importlib import metadata
 from typing import Any
 
 from schemas.feedback import Feedback, Verdict
+from service.triage import describe_pair
 
 #: The OCSF schema version the records follow (validated against pydantic-ocsf's copy).
 OCSF_VERSION = "1.7.0"
@@ -244,15 +245,27 @@ def _uid(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
+def blamed_pairs(alert: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The explanation's pairs that carry blame (a counting model lists pairs seen as often as
+    chance too, with share 0: they are not why the event is unusual)."""
+    return [p for p in alert.get("explanation") or [] if float(p["contribution"]) > 0]
+
+
 def title(alert: Mapping[str, Any]) -> str:
-    """One line an analyst can triage from: the kind and its most unusual pair."""
-    pairs = alert.get("explanation") or []
+    """One line an analyst can triage from: the kind and its most unusual pair, else its
+    rarest value."""
+    pairs = blamed_pairs(alert)
     if pairs:
         p = pairs[0]
         return (
             f"Unusual {alert['kind']}: {p['type_a']}={p['value_a']} "
             f"with {p['type_b']}={p['value_b']}"
         )[:256]
+    rarity = alert.get("rarity") or []
+    if rarity:
+        r = min(rarity, key=lambda r: (float(r["count"]), len(str(r["value"]))))
+        seen = "new" if float(r["count"]) == 0 else f"rare ({float(r['count']):g}x)"
+        return f"Unusual {alert['kind']}: {seen} {r['type']}={r['value']}"[:256]
     return f"Unusual {alert['kind']} event"
 
 
@@ -262,16 +275,10 @@ def describe(alert: Mapping[str, Any]) -> str:
         f"{alert['kind']} event at percentile {float(alert['percentile']):.2f} "
         f"({alert['severity']}) for model {alert['model']['name']} {alert['model']['version']}."
     ]
-    pairs = alert.get("explanation") or []
+    pairs = blamed_pairs(alert)
     if pairs:
         parts.append(
-            "Most unusual together: "
-            + "; ".join(
-                f"{p['type_a']}={p['value_a']} with {p['type_b']}={p['value_b']} "
-                f"({100 * float(p['contribution']):.0f}%)"
-                for p in pairs[:5]
-            )
-            + "."
+            "Most unusual together: " + "; ".join(describe_pair(p) for p in pairs[:5]) + "."
         )
     rarity = alert.get("rarity") or []
     if rarity:
@@ -372,7 +379,7 @@ def _anomaly_analyses(alert: Mapping[str, Any]) -> list[dict[str, Any]]:
             "observed_pattern": "UNUSUAL_PAIR",
             "observations": [{"value": f"{p['value_a']} | {p['value_b']}"}],
         }
-        for p in alert.get("explanation") or []
+        for p in blamed_pairs(alert)
     ]
     anomalies += [
         {

@@ -78,7 +78,8 @@ def build_alerts(scored: ScoredKind, model: ModelRef) -> Iterator[dict[str, Any]
             )  # fmt: skip
             pairs = [
                 {"type_a": p.type_a, "value_a": p.value_a, "type_b": p.type_b,
-                 "value_b": p.value_b, "contribution": float(p.contribution)}
+                 "value_b": p.value_b, "contribution": float(p.contribution),
+                 "seen_together": None if p.together is None else float(p.together)}
                 for p in expl.pairs
             ]  # fmt: skip
             rarity = [

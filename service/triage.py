@@ -71,6 +71,16 @@ STATIC = {  # path -> (file in service/static, content type)
 }
 
 
+def describe_pair(pair: dict[str, Any]) -> str:
+    """An explanation pair as an analyst reads it: how often the two were seen together when
+    the model counts pairs, else the pair's share of the blame."""
+    text = f"{pair['type_a']}={pair['value_a']} with {pair['type_b']}={pair['value_b']}"
+    together = pair.get("seen_together")
+    if together is None:
+        return f"{text} ({float(pair['contribution']):.0%})"
+    return f"{text}: never seen together" if together == 0 else f"{text}: together {together:g}x"
+
+
 def group_row(group: Any, verdict: str | None = None, ask: bool = False) -> dict[str, Any]:
     """The page's row for a group (service.groups.GroupState), plus its latest verdict and
     whether the model asks for one (a verdict there would teach it most)."""

@@ -51,3 +51,24 @@ def test_frequency_counts_repetitive_and_distinct_batches_alike(train: EventBatc
         expected.learn_many(EventBatch(TYPES, [row]))
     assert det.counts_ == expected.counts_ and det.pair_counts_ == expected.pair_counts_
     assert det.events_seen_ == expected.events_seen_ == 1400
+
+
+def test_frequency_blames_common_values_never_seen_together() -> None:
+    """The explanation names the two values that do not belong together (each common, never
+    in one event), not a rare value with its usual companion, and counts what it says."""
+    from detectors.frequency import FrequencyDetector
+
+    types = ("code", "name", "host")
+    rows = [("ssh", "sshd login", f"h{i % 2}") for i in range(400)]  # ssh on h0 and h1 only
+    rows += [("web", "http 404", "h2")] * 400 + [("rare", "rare name", "h2")] * 2
+    det = FrequencyDetector(types)
+    det.learn_many(EventBatch(types, rows))
+    (ex,) = det.explain_many(EventBatch(types, [("ssh", "sshd login", "h2")]), top_k=3)
+    blamed = [(p.type_a, p.type_b) for p in ex.pairs if p.contribution > 0]
+    assert blamed == [("code", "host"), ("name", "host")]  # ssh / sshd login on h2: new
+    assert [p.together for p in ex.pairs] == [0.0, 0.0, 400.0]
+    assert ex.pairs[2].contribution == 0.0  # code with its own name: as often as chance, or more
+    assert abs(sum(p.contribution for p in ex.pairs) - 1.0) < 1e-9
+    (rare,) = det.explain_many(EventBatch(types, [("rare", "rare name", "h2")]), top_k=3)
+    assert all(p.contribution == 0.0 for p in rare.pairs)  # rare, but with its usual company
+    assert [r.count for r in rare.rarity] == [2.0, 2.0, 402.0]

@@ -260,3 +260,28 @@ def test_a_batch_folded_at_once_keeps_the_alert_id_map_bounded() -> None:
     book.add_many([_alert(f"a{i}", f"g{i % 3}", 1.0) for i in range(250)])
     assert list(book.group_of_alert) == [f"a{i}" for i in range(150, 250)], "the newest kept"
     assert sum(g.count for g in book.groups.values()) == 250
+
+
+def test_why_says_what_is_new_what_never_met_and_what_is_rare() -> None:
+    alert = _alert("a1", "g1", 5.0)
+    alert["explanation"] = [
+        {"type_a": "code", "value_a": "ssh", "type_b": "host", "value_b": "h2",
+         "contribution": 0.7, "seen_together": 0.0},
+        {"type_a": "ip", "value_a": "10.0.0.9", "type_b": "host", "value_b": "h2",
+         "contribution": 0.3, "seen_together": 3.0},
+        {"type_a": "code", "value_a": "ssh", "type_b": "ip", "value_b": "10.0.0.9",
+         "contribution": 0.0, "seen_together": 40.0},
+    ]  # fmt: skip
+    alert["rarity"] = [
+        {"type": "code", "value": "ssh", "count": 400.0, "frequency": 0.4},
+        {"type": "ip", "value": "10.0.0.9", "count": 40.0, "frequency": 0.04},
+    ]
+    assert _why(alert) == (
+        "code=ssh with host=h2: never seen together; ip=10.0.0.9 with host=h2: together 3x; "
+        "rarest: ip=10.0.0.9 seen 40x"
+    )
+    alert["rarity"][1]["count"] = 0.0
+    alert["explanation"][0]["seen_together"] = None  # a model that does not count pairs
+    assert _why(alert) == (
+        "new: ip=10.0.0.9; code=ssh with host=h2 (70%); ip=10.0.0.9 with host=h2: together 3x"
+    )

@@ -223,3 +223,22 @@ def test_the_checker_catches_misspelt_fields() -> None:
     rec, _ = ocsf.create_finding(_alert(1, 1000.0))
     with pytest.raises(ValueError, match="type_uid"):
         DetectionFinding.model_validate({**rec, "type_uid": 200402})
+
+
+def test_title_and_description_name_only_pairs_that_carry_blame() -> None:
+    """A counting model lists pairs seen as often as chance too (share 0, with how often they
+    were seen together): the finding must not present those as the reason."""
+    alert = _alert(7, 1_700_000_000.0)
+    unblamed = {"type_a": "host", "value_a": "IT001.shire.com", "type_b": "src_ip",
+                "value_b": "10.4.17.101", "contribution": 0.0, "seen_together": 812.0}  # fmt: skip
+    alert["explanation"] = [dict(alert["explanation"][0], seen_together=0.0), unblamed]
+    text = ocsf.describe(alert)
+    assert "powershell.exe with target_process=lsass.exe: never seen together" in text
+    assert "src_ip=10.4.17.101" not in text.split("Rarity:")[0]
+    assert ocsf.title(alert).endswith("source_process=powershell.exe with target_process=lsass.exe")
+    (analysis,) = ocsf._anomaly_analyses(alert)
+    pairs = [a["observation_parameter"] for a in analysis["anomalies"]]
+    alert["explanation"] = [unblamed]
+    assert ocsf.title(alert) == "Unusual process_access: new granted_access=0x1010"
+    assert "Most unusual together" not in ocsf.describe(alert)
+    assert "source_process+target_process" in pairs and "host+src_ip" not in pairs
