@@ -265,7 +265,7 @@ def kafka_python_consumer(
 ) -> KafkaConsumer:
     """The events consumer through kafka-python, in this process or in the consumer process
     (`service/procconsumer.py`): the same configuration either way."""
-    return KafkaConsumer(
+    consumer = KafkaConsumer(
         *topics,
         group_id=settings.group_id,
         client_id=client_id,
@@ -285,6 +285,12 @@ def kafka_python_consumer(
         heartbeat_interval_ms=max(settings.session_timeout_ms // 3, 500),
         **settings.kafka_client_config(),
     )
+    # the topics' metadata before the first poll joins the group: kafka-python sends the join
+    # without waiting for it, assigns nothing of topics it has no metadata for ("No partition
+    # metadata for topic") and joins again once its metadata arrives
+    for topic in topics:
+        consumer.partitions_for_topic(topic)
+    return consumer
 
 
 def whole_topic_consumer(

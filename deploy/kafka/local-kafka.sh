@@ -184,6 +184,88 @@ while True:
 PY
 }
 
+# Wait until consumer groups can start on BOOTSTRAP: the offsets topic exists (the first
+# FindCoordinator creates it) and every one of its partitions is loaded, i.e. an OffsetFetch for
+# a group on each partition answers without error. Otherwise the first consumer of a fresh
+# broker logs "Marking the coordinator dead ... NotCoordinatorError" and joins twice.
+# Exit 0: ready; 1: timed out.
+wait_groups() {
+  python3 - "$1" "$2" <<'PY'
+import socket, struct, sys, time
+
+host, port = sys.argv[1].rsplit(":", 1)
+timeout = float(sys.argv[2])
+PARTITIONS = 8  # offsets.topic.num.partitions in write_config
+
+
+def java_hash(text):  # String.hashCode: the offsets partition of a group id
+    h = 0
+    for ch in text:
+        h = (31 * h + ord(ch)) & 0xFFFFFFFF
+    return h
+
+
+def string(text):
+    raw = text.encode()
+    return struct.pack(">h", len(raw)) + raw
+
+
+def recv_exact(sock, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("closed")
+        buf += chunk
+    return buf
+
+
+def call(sock, api_key, version, body):
+    head = struct.pack(">hhi", api_key, version, 11) + string("outrider-local-kafka")
+    sock.sendall(struct.pack(">i", len(head) + len(body)) + head + body)
+    (size,) = struct.unpack(">i", recv_exact(sock, 4))
+    data = recv_exact(sock, size)
+    return data[4:]  # after the correlation id
+
+
+def group_error(sock, group):
+    # FindCoordinator v1 (key, key_type 0 = group): throttle, error_code, ...
+    (err,) = struct.unpack_from(">h", call(sock, 10, 1, string(group) + b"\x00"), 4)
+    if err:
+        return err
+    # OffsetFetch v2 (group, topics = null): topics array (empty for a new group), error_code
+    data = call(sock, 9, 2, string(group) + struct.pack(">i", -1))
+    (n_topics,) = struct.unpack_from(">i", data)
+    if n_topics:
+        return 0
+    (err,) = struct.unpack_from(">h", data, 4)
+    return err
+
+
+groups, covered, i = [], set(), 0
+while len(covered) < PARTITIONS:  # one probe group per offsets partition
+    name = f"outrider-ready-{i}"
+    i += 1
+    part = (java_hash(name) & 0x7FFFFFFF) % PARTITIONS
+    if part not in covered:
+        covered.add(part)
+        groups.append(name)
+deadline = time.monotonic() + timeout
+while groups:
+    try:
+        with socket.create_connection((host, int(port)), timeout=2) as sock:
+            sock.settimeout(2)
+            groups = [g for g in groups if group_error(sock, g)]
+    except (OSError, struct.error):
+        pass
+    if not groups:
+        break
+    if time.monotonic() >= deadline:
+        sys.exit(1)
+    time.sleep(0.1)
+PY
+}
+
 # N free loopback ports (PLAINTEXT, CONTROLLER[, extra]), all held while choosing so they differ.
 free_ports() {
   python3 - "${1:-2}" <<'PY'
@@ -418,6 +500,8 @@ start_locked() {
     stop_locked "$dir"
     exit 1
   fi
+  wait_groups "$bootstrap" "$START_TIMEOUT" ||
+    log "consumer groups were not ready within ${START_TIMEOUT}s (the first consumer may retry)"
   echo "$bootstrap" >"$dir/bootstrap"
   log "broker up at $bootstrap in $(python3 -c "print(f'{$(now) - $t0:.1f}')")s" \
     "(pid $pid, logs $dir/broker.log)"
