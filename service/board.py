@@ -42,13 +42,24 @@ class AlertBoard:
             f"{'#':>3} {'severity':<8} {'pct':>6} {'score':>7} {'count':>6}  pattern / why",
         ]
         for i, g in enumerate(rows, 1):
-            pattern = " ".join(f"{k}={v}" for k, v in g.entities.items())
+            pattern = pattern_text(g.entities)
             lines.append(
                 f"{i:>3} {g.severity:<8} {g.percentile:6.2f} {g.top_score:7.2f} {g.count:>6}  "
                 f"[{g.kind}] {_fit(pattern, width - 40)}"
             )
             lines.append(f"{'':>35}why: {_fit(g.why, width - 40)}")
         return "\n".join(lines)
+
+
+#: entity values longer than this (alert names, messages) go last on a row, so the
+#: truncation of a narrow terminal cuts free text, not the host or address
+LONG_VALUE = 32
+
+
+def pattern_text(entities: dict[str, str]) -> str:
+    """`type=value ...` in the configured order, long free-text values last."""
+    items = sorted(entities.items(), key=lambda kv: len(kv[1]) > LONG_VALUE)  # stable
+    return " ".join(f"{k}={v}" for k, v in items)
 
 
 def _fit(text: str, width: int) -> str:

@@ -332,3 +332,20 @@ def test_label_command_validates_before_connecting(monkeypatch: pytest.MonkeyPat
     assert FakeProducer.sent == []
     assert labels.parse_verdict(" Benign ") is Verdict.benign_positive
     assert labels.parse_verdict("false_positive") is Verdict.false_positive
+
+
+def test_the_board_keeps_host_and_address_in_view_before_long_names() -> None:
+    """A terminal row is cut at its width: the alert name (free text) goes last so what an
+    analyst pivots on, the host and the address, stays on screen."""
+    board = AlertBoard()
+    name = "Wazuh: Multiple web server 400 error codes from same source ip."
+    board.add({
+        "alert_id": "a1", "group_id": "g1", "kind": "ids_alert", "score": 8.0,
+        "percentile": 99.9, "severity": "critical", "event_time": 1.0,
+        "entities": {"name": name, "short": "W-All-Mul3", "ip": "10.143.2.4",
+                     "host": "intranet_server"},
+        "explanation": [], "rarity": [],
+    })  # fmt: skip
+    row = board.render(top=1, width=110).splitlines()[2]
+    assert "[ids_alert] short=W-All-Mul3 ip=10.143.2.4 host=intranet_server name=Wazuh" in row
+    assert row.endswith("...")  # the name is what the width cut
