@@ -97,6 +97,28 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
             broker.stop()
 
 
+def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    """While the demo runs, Ctrl-C and SIGTERM ask its loop to stop (it looks every half
+    second) instead of raising inside whatever runs then: raised inside the Kafka client's
+    network code, the interrupt left a socket half closed and the client logged a traceback
+    while closing. A second signal raises at once, for a stop that hangs. Returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def ask(_signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    before = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
 def _interrupt(_signum: int, _frame: Any) -> None:
     """SIGTERM stops the demo as Ctrl-C does (Python's default would skip every cleanup)."""
     raise KeyboardInterrupt
@@ -157,8 +179,10 @@ def _run_on(
     page_shown = False
     tty = sys.stdout.isatty()
     last_render = 0.0
+    stop = threading.Event()
+    restore = _stop_on_signals(stop)
     try:
-        while True:
+        while not stop.is_set():
             _drain_alerts(consumer, board)
             done = processed["n"] >= len(records) and not replayer.is_alive()
             if not page_shown and pipeline.triage is not None:
@@ -180,9 +204,12 @@ def _run_on(
                 break
             if done and not worker.is_alive():
                 break
+        if stop.is_set():
+            print("\nstopping...", file=sys.stderr)
     except KeyboardInterrupt:
         print("\nstopping...", file=sys.stderr)
     finally:
+        restore()
         consumer.close()
         pipeline.stop()
         worker.join(timeout=30)
