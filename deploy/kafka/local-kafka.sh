@@ -133,13 +133,29 @@ find_pid() {
 # Wait until BOOTSTRAP answers a Metadata request that lists a live broker (the broker is
 # registered with the controller and serving, not merely listening), or PID dies, or timeout.
 # Exit 0: ready; 1: timed out; 2: the process died. PID 0 = don't watch a process.
-# Metadata v4 is used because Kafka 4 dropped v0-v3; kafka-python is not needed for this.
 wait_ready() {
-  python3 - "$1" "$2" "$3" <<'PY'
+  kafka_probe metadata "$@"
+}
+
+# Wait until consumer groups can start on BOOTSTRAP: the offsets topic exists (the first
+# FindCoordinator creates it) and every one of its partitions is loaded, i.e. an OffsetFetch for
+# a group on each partition answers without error. Otherwise the first consumer of a fresh
+# broker logs "Marking the coordinator dead ... NotCoordinatorError" and joins twice.
+# Exit 0: ready; 1: timed out; 2: the process died.
+wait_groups() {
+  kafka_probe groups "$@"
+}
+
+# kafka_probe metadata|groups BOOTSTRAP PID TIMEOUT: the two waits above, over raw Kafka
+# requests (kafka-python is not needed; Metadata v4, FindCoordinator v1 and OffsetFetch v2,
+# versions Kafka 4 still serves).
+kafka_probe() {
+  python3 - "$@" <<'PY'
 import os, socket, struct, sys, time
 
-host, port = sys.argv[1].rsplit(":", 1)
-pid, timeout = int(sys.argv[2]), float(sys.argv[3])
+mode, bootstrap, pid, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+host, port = bootstrap.rsplit(":", 1)
+OFFSETS_PARTITIONS = 8  # offsets.topic.num.partitions in write_config
 
 
 def recv_exact(sock, n):
@@ -150,59 +166,6 @@ def recv_exact(sock, n):
             raise ConnectionError("closed")
         buf += chunk
     return buf
-
-
-def probe():
-    client = b"outrider-local-kafka"
-    # header v1: api_key=3 (Metadata), version=4, correlation id, client id;
-    # body: topics=null (all), allow_auto_topic_creation=false
-    body = struct.pack(">hhih", 3, 4, 7, len(client)) + client + struct.pack(">ib", -1, 0)
-    with socket.create_connection((host, int(port)), timeout=2) as sock:
-        sock.settimeout(2)
-        sock.sendall(struct.pack(">i", len(body)) + body)
-        (size,) = struct.unpack(">i", recv_exact(sock, 4))
-        data = recv_exact(sock, size)
-    corr, _throttle, n_brokers = struct.unpack_from(">iii", data)
-    return corr == 7 and n_brokers >= 1
-
-
-deadline = time.monotonic() + timeout
-while True:
-    try:
-        if probe():
-            sys.exit(0)
-    except (OSError, struct.error):
-        pass
-    if pid:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            sys.exit(2)
-    if time.monotonic() >= deadline:
-        sys.exit(1)
-    time.sleep(0.2)
-PY
-}
-
-# Wait until consumer groups can start on BOOTSTRAP: the offsets topic exists (the first
-# FindCoordinator creates it) and every one of its partitions is loaded, i.e. an OffsetFetch for
-# a group on each partition answers without error. Otherwise the first consumer of a fresh
-# broker logs "Marking the coordinator dead ... NotCoordinatorError" and joins twice.
-# Exit 0: ready; 1: timed out.
-wait_groups() {
-  python3 - "$1" "$2" <<'PY'
-import socket, struct, sys, time
-
-host, port = sys.argv[1].rsplit(":", 1)
-timeout = float(sys.argv[2])
-PARTITIONS = 8  # offsets.topic.num.partitions in write_config
-
-
-def java_hash(text):  # String.hashCode: the offsets partition of a group id
-    h = 0
-    for ch in text:
-        h = (31 * h + ord(ch)) & 0xFFFFFFFF
-    return h
 
 
 def string(text):
@@ -210,22 +173,22 @@ def string(text):
     return struct.pack(">h", len(raw)) + raw
 
 
-def recv_exact(sock, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("closed")
-        buf += chunk
-    return buf
-
-
 def call(sock, api_key, version, body):
-    head = struct.pack(">hhi", api_key, version, 11) + string("outrider-local-kafka")
+    """One request (header v1) and its response body (after the correlation id)."""
+    head = struct.pack(">hhi", api_key, version, 7) + string("outrider-local-kafka")
     sock.sendall(struct.pack(">i", len(head) + len(body)) + head + body)
     (size,) = struct.unpack(">i", recv_exact(sock, 4))
     data = recv_exact(sock, size)
-    return data[4:]  # after the correlation id
+    if struct.unpack_from(">i", data)[0] != 7:
+        raise ConnectionError("unexpected correlation id")
+    return data[4:]
+
+
+def java_hash(text):  # String.hashCode: picks the offsets partition of a group id
+    h = 0
+    for ch in text:
+        h = (31 * h + ord(ch)) & 0xFFFFFFFF
+    return h
 
 
 def group_error(sock, group):
@@ -235,34 +198,49 @@ def group_error(sock, group):
         return err
     # OffsetFetch v2 (group, topics = null): topics array (empty for a new group), error_code
     data = call(sock, 9, 2, string(group) + struct.pack(">i", -1))
-    (n_topics,) = struct.unpack_from(">i", data)
-    if n_topics:
+    if struct.unpack_from(">i", data)[0]:
         return 0
-    (err,) = struct.unpack_from(">h", data, 4)
-    return err
+    return struct.unpack_from(">h", data, 4)[0]
 
 
 groups, covered, i = [], set(), 0
-while len(covered) < PARTITIONS:  # one probe group per offsets partition
+while len(covered) < OFFSETS_PARTITIONS:  # one probe group per offsets partition
     name = f"outrider-ready-{i}"
     i += 1
-    part = (java_hash(name) & 0x7FFFFFFF) % PARTITIONS
+    part = (java_hash(name) & 0x7FFFFFFF) % OFFSETS_PARTITIONS
     if part not in covered:
         covered.add(part)
         groups.append(name)
+
+
+def ready(sock):
+    global groups
+    if mode == "metadata":
+        # Metadata v4, topics = null (all), allow_auto_topic_creation = false
+        data = call(sock, 3, 4, struct.pack(">ib", -1, 0))
+        _throttle, n_brokers = struct.unpack_from(">ii", data)
+        return n_brokers >= 1
+    groups = [g for g in groups if group_error(sock, g)]
+    return not groups
+
+
 deadline = time.monotonic() + timeout
-while groups:
+while True:
     try:
         with socket.create_connection((host, int(port)), timeout=2) as sock:
             sock.settimeout(2)
-            groups = [g for g in groups if group_error(sock, g)]
+            if ready(sock):
+                sys.exit(0)
     except (OSError, struct.error):
         pass
-    if not groups:
-        break
+    if pid:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            sys.exit(2)
     if time.monotonic() >= deadline:
         sys.exit(1)
-    time.sleep(0.1)
+    time.sleep(0.2 if mode == "metadata" else 0.1)
 PY
 }
 
@@ -500,7 +478,7 @@ start_locked() {
     stop_locked "$dir"
     exit 1
   fi
-  wait_groups "$bootstrap" "$START_TIMEOUT" ||
+  wait_groups "$bootstrap" "$pid" "$START_TIMEOUT" ||
     log "consumer groups were not ready within ${START_TIMEOUT}s (the first consumer may retry)"
   echo "$bootstrap" >"$dir/bootstrap"
   log "broker up at $bootstrap in $(python3 -c "print(f'{$(now) - $t0:.1f}')")s" \
