@@ -111,11 +111,11 @@ class FrequencyDetector(Detector):
                 blame = math.log((counts[i] + 1.0) * (counts[j] + 1.0)) - math.log(
                     (together + 1.0) * (seen + 1.0)
                 )
-                scored.append((blame, -i, -j, together))
-            scored.sort(reverse=True)  # ties: the earlier entity types first
+                scored.append((blame, i, j, together))
+            scored.sort(key=lambda s: -s[0])  # stable: ties keep the earlier entity types first
             total = sum(b for b, *_ in scored if b > 0) or 1.0
             pairs = tuple(
-                PairContribution(types[-i], row[-i], types[-j], row[-j], max(b, 0.0) / total,
+                PairContribution(types[i], row[i], types[j], row[j], max(b, 0.0) / total,
                                  together)
                 for b, i, j, together in scored[:top_k]
             )  # fmt: skip

@@ -204,11 +204,11 @@ def _run_on(
                 break
             if done and not worker.is_alive():
                 break
+    except KeyboardInterrupt:  # a second signal, or one before the handlers were in place
+        stop.set()
+    finally:
         if stop.is_set():
             print("\nstopping...", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("\nstopping...", file=sys.stderr)
-    finally:
         restore()
         consumer.close()
         pipeline.stop()

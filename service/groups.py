@@ -21,7 +21,7 @@ import numpy as np
 from detectors.feedback import select_queries
 from detectors.ranking import mmr_order
 from service.settings import Settings
-from service.triage import describe_pair, group_row
+from service.triage import blamed_pairs, describe_pair, group_row, rarest_value
 
 #: the service's defaults (`--group-diversity`, `--group-cofire-s`, `--group-cofire-fields`):
 #: the terminal board ranks as the service does
@@ -362,12 +362,11 @@ def _why(alert: dict[str, Any]) -> str:
     explanation: a value never seen first, then the two pairs blamed most, then the rarest
     value (pairs seen no less often than chance are not blamed, so not shown: a rare value
     never seen with a host is what chance predicts; the value's rarity is the reason)."""
-    # equally rare values (an alert code and its name): the shortest says it in fewest words
-    rarest = min(alert.get("rarity", []), key=lambda r: (r["count"], len(r["value"])), default=None)
+    rarest = rarest_value(alert)
     parts = []
     if rarest is not None and rarest["count"] == 0:
         parts.append(f"new: {rarest['type']}={rarest['value']}")
-    parts += [describe_pair(p) for p in alert.get("explanation", [])[:2] if p["contribution"] > 0]
+    parts += [describe_pair(p) for p in blamed_pairs(alert)[:2]]
     if rarest is not None and rarest["count"] > 0:
         parts.append(f"rarest: {rarest['type']}={rarest['value']} seen {rarest['count']:.0f}x")
     return "; ".join(parts)

@@ -25,7 +25,7 @@ from importlib import metadata
 from typing import Any
 
 from schemas.feedback import Feedback, Verdict
-from service.triage import describe_pair
+from service.triage import blamed_pairs, describe_pair, rarest_value
 
 #: The OCSF schema version the records follow (validated against pydantic-ocsf's copy).
 OCSF_VERSION = "1.7.0"
@@ -245,12 +245,6 @@ def _uid(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-def blamed_pairs(alert: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The explanation's pairs that carry blame (a counting model lists pairs seen as often as
-    chance too, with share 0: they are not why the event is unusual)."""
-    return [p for p in alert.get("explanation") or [] if float(p["contribution"]) > 0]
-
-
 def title(alert: Mapping[str, Any]) -> str:
     """One line an analyst can triage from: the kind and its most unusual pair, else its
     rarest value."""
@@ -261,9 +255,8 @@ def title(alert: Mapping[str, Any]) -> str:
             f"Unusual {alert['kind']}: {p['type_a']}={p['value_a']} "
             f"with {p['type_b']}={p['value_b']}"
         )[:256]
-    rarity = alert.get("rarity") or []
-    if rarity:
-        r = min(rarity, key=lambda r: (float(r["count"]), len(str(r["value"]))))
+    r = rarest_value(alert)
+    if r is not None:
         seen = "new" if float(r["count"]) == 0 else f"rare ({float(r['count']):g}x)"
         return f"Unusual {alert['kind']}: {seen} {r['type']}={r['value']}"[:256]
     return f"Unusual {alert['kind']} event"

@@ -43,7 +43,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,7 +71,7 @@ STATIC = {  # path -> (file in service/static, content type)
 }
 
 
-def describe_pair(pair: dict[str, Any]) -> str:
+def describe_pair(pair: Mapping[str, Any]) -> str:
     """An explanation pair as an analyst reads it: how often the two were seen together when
     the model counts pairs, else the pair's share of the blame."""
     text = f"{pair['type_a']}={pair['value_a']} with {pair['type_b']}={pair['value_b']}"
@@ -79,6 +79,19 @@ def describe_pair(pair: dict[str, Any]) -> str:
     if together is None:
         return f"{text} ({float(pair['contribution']):.0%})"
     return f"{text}: never seen together" if together == 0 else f"{text}: together {together:g}x"
+
+
+def blamed_pairs(alert: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The explanation's pairs that carry blame (a counting model lists pairs seen as often as
+    chance too, with share 0: they are not why the event is unusual)."""
+    return [p for p in alert.get("explanation") or [] if float(p["contribution"]) > 0]
+
+
+def rarest_value(alert: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The alert's least seen entity value; of equally rare ones (an alert code and its name)
+    the shortest, which says it in fewest words."""
+    rarity = alert.get("rarity") or []
+    return min(rarity, key=lambda r: (float(r["count"]), len(str(r["value"]))), default=None)
 
 
 def group_row(group: Any, verdict: str | None = None, ask: bool = False) -> dict[str, Any]:

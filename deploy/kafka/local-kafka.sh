@@ -203,25 +203,30 @@ def group_error(sock, group):
     return struct.unpack_from(">h", data, 4)[0]
 
 
-groups, covered, i = [], set(), 0
-while len(covered) < OFFSETS_PARTITIONS:  # one probe group per offsets partition
-    name = f"outrider-ready-{i}"
-    i += 1
-    part = (java_hash(name) & 0x7FFFFFFF) % OFFSETS_PARTITIONS
-    if part not in covered:
-        covered.add(part)
-        groups.append(name)
+def probe_groups():
+    """One group id per offsets partition."""
+    names, covered, i = [], set(), 0
+    while len(covered) < OFFSETS_PARTITIONS:
+        name = f"outrider-ready-{i}"
+        i += 1
+        part = (java_hash(name) & 0x7FFFFFFF) % OFFSETS_PARTITIONS
+        if part not in covered:
+            covered.add(part)
+            names.append(name)
+    return names
+
+
+pending = probe_groups() if mode == "groups" else []  # groups whose partition is not ready
 
 
 def ready(sock):
-    global groups
     if mode == "metadata":
         # Metadata v4, topics = null (all), allow_auto_topic_creation = false
         data = call(sock, 3, 4, struct.pack(">ib", -1, 0))
         _throttle, n_brokers = struct.unpack_from(">ii", data)
         return n_brokers >= 1
-    groups = [g for g in groups if group_error(sock, g)]
-    return not groups
+    pending[:] = [g for g in pending if group_error(sock, g)]
+    return not pending
 
 
 deadline = time.monotonic() + timeout

@@ -238,7 +238,7 @@ def test_title_and_description_name_only_pairs_that_carry_blame() -> None:
     assert ocsf.title(alert).endswith("source_process=powershell.exe with target_process=lsass.exe")
     (analysis,) = ocsf._anomaly_analyses(alert)
     pairs = [a["observation_parameter"] for a in analysis["anomalies"]]
+    assert "source_process+target_process" in pairs and "host+src_ip" not in pairs
     alert["explanation"] = [unblamed]
     assert ocsf.title(alert) == "Unusual process_access: new granted_access=0x1010"
     assert "Most unusual together" not in ocsf.describe(alert)
-    assert "source_process+target_process" in pairs and "host+src_ip" not in pairs
