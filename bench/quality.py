@@ -46,6 +46,10 @@ AIT_RANK: dict[str, Any] = {"mmr_lambda": 2.0, "mmr_types": ("short", "host"),
                             "family_types": ("short",)}  # fmt: skip
 #: Co-firing groups (within 5 s, same host) are one action seen by several rules (AIT: host).
 COFIRE: dict[str, Any] = {"cofire_sim": 1.5, "cofire_s": 5.0, "cofire_types": ("host",)}
+#: Stream context over (alert code, host) streams (AIT): alerts on a host just after one of its
+#: steady streams stopped, and episodes missing their usual mirror host, rank higher.
+STREAMS: dict[str, Any] = {"stream_types": ("short", "host"), "silence_weight": 4.0,
+                           "mirror_weight": 3.0}  # fmt: skip
 
 
 def methods(dataset: str = "ait-ads") -> dict[str, Method]:
@@ -64,6 +68,11 @@ def methods(dataset: str = "ait-ads") -> dict[str, Method]:
         "outrider-burst": (lambda t: OutriderDetector(t, **BURST, **rank), -1.0),
         # AIT only: + groups firing within 5 s of a shown group on its host count as shown
         "outrider-cofire": (lambda t: OutriderDetector(t, **BURST, **rank, **COFIRE), -1.0),
+        # AIT only: + the stream context (silenced and unmirrored streams) on (code, host)
+        "outrider-streams": (
+            lambda t: OutriderDetector(t, **BURST, **rank, **COFIRE, **STREAMS),
+            -1.0,
+        ),
         "outrider+ape": (lambda t: OutriderDetector(t, ape_weight=0.25), 1.0),
         "ape": (lambda t: APEDetector(t), 0.0),
         "avf": (lambda t: FrequencyDetector(t), 0.0),
@@ -74,7 +83,7 @@ def methods(dataset: str = "ait-ads") -> dict[str, Method]:
     return out
 
 
-AIT_ONLY = {"outrider-code-host", "outrider-cofire"}  # configurations that name AIT's fields
+AIT_ONLY = {"outrider-code-host", "outrider-cofire", "outrider-streams"}  # configurations that name AIT's fields
 
 
 def _auc_ap(labels: np.ndarray, scores: np.ndarray) -> tuple[float | None, float | None]:

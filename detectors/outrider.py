@@ -20,7 +20,13 @@ What each part buys (measured on AIT, protocol v2; figures in bench/README.md):
   alike even with no field in common), `chronic_weight` (a group firing in many buckets of
   the batch is demoted by `chronic_weight * log(buckets)`) and `cofire_sim` (a group whose
   alerts fire within `cofire_s` seconds of a shown group's alerts on the same `cofire_types`
-  values, e.g. the same host, is that event seen by another rule).
+  values, e.g. the same host, is that event seen by another rule);
+- stream context (detectors/streams.py `StreamContext`), off by default: over the (source,
+  host) streams named by `stream_types` (e.g. alert code, host), `rank` adds
+  `silence_weight` to alerts on a host in the minutes after one of its steady streams stopped,
+  and `mirror_weight` to alerts of an episode that lacked the mirror stream it nearly always
+  had (the same source on another host). Both are known only later, so they act on ranking,
+  not on `score_many`.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from detectors.ape import APEDetector
 from detectors.base import STATE_FORMAT, Detector, EventBatch, Explanation
 from detectors.context import BurstContext, RateContext
 from detectors.ranking import RankedGroups, rank_groups
+from detectors.streams import StreamContext
 
 
 class OutriderDetector(Detector):
@@ -62,10 +69,15 @@ class OutriderDetector(Detector):
         cofire_sim: float = 0.0,
         cofire_s: float = 5.0,
         cofire_types: Sequence[str] = (),
+        stream_types: Sequence[str] = (),
+        silence_weight: float = 0.0,
+        mirror_weight: float = 0.0,
         **ape_kwargs: Any,
     ) -> None:
         super().__init__(entity_types)
-        named = set(mmr_types or ()) | set(family_types) | set(cofire_types)
+        if (silence_weight or mirror_weight) and len(stream_types) != 2:
+            raise ValueError("stream_types must name a source and a host type")
+        named = set(mmr_types or ()) | set(family_types) | set(cofire_types) | set(stream_types)
         unknown = named - set(self.entity_types)
         if unknown:
             raise ValueError(f"unknown entity types {sorted(unknown)}")
@@ -79,10 +91,13 @@ class OutriderDetector(Detector):
             "burst_floor": float(burst_floor), "mmr_burst": float(mmr_burst),
             "chronic_weight": float(chronic_weight), "cofire_sim": float(cofire_sim),
             "cofire_s": float(cofire_s), "cofire_types": list(cofire_types),
+            "stream_types": list(stream_types), "silence_weight": float(silence_weight),
+            "mirror_weight": float(mirror_weight),
         }  # fmt: skip
         self.ape = APEDetector(entity_types, **ape_kwargs)
         self.context = RateContext(context_window_s)
         self.burst = BurstContext(burst_window_s)
+        self.streams = StreamContext()
         self.ape_center_ = 0.0
         self.ape_scale_ = 1.0
 
@@ -113,6 +128,12 @@ class OutriderDetector(Detector):
             if newer.any():
                 idx = np.flatnonzero(newer)
                 self.burst.observe([batch.rows[i] for i in idx], batch.times[idx])
+        if self._streams_on:
+            newer = batch.times > self.streams.clock
+            if newer.any():
+                idx = np.flatnonzero(newer)
+                keys = self.stream_keys(batch)
+                self.streams.observe([keys[i] for i in idx.tolist()], batch.times[idx])
 
     # -- scoring --------------------------------------------------------------------------
     def surprisal(self, batch: EventBatch) -> np.ndarray:
@@ -153,7 +174,27 @@ class OutriderDetector(Detector):
         if cfg["burst_weight"] != 0.0:
             s = self.burst.observe(batch.rows, batch.times, update=advance)
             score = score + cfg["burst_weight"] * np.maximum(s - cfg["burst_floor"], 0.0)
+        if self._streams_on and advance:
+            self.streams.observe(self.stream_keys(batch), batch.times)
         return score
+
+    @property
+    def _streams_on(self) -> bool:
+        return bool(self.config.get("silence_weight") or self.config.get("mirror_weight"))
+
+    def stream_keys(self, batch: EventBatch) -> list[tuple[str, str]]:
+        """Each event's (source, host) stream: its values of `stream_types`."""
+        src, host = (self.entity_types.index(t) for t in self.config["stream_types"])
+        return [(r[src], r[host]) for r in batch.rows]
+
+    def stream_boost(self, batch: EventBatch) -> np.ndarray:
+        """What the stream context adds to each alert's ranking score, as known now (events
+        the context has observed; see detectors/streams.py)."""
+        if not self._streams_on:
+            return np.zeros(len(batch))
+        after, lonely = self.streams.flags(self.stream_keys(batch), batch.times)
+        cfg = self.config
+        return cfg["silence_weight"] * after + cfg["mirror_weight"] * lonely
 
     def peek_many(self, batch: EventBatch) -> np.ndarray:
         """`score_many` without moving the time context: the burst context is read as it is,
@@ -171,6 +212,8 @@ class OutriderDetector(Detector):
         """Alert groups of a batch in the order the analyst should read them."""
         if scores is None:
             scores = self.score_many(batch)
+        if self._streams_on:
+            scores = scores + self.stream_boost(batch)
         cfg = self.config
         return rank_groups(batch.rows, batch.times, scores, lam=cfg["mmr_lambda"],
                            bucket_s=cfg["mmr_bucket_s"], similarity_key=self.similarity_key,
@@ -207,6 +250,8 @@ class OutriderDetector(Detector):
         arrays.update(carr)
         barr, bmeta = self.burst.state()
         arrays.update(barr)
+        sarr, smeta = self.streams.state()
+        arrays.update(sarr)
         meta = {
             "detector": self.name,
             "state_format": STATE_FORMAT,
@@ -215,6 +260,7 @@ class OutriderDetector(Detector):
             "ape": ape_meta,
             "context": cmeta,
             "burst": bmeta,
+            "streams": smeta,
             "ape_center": self.ape_center_,
             "ape_scale": self.ape_scale_,
         }
@@ -228,6 +274,8 @@ class OutriderDetector(Detector):
         det.context = RateContext.from_state(arrays, meta["context"])
         if "burst" in meta:  # states saved before the burst context have none
             det.burst = BurstContext.from_state(arrays, meta["burst"])
+        if "streams" in meta:  # states saved before the stream context have none
+            det.streams = StreamContext.from_state(arrays, meta["streams"])
         det.ape_center_ = float(meta["ape_center"])
         det.ape_scale_ = float(meta["ape_scale"])
         det.events_seen_ = det.ape.vocab.events_seen
