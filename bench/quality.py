@@ -83,7 +83,8 @@ def methods(dataset: str = "ait-ads") -> dict[str, Method]:
     return out
 
 
-AIT_ONLY = {"outrider-code-host", "outrider-cofire", "outrider-streams"}  # configurations that name AIT's fields
+#: configurations that name AIT's fields
+AIT_ONLY = {"outrider-code-host", "outrider-cofire", "outrider-streams"}
 
 
 def _auc_ap(labels: np.ndarray, scores: np.ndarray) -> tuple[float | None, float | None]:

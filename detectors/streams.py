@@ -89,7 +89,7 @@ class StreamContext:
         """Take events (their (source, host) and time) in time order."""
         o = self.options
         gap, silence = o["episode_gap_s"], o["silence_s"]
-        width = max(int(round(o["steady_s"] / o["bucket_s"])), 1)
+        width = max(round(o["steady_s"] / o["bucket_s"]), 1)
         for i in np.argsort(times, kind="stable").tolist():
             key, t = keys[i], float(times[i])
             self._close_due(t)
@@ -200,15 +200,14 @@ class StreamContext:
         keys = list(self.streams)
         pos = {k: i for i, k in enumerate(keys)}
         ss = [self.streams[k] for k in keys]
+        num = [[s.last, float(s.steady), s.stop_noted, s.open_a, s.open_b, float(s.episodes)]
+               for s in ss]  # fmt: skip
+        mirrored = [[i, pos[m], n] for i, s in enumerate(ss) for m, n in s.mirrored.items()]
         arrays = {
-            "streams.num": np.array(
-                [[s.last, float(s.steady), s.stop_noted, s.open_a, s.open_b, float(s.episodes)]
-                 for s in ss], np.float64).reshape(len(ss), 6),  # fmt: skip
+            "streams.num": np.array(num, np.float64).reshape(len(ss), 6),
             "streams.buckets_len": np.array([len(s.buckets) for s in ss], np.int64),
             "streams.buckets": np.array([b for s in ss for b in s.buckets], np.int64),
-            "streams.mirrored": np.array(
-                [[i, pos[m], n] for i, s in enumerate(ss) for m, n in s.mirrored.items()],
-                np.int64).reshape(-1, 3),  # fmt: skip
+            "streams.mirrored": np.array(mirrored, np.int64).reshape(-1, 3),
             "streams.recent_len": np.array([len(s.recent) for s in ss], np.int64),
             "streams.recent": np.array([ab for s in ss for ab in s.recent], np.float64).reshape(
                 -1, 2

@@ -1,0 +1,164 @@
+"""Stream context (detectors/streams.py): silenced and unmirrored streams, and the ranking they
+move in OutriderDetector."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detectors.base import EventBatch
+from detectors.outrider import OutriderDetector
+from detectors.streams import StreamContext
+
+HOUR = 3600.0
+
+
+def _beacon(host: str, start: float, end: float, every: float = 15.0):
+    times = np.arange(start, end, every)
+    return [("beacon", host)] * len(times), times
+
+
+def _observe(ctx: StreamContext, *parts: tuple[list, np.ndarray]) -> None:
+    keys = [k for p in parts for k in p[0]]
+    ctx.observe(keys, np.concatenate([p[1] for p in parts]))
+
+
+def test_event_just_after_a_steady_stream_stops_is_flagged_once_silence_is_confirmed() -> None:
+    ctx = StreamContext()
+    stop = 6 * HOUR
+    _observe(ctx, _beacon("share", 0.0, stop))  # steady for 6 h, last event just before stop
+    probe = [("svc_stop", "share"), ("svc_stop", "other-host"), ("svc_stop", "share")]
+    times = np.array([stop + 10.0, stop + 10.0, stop + 2 * HOUR])
+    ctx.observe(probe, times)
+    after, lonely = ctx.flags(probe, times)
+    assert after.tolist() == [True, False, False]  # same host, within after_s of the stop
+    assert not lonely.any()
+    # the same service stop while the beacon still runs is not flagged
+    live = StreamContext()
+    _observe(live, _beacon("share", 0.0, stop + 3 * HOUR))
+    live.observe(probe[:1], times[:1])
+    assert not live.flags(probe[:1], times[:1])[0].any()
+
+
+def test_silence_needs_the_quiet_to_be_confirmed_and_the_stream_to_have_been_steady() -> None:
+    ctx = StreamContext(silence_s=HOUR)
+    stop = 6 * HOUR
+    _observe(ctx, _beacon("share", 0.0, stop))
+    key, t = [("svc_stop", "share")], np.array([stop + 10.0])
+    ctx.observe(key, t)
+    assert not ctx.flags(key, t)[0].any()  # 10 s of quiet proves nothing yet
+    ctx.observe([("heartbeat", "elsewhere")], np.array([stop + 2 * HOUR]))  # the clock moves on
+    assert ctx.flags(key, t)[0].all()
+    sparse = StreamContext(silence_s=HOUR)  # one event every 40 min is not steady
+    _observe(sparse, _beacon("share", 0.0, stop, every=2400.0))
+    sparse.observe(key, t)
+    sparse.observe([("heartbeat", "elsewhere")], np.array([stop + 2 * HOUR]))
+    assert not sparse.flags(key, t)[0].any()
+
+
+def test_streams_stopping_together_do_not_flag_each_other() -> None:
+    ctx = StreamContext()
+    stop = 6 * HOUR
+    echo_keys = [("echo", "share")] * len(np.arange(0.0, stop + 30.0, 15.0))
+    _observe(ctx, _beacon("share", 0.0, stop), (echo_keys, np.arange(0.0, stop + 30.0, 15.0)))
+    ctx.observe([("heartbeat", "elsewhere")], np.array([stop + 2 * HOUR]))
+    last_echo = [("echo", "share")]
+    assert not ctx.flags(last_echo, np.array([stop + 15.0]))[0].any()
+
+
+def _mirrored(episodes: int, lonely_at: float | None = None):
+    """'dns-rule' fires on 'dns' and 'firewall' together, an episode every 2 h; optionally one
+    episode on the firewall alone."""
+    keys, times = [], []
+    for e in range(episodes):
+        t = e * 2 * HOUR
+        for h in ("dns", "firewall"):
+            keys += [("dns-rule", h)] * 3
+            times += [t, t + 1.0, t + 2.0]
+    if lonely_at is not None:
+        keys += [("dns-rule", "firewall")] * 4
+        times += [lonely_at + i for i in range(4)]
+    keys.append(("heartbeat", "elsewhere"))  # moves the clock past the last episode
+    times.append(max(times) + HOUR)
+    return keys, np.array(times)
+
+
+def test_episode_missing_its_usual_mirror_is_flagged() -> None:
+    lonely_at = 12 * HOUR + 600.0
+    keys, times = _mirrored(6, lonely_at)
+    ctx = StreamContext()
+    ctx.observe(keys, times)
+    probe = [("dns-rule", "firewall"), ("dns-rule", "firewall"), ("dns-rule", "dns")]
+    at = np.array([lonely_at + 1.0, 2 * HOUR, 2 * HOUR])
+    after, lonely = ctx.flags(probe, at)
+    assert lonely.tolist() == [True, False, False]
+    assert not after.any()
+
+
+def test_no_mirror_flag_without_enough_history() -> None:
+    keys, times = _mirrored(2, 4 * HOUR + 600.0)  # 2 mirrored episodes < mirror_min_episodes
+    ctx = StreamContext()
+    ctx.observe(keys, times)
+    assert not ctx.flags([("dns-rule", "firewall")], np.array([4 * HOUR + 601.0]))[1].any()
+
+
+def test_state_round_trip_gives_the_same_flags_and_continues_identically() -> None:
+    keys, times = _mirrored(6, 12 * HOUR + 600.0)
+    beacon_keys, beacon_times = _beacon("share", 0.0, 13 * HOUR)
+    ctx = StreamContext()
+    _observe(ctx, (keys, times), (beacon_keys, beacon_times))
+    back = StreamContext.from_state(*ctx.state())
+    later = [("svc_stop", "share"), ("dns-rule", "firewall"), ("heartbeat", "elsewhere")]
+    at = np.array([13 * HOUR + 5.0, 14 * HOUR, 16 * HOUR])
+    for c in (ctx, back):
+        c.observe(later, at)
+    probe = [*later, ("dns-rule", "firewall")]
+    probe_t = np.append(at, 12 * HOUR + 601.0)
+    for a, b in zip(ctx.flags(probe, probe_t), back.flags(probe, probe_t), strict=True):
+        assert a.tolist() == b.tolist()
+    assert ctx.flags(probe, probe_t)[0][0] and ctx.flags(probe, probe_t)[1][-1]
+
+
+def test_outrider_ranks_the_group_after_a_stop_first_only_with_the_stream_context() -> None:
+    types = ("code", "host")
+    stop = 6 * HOUR
+    bk, bt = _beacon("share", 0.0, stop)
+    routine = [("svc_stop", "share"), ("svc_stop", "web"), ("login", "web"), ("heartbeat", "x")] * 4
+    routine_t = np.arange(16) * 1200.0
+    warm = EventBatch(types, bk + routine, np.concatenate([bt, routine_t]))
+    test = EventBatch(
+        types,
+        [("svc_stop", "share"), ("svc_stop", "web"), ("login", "web"), ("heartbeat", "x")],
+        np.array([stop + 14.0, stop + 3 * HOUR, stop + 3 * HOUR + 1.0, stop + 4 * HOUR]),
+    )
+    ranks = {}
+    for weight in (0.0, 4.0):
+        det = OutriderDetector(types, mmr_lambda=0.0, stream_types=types, silence_weight=weight)
+        det.learn_many(warm)
+        ranked = det.rank(test, det.score_many(test))
+        ranks[weight] = ranked.keys[int(ranked.order[0])]
+    assert ranks[0.0] == ("heartbeat", "x")  # the rarest values (the share host is busy)
+    assert ranks[4.0] == ("svc_stop", "share")
+    det2 = OutriderDetector.from_state(*det.state_dict())
+    np.testing.assert_allclose(det2.stream_boost(test), det.stream_boost(test))
+
+
+def test_checkpoint_with_the_stream_context_round_trips_through_safetensors(tmp_path) -> None:
+    from detectors.checkpoint import load_checkpoint, save_checkpoint
+
+    types = ("code", "host")
+    keys, times = _mirrored(6, 12 * HOUR + 600.0)
+    bk, bt = _beacon("share", 0.0, 13 * HOUR)
+    det = OutriderDetector(types, stream_types=types, silence_weight=4.0, mirror_weight=3.0)
+    det.learn_many(EventBatch(types, keys + bk, np.concatenate([times, bt])))
+    probe = EventBatch(
+        types,
+        [("svc_stop", "share"), ("dns-rule", "firewall"), ("heartbeat", "elsewhere")],
+        np.array([13 * HOUR + 5.0, 12 * HOUR + 601.0, 16 * HOUR]),
+    )
+    _, dets, _ = load_checkpoint(save_checkpoint(tmp_path, "v1", {"kind": det}))
+    back = dets["kind"]
+    assert isinstance(back, OutriderDetector)
+    np.testing.assert_array_equal(back.score_many(probe), det.score_many(probe))
+    boost = det.stream_boost(probe)
+    np.testing.assert_array_equal(back.stream_boost(probe), boost)
+    assert boost.tolist() == [4.0, 3.0, 0.0]
