@@ -58,8 +58,17 @@ LOCAL: dict[str, Any] = {
     "time_by_group": True,
     "sink_types": ("short", "host"), "sink_min_types": 2, "pattern_weight": 1.0,
 }  # fmt: skip
+#: Stream context in the base detector (detectors/streams.py): alerts on a host just after
+#: one of its steady (code, host) streams stopped, and episodes missing their mirror host, rank
+#: higher.
+STREAMS: dict[str, Any] = {"stream_types": ("short", "host"), "silence_weight": 4.0,
+                           "mirror_weight": 3.0}  # fmt: skip
 CONFIGS: dict[str, dict[str, Any]] = {
-    "ait-local": {**AIT_CONFIG, **BURST_CONFIG, **COFIRE, **LOCAL},  # measured best, the default
+    "ait-streams": {
+        **AIT_CONFIG, **COFIRE, **LOCAL, "chronic_weight": 0.1, "mmr_burst": 0.2,
+        "base_config": {"burst_weight": 0.25, **STREAMS},
+    },  # fmt: skip
+    "ait-local": {**AIT_CONFIG, **BURST_CONFIG, **COFIRE, **LOCAL},
     "ait-burst": {**AIT_CONFIG, **BURST_CONFIG, **ENTITY_LIFT},
     "ait": AIT_CONFIG,
 }

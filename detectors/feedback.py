@@ -441,6 +441,9 @@ class FeedbackDetector(Detector):
                 sums = np.bincount(group_of, weights=t)
                 mean = sums / np.bincount(group_of, minlength=len(sums))
                 scores = scores + cfg["time_weight"] * (mean[group_of] - t)
+        boost = getattr(self.base, "stream_boost", None)  # OutriderDetector's stream context
+        if boost is not None:
+            scores = scores + boost(batch) / self.scale_  # in base-score units, as z is
         return rank_groups(
             batch.rows, batch.times, scores, lam=cfg["mmr_lambda"],
             bucket_s=cfg["mmr_bucket_s"], shown=shown, similarity_key=self.similarity_key,
