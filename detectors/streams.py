@@ -9,7 +9,8 @@ ranking reads them retrospectively, so a group rises once its flag is confirmed.
   `steady_s` before its last event) stops: no event for `silence_s`. Events on the same host
   in the `after_s` seconds after the stop are flagged: something changed on a host whose
   telemetry just went quiet (MITRE ATT&CK T1489 Service Stop, T1562 Impair Defenses: a service
-  stopped, a beacon ended, a sensor died). Other streams stopping with it are not flagged.
+  stopped, a beacon ended, a sensor died). The host's own steady streams (running around the
+  stop, or stopping with it) are background there and not flagged.
 - **mirror**: a stream whose episodes (runs of events with gaps <= `episode_gap_s`) were
   nearly always (>= `mirror_share` of at least `mirror_min_episodes`) matched within
   `mirror_within_s` seconds by the same source on another host (one DNS query seen by the DNS
@@ -80,7 +81,9 @@ class StreamContext:
         self.clock = -math.inf
         self.streams: dict[Key, _Stream] = {}
         self.by_source: dict[str, set[str]] = {}  # source -> hosts
-        self.stops: dict[str, deque[tuple[float, Key]]] = {}  # host -> (stop time, stream)
+        self.by_host: dict[str, set[str]] = {}  # host -> sources
+        # host -> (stop time, stream, the host's sources that were steady around it)
+        self.stops: dict[str, deque[tuple[float, Key, frozenset[str]]]] = {}
         self.lonely: dict[Key, deque[tuple[float, float]]] = {}  # stream -> unmirrored episodes
         self._due: list[tuple[float, Key]] = []  # (time an open episode may close, stream)
 
@@ -97,6 +100,7 @@ class StreamContext:
             if s is None:
                 s = self.streams[key] = _Stream()
                 self.by_source.setdefault(key[0], set()).add(key[1])
+                self.by_host.setdefault(key[1], set()).add(key[0])
             t = max(t, s.last)
             if s.steady and t - s.last > silence:
                 self._note_stop(key, s)
@@ -167,8 +171,14 @@ class StreamContext:
         if s.stop_noted == s.last:
             return
         s.stop_noted = s.last
+        near = s.last - self.options["bucket_s"]
+        steady = frozenset(
+            src
+            for src in self.by_host.get(key[1], ())
+            if (o := self.streams[(src, key[1])]).steady and o.last >= near
+        )
         host = self.stops.setdefault(key[1], deque(maxlen=int(self.options["keep"])))
-        host.append((s.last, key))
+        host.append((s.last, key, steady | {key[0]}))
 
     # -- flags ----------------------------------------------------------------------------
     def flags(self, keys: Sequence[Key], times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,11 +196,9 @@ class StreamContext:
         for key, rows in index.items():
             idx = np.array(rows)
             t = times[idx]
-            stops = self.stops.get(key[1], ())
-            for at, stopped in stops:
-                if stopped == key or any(k == key and abs(a - at) <= span for a, k in stops):
-                    continue  # the stream itself, or one that stopped along with it
-                after[idx] |= (t > at) & (t <= at + span)
+            for at, _, background in self.stops.get(key[1], ()):
+                if key[0] not in background:
+                    after[idx] |= (t > at) & (t <= at + span)
             for a, b in self.lonely.get(key, ()):
                 lonely[idx] |= (t >= a) & (t <= b)
         return after, lonely
@@ -203,6 +211,8 @@ class StreamContext:
         num = [[s.last, float(s.steady), s.stop_noted, s.open_a, s.open_b, float(s.episodes)]
                for s in ss]  # fmt: skip
         mirrored = [[i, pos[m], n] for i, s in enumerate(ss) for m, n in s.mirrored.items()]
+        stops = [x for d in self.stops.values() for x in d]
+        background = [[n, pos[(src, k[1])]] for n, (_, k, bg) in enumerate(stops) for src in bg]
         arrays = {
             "streams.num": np.array(num, np.float64).reshape(len(ss), 6),
             "streams.buckets_len": np.array([len(s.buckets) for s in ss], np.int64),
@@ -212,9 +222,10 @@ class StreamContext:
             "streams.recent": np.array([ab for s in ss for ab in s.recent], np.float64).reshape(
                 -1, 2
             ),
-            "streams.stops": np.array(
-                [[at, pos[k]] for d in self.stops.values() for at, k in d], np.float64
-            ).reshape(-1, 2),
+            "streams.stops": np.array([[at, pos[k]] for at, k, _ in stops], np.float64).reshape(
+                -1, 2
+            ),
+            "streams.stop_background": np.array(background, np.int64).reshape(-1, 2),
             "streams.lonely": np.array(
                 [[pos[k], a, b] for k, d in self.lonely.items() for a, b in d], np.float64
             ).reshape(-1, 3),
@@ -250,14 +261,19 @@ class StreamContext:
             s.recent.extend((float(a), float(b)) for a, b in recent[i])
             ctx.streams[key] = s
             ctx.by_source.setdefault(key[0], set()).add(key[1])
+            ctx.by_host.setdefault(key[1], set()).add(key[0])
             if not math.isnan(ob):
                 heapq.heappush(ctx._due, (ob + gap, key))
         for i, j, n in arrays["streams.mirrored"].reshape(-1, 3).tolist():
             ctx.streams[keys[i]].mirrored[keys[j]] = int(n)
         keep = int(ctx.options["keep"])
-        for at, k in arrays["streams.stops"].reshape(-1, 2).tolist():
+        background: dict[int, set[str]] = {}
+        for n, k in arrays["streams.stop_background"].reshape(-1, 2).tolist():
+            background.setdefault(int(n), set()).add(keys[int(k)][0])
+        for n, (at, k) in enumerate(arrays["streams.stops"].reshape(-1, 2).tolist()):
             key = keys[int(k)]
-            ctx.stops.setdefault(key[1], deque(maxlen=keep)).append((float(at), key))
+            bg = frozenset(background.get(n, {key[0]}))
+            ctx.stops.setdefault(key[1], deque(maxlen=keep)).append((float(at), key, bg))
         for k, a, b in arrays["streams.lonely"].reshape(-1, 3).tolist():
             ctx.lonely.setdefault(keys[int(k)], deque(maxlen=keep)).append((float(a), float(b)))
         return ctx
