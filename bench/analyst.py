@@ -14,11 +14,14 @@ group score.
 A verdict is passed to the model as up to `--alerts-per-verdict` alerts of the group (evenly
 spaced in time, first and last included): the group's pattern and when it fired.
 
-`--config ait-local` (default): burst context + burst-aware ranking in which groups firing
-within seconds of a read group on its host count as read, a malicious verdict lifting its
-host's alerts around the time it was confirmed, a benign verdict sinking its host's alerts of
-the same rule family; `--config ait-burst`: the same base, verdicts lifting the entity fields
-at any time; `--config ait`: the earliest configuration (bench/README.md, Analyst loop).
+`--config ait-streams` (default): `ait-local` plus the stream context in the base detector
+(detectors/streams.py: alerts on a host just after one of its steady streams stopped, and
+episodes missing their usual mirror host, rank higher); `--config ait-local`: burst context +
+burst-aware ranking in which groups firing within seconds of a read group on its host count
+as read, a malicious verdict lifting its host's alerts around the time it was confirmed, a
+benign verdict sinking its host's alerts of the same rule family; `--config ait-burst`: the
+same base, verdicts lifting the entity fields at any time; `--config ait`: the earliest
+configuration (bench/README.md, Analyst loop).
 """
 
 from __future__ import annotations
@@ -63,16 +66,19 @@ LOCAL: dict[str, Any] = {
 #: higher.
 STREAMS: dict[str, Any] = {"stream_types": ("short", "host"), "silence_weight": 4.0,
                            "mirror_weight": 3.0}  # fmt: skip
+#: The burst configuration with the stream context added to its base detector.
+STREAMS_BURST: dict[str, Any] = {
+    **BURST_CONFIG,
+    "base_config": {**BURST_CONFIG["base_config"], **STREAMS},
+}
 CONFIGS: dict[str, dict[str, Any]] = {
-    "ait-streams": {
-        **AIT_CONFIG, **COFIRE, **LOCAL, "chronic_weight": 0.1, "mmr_burst": 0.2,
-        "base_config": {"burst_weight": 0.25, **STREAMS},
-    },  # fmt: skip
+    # measured best, the default since 2026-12-05
+    "ait-streams": {**AIT_CONFIG, **STREAMS_BURST, **COFIRE, **LOCAL},
     "ait-local": {**AIT_CONFIG, **BURST_CONFIG, **COFIRE, **LOCAL},
     "ait-burst": {**AIT_CONFIG, **BURST_CONFIG, **ENTITY_LIFT},
     "ait": AIT_CONFIG,
 }
-DEFAULT_CONFIG = "ait-local"
+DEFAULT_CONFIG = "ait-streams"
 
 
 def _steps_seen(read: list[int], group_steps: list[set[str]]) -> tuple[int, int]:
