@@ -25,6 +25,11 @@ DNS server's. Both flags are rare on background traffic (0-4 benign groups per s
 State: per stream its last event, recent buckets, open episode, a few closed episodes and how
 often each mirror matched; the last `keep` stops per host and flagged episodes per stream.
 Events are taken in time order; one older than its stream's last event counts at that time.
+
+For a live service, `observe` also takes a reference per event and returns the references of
+earlier events whose flag it has just confirmed (`Confirmed`): the events that may still be
+flagged wait, at most `keep` per stream (and source), on the steady stream whose stop would
+flag them or on their stream's open episode (not in the saved state: a restart forgets them).
 """
 
 from __future__ import annotations
@@ -41,6 +46,17 @@ import numpy as np
 Key = tuple[str, str]  # (source, host)
 
 
+@dataclass(frozen=True, slots=True)
+class Confirmed:
+    """An event's flag, confirmed: `reason` "silence" (`stream` stopped at `at`, just before
+    the event) or "mirror" (the event's episode lacked `stream`, its usual mirror)."""
+
+    ref: Any
+    reason: str
+    stream: Key
+    at: float
+
+
 @dataclass(slots=True)
 class _Stream:
     last: float = -math.inf
@@ -52,6 +68,9 @@ class _Stream:
     episodes: int = 0  # closed episodes
     mirrored: dict[Key, int] = field(default_factory=dict)  # mirror -> episodes it matched
     recent: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=16))
+    mirror: Key | None = None  # the mirror its episodes nearly always had, once established
+    waiting: dict[str, list[Any]] = field(default_factory=dict)  # source -> refs a stop flags
+    episode_refs: list[Any] = field(default_factory=list)  # refs in its open episode
 
 
 class StreamContext:
@@ -86,13 +105,19 @@ class StreamContext:
         self.stops: dict[str, deque[tuple[float, Key, frozenset[str]]]] = {}
         self.lonely: dict[Key, deque[tuple[float, float]]] = {}  # stream -> unmirrored episodes
         self._due: list[tuple[float, Key]] = []  # (time an open episode may close, stream)
+        self.steady_on: dict[str, set[str]] = {}  # host -> its sources steady now
+        self._confirmed: list[Confirmed] = []
 
     # -- observing ------------------------------------------------------------------------
-    def observe(self, keys: Sequence[Key], times: np.ndarray) -> None:
-        """Take events (their (source, host) and time) in time order."""
+    def observe(
+        self, keys: Sequence[Key], times: np.ndarray, refs: Sequence[Any] | None = None
+    ) -> list[Confirmed]:
+        """Take events (their (source, host) and time) in time order; with `refs` (one per
+        event), return the earlier events' flags this confirms (see the module docstring)."""
         o = self.options
-        gap, silence = o["episode_gap_s"], o["silence_s"]
+        gap, silence, after = o["episode_gap_s"], o["silence_s"], o["after_s"]
         width = max(round(o["steady_s"] / o["bucket_s"]), 1)
+        keep = int(o["keep"])
         for i in np.argsort(times, kind="stable").tolist():
             key, t = keys[i], float(times[i])
             self._close_due(t)
@@ -104,6 +129,16 @@ class StreamContext:
             t = max(t, s.last)
             if s.steady and t - s.last > silence:
                 self._note_stop(key, s)
+            s.waiting.clear()  # it fired again: no stop before these
+            if refs is not None and not (s.steady and s.last >= t - o["bucket_s"]):
+                for src in self.steady_on.get(key[1], ()):  # not background here: it waits
+                    other = self.streams[(src, key[1])]  # on each steady stream just quiet
+                    if src != key[0] and t - after <= other.last < t:
+                        same = other.waiting.get(key[0])
+                        if same is None and len(other.waiting) < keep:
+                            other.waiting[key[0]] = [refs[i]]
+                        elif same is not None and len(same) < keep:
+                            same.append(refs[i])
             if math.isnan(s.open_a):
                 s.open_a = s.open_b = t
                 heapq.heappush(self._due, (t + gap, key))
@@ -113,22 +148,33 @@ class StreamContext:
                 heapq.heappush(self._due, (t + gap, key))
             else:
                 s.open_b = t
+            if refs is not None and s.mirror is not None and len(s.episode_refs) < keep:
+                s.episode_refs.append(refs[i])
             b = int(t // o["bucket_s"])
             if not s.buckets or s.buckets[-1] != b:
                 s.buckets.append(b)
             while s.buckets[0] <= b - width:
                 s.buckets.popleft()
             s.last = t
-            s.steady = len(s.buckets) >= o["steady_share"] * width
+            steady = len(s.buckets) >= o["steady_share"] * width
+            if steady != s.steady:
+                on = self.steady_on.setdefault(key[1], set())
+                (on.add if steady else on.discard)(key[0])
+            s.steady = steady
             self.clock = max(self.clock, t)
+        out, self._confirmed = self._confirmed, []
+        return out
 
-    def settle(self, now: float | None = None) -> None:
-        """Confirm what the clock (or `now`) makes known: episodes over, steady streams quiet."""
+    def settle(self, now: float | None = None) -> list[Confirmed]:
+        """Confirm what the clock (or `now`) makes known: episodes over, steady streams quiet;
+        returns the waiting events' flags this confirms."""
         now = self.clock if now is None else max(now, self.clock)
         self._close_due(now)
         for key, s in self.streams.items():
             if s.steady and now - s.last > self.options["silence_s"]:
                 self._note_stop(key, s)
+        out, self._confirmed = self._confirmed, []
+        return out
 
     def _close_due(self, now: float) -> None:
         gap = self.options["episode_gap_s"]
@@ -152,14 +198,30 @@ class StreamContext:
             for h in self.by_source.get(key[0], ())
             if h != key[1] and self._fired_within(self.streams[(key[0], h)], a - w, b + w)
         }
-        if s.episodes >= o["mirror_min_episodes"] and any(
-            n >= o["mirror_share"] * s.episodes and m not in near for m, n in s.mirrored.items()
-        ):
+        missing = [
+            m
+            for m, n in s.mirrored.items()
+            if s.episodes >= o["mirror_min_episodes"]
+            and n >= o["mirror_share"] * s.episodes
+            and m not in near
+        ]
+        if missing:
             self.lonely.setdefault(key, deque(maxlen=int(o["keep"]))).append((a, b))
+            self._confirmed += [Confirmed(r, "mirror", missing[0], a) for r in s.episode_refs]
+        s.episode_refs = []
         s.episodes += 1
         for m in near:
             s.mirrored[m] = s.mirrored.get(m, 0) + 1
         s.recent.append((a, b))
+        s.mirror = self._mirror_of(s)
+
+    def _mirror_of(self, s: _Stream) -> Key | None:
+        """The mirror the stream's episodes nearly always had, once it has enough of them."""
+        o = self.options
+        if s.episodes < o["mirror_min_episodes"]:
+            return None
+        usual = [m for m, n in s.mirrored.items() if n >= o["mirror_share"] * s.episodes]
+        return max(usual, key=lambda m: s.mirrored[m], default=None)
 
     @staticmethod
     def _fired_within(s: _Stream, lo: float, hi: float) -> bool:
@@ -179,6 +241,10 @@ class StreamContext:
         )
         host = self.stops.setdefault(key[1], deque(maxlen=int(self.options["keep"])))
         host.append((s.last, key, steady | {key[0]}))
+        self._confirmed += [
+            Confirmed(r, "silence", key, s.last) for refs in s.waiting.values() for r in refs
+        ]
+        s.waiting = {}
 
     # -- flags ----------------------------------------------------------------------------
     def flags(self, keys: Sequence[Key], times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -262,10 +328,14 @@ class StreamContext:
             ctx.streams[key] = s
             ctx.by_source.setdefault(key[0], set()).add(key[1])
             ctx.by_host.setdefault(key[1], set()).add(key[0])
+            if s.steady:
+                ctx.steady_on.setdefault(key[1], set()).add(key[0])
             if not math.isnan(ob):
                 heapq.heappush(ctx._due, (ob + gap, key))
         for i, j, n in arrays["streams.mirrored"].reshape(-1, 3).tolist():
             ctx.streams[keys[i]].mirrored[keys[j]] = int(n)
+        for s in ctx.streams.values():
+            s.mirror = ctx._mirror_of(s)
         keep = int(ctx.options["keep"])
         background: dict[int, set[str]] = {}
         for n, k in arrays["streams.stop_background"].reshape(-1, 2).tolist():

@@ -162,3 +162,28 @@ def test_checkpoint_with_the_stream_context_round_trips_through_safetensors(tmp_
     boost = det.stream_boost(probe)
     np.testing.assert_array_equal(back.stream_boost(probe), boost)
     assert boost.tolist() == [4.0, 3.0, 0.0]
+
+
+def test_live_references_confirm_the_same_events_the_flags_mark() -> None:
+    """What a live service gets back from `observe(..., refs)` (the events whose flag became
+    known) is what `flags` marks afterwards, batch by batch, for both reasons."""
+    keys, times = _mirrored(6, 12 * HOUR + 600.0)
+    bk, bt = _beacon("share", 0.0, 13 * HOUR)
+    probe = [("svc_stop", "share"), ("svc_stop", "share"), ("login", "share")]
+    probe_t = [13 * HOUR + 5.0, 13 * HOUR + 6.0, 13 * HOUR + 3 * HOUR]
+    all_keys = keys + bk + probe
+    all_t = np.concatenate([times, bt, probe_t])
+    order = np.argsort(all_t, kind="stable")
+    ctx = StreamContext()
+    confirmed = []
+    for chunk in np.array_split(order, 7):
+        confirmed += ctx.observe([all_keys[i] for i in chunk], all_t[chunk], chunk.tolist())
+    confirmed += ctx.settle()
+    after, lonely = ctx.flags(all_keys, all_t)
+    by_reason = {r: {c.ref for c in confirmed if c.reason == r} for r in ("silence", "mirror")}
+    assert by_reason["silence"] == set(np.flatnonzero(after).tolist())
+    assert by_reason["mirror"] == set(np.flatnonzero(lonely).tolist())
+    assert {all_keys[i] for i in by_reason["silence"]} == {("svc_stop", "share")}
+    assert {all_keys[i] for i in by_reason["mirror"]} == {("dns-rule", "firewall")}
+    stop = next(c for c in confirmed if c.reason == "silence")
+    assert stop.stream == ("beacon", "share") and 13 * HOUR - 15.0 <= stop.at < 13 * HOUR
