@@ -14,7 +14,9 @@ An attack step whose alerts never crossed the threshold is "missed": no reading 
 Configurations, each measured in the same run: learning at once or held back
 (`--learn-delay-s`, service/holdback.py), group ranking by score alone or diverse
 (`--group-diversity`, time-aware MMR in service/groups.py), and co-firing groups counted as
-one action or not (`--group-cofire-s`, 0 = off).
+one action or not (`--group-cofire-s`, 0 = off). Stream alerts (service/stream_stage.py: a
+host's steady stream that stopped, an episode without its usual mirror host) are raised as the
+service raises them (`--no-streams`: without them, for comparison).
 
 Then the analyst loop through the service, on the default settings: each round the simulated
 analyst of protocol v2 reads the top 5 unread groups of the group book and gives each its
@@ -45,6 +47,7 @@ from service.replay import encode_record, read_records
 from service.scoring import Scorer
 from service.settings import Settings
 from service.sources import SourceConfig
+from service.stream_stage import StreamStage
 
 FIELDS = ("name", "short", "ip", "host")
 DEFAULTS = Settings.model_fields
@@ -132,7 +135,7 @@ def simulate_analyst(
 def run_scenario(
     path: Path, detector: str, delays: list[float], lambdas: list[float], percentile: float,
     default: tuple[float, float, float, float], cofires: list[float],
-    time_weights: list[float],
+    time_weights: list[float], streams: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     rows = sorted(read_records(path), key=lambda r: float(r["time"]))
     attack_start = next(float(r["time"]) for r in rows if r["time_label"] != "false_positive")
@@ -171,19 +174,25 @@ def run_scenario(
             verdict_sink_min_fields=DEFAULTS["verdict_sink_min_fields"].default,
         )  # fmt: skip
         model = ModelRef(name=detector, version="bench")
+        stage = StreamStage(config, scorer.explain_events) if streams else None
         books = {(lam, c): GroupBook(mmr_lambda=lam, rerank_s=0, cofire_s=c)
                  for lam in ([default[1]] if analyst else lambdas)
                  for c in ([default[2]] if analyst else cofires)}  # fmt: skip
-        raised = on_attack = 0
+        raised = on_attack = stream_alerts = 0
         for i in range(0, len(records), 2000):
             events, _ = decoder.decode_many(records[i : i + 2000])
-            for part in scorer.score(events):
-                for alert in build_alerts(part, model):
-                    if alert["event_time"] >= attack_start:
-                        raised += 1
-                        on_attack += rows[alert["origin"]["offset"]]["event_label"] != "-"
-                        for book in books.values():
-                            book.add(dict(alert))
+            scored = scorer.score(events)
+            alerts = [a for part in scored for a in build_alerts(part, model)]
+            if stage is not None:
+                found = stage.process(scored, model)
+                stream_alerts += sum(a["event_time"] >= attack_start for a in found)
+                alerts += found
+            for alert in alerts:
+                if alert["event_time"] >= attack_start:
+                    raised += 1
+                    on_attack += rows[alert["origin"]["offset"]]["event_label"] != "-"
+                    for book in books.values():
+                        book.add(dict(alert))
         seconds = time.perf_counter() - t0
         if analyst:
             learn = analyst == "feedback"
@@ -199,7 +208,7 @@ def run_scenario(
                 "learn_delay_s": delay, "group_diversity": lam, "group_cofire_s": cofire,
                 "all": n_all, "all_1": n_all1,
                 "missed_steps": missed, "alerts": raised, "alert_groups": len(book.groups),
-                "alerts_on_attack_events": on_attack,
+                "alerts_on_attack_events": on_attack, "stream_alerts": stream_alerts,
                 "seconds": round(seconds, 1),
             })  # fmt: skip
     return out
@@ -216,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                     default=[0.0, DEFAULTS["group_cofire_s"].default])  # fmt: skip
     ap.add_argument("--verdict-time-weight", type=float, nargs="+", default=[0.0],
                     help="analyst loop also at these (the default always runs)")  # fmt: skip
+    ap.add_argument("--no-streams", action="store_true", help="no stream alerts (to compare)")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = ap.parse_args(argv)
     files = sorted((args.data / "ait-ads").glob("*_alerts.csv*"))
@@ -233,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         time_weights = sorted({*args.verdict_time_weight, default[3]})
         res = run_scenario(f, args.detector, args.learn_delay_s, args.group_diversity,
                            args.alert_percentile, default, args.group_cofire_s,
-                           time_weights)  # fmt: skip
+                           time_weights, streams=not args.no_streams)  # fmt: skip
         results.append(res)
         if not args.json:
             for c in res["configs"]:

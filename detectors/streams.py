@@ -107,6 +107,7 @@ class StreamContext:
         self._due: list[tuple[float, Key]] = []  # (time an open episode may close, stream)
         self.steady_on: dict[str, set[str]] = {}  # host -> its sources steady now
         self._confirmed: list[Confirmed] = []
+        self._holding: set[Key] = set()  # streams holding waiting references
 
     # -- observing ------------------------------------------------------------------------
     def observe(
@@ -137,6 +138,7 @@ class StreamContext:
                         same = other.waiting.get(key[0])
                         if same is None and len(other.waiting) < keep:
                             other.waiting[key[0]] = [refs[i]]
+                            self._holding.add((src, key[1]))
                         elif same is not None and len(same) < keep:
                             same.append(refs[i])
             if math.isnan(s.open_a):
@@ -150,6 +152,7 @@ class StreamContext:
                 s.open_b = t
             if refs is not None and s.mirror is not None and len(s.episode_refs) < keep:
                 s.episode_refs.append(refs[i])
+                self._holding.add(key)
             b = int(t // o["bucket_s"])
             if not s.buckets or s.buckets[-1] != b:
                 s.buckets.append(b)
@@ -175,6 +178,19 @@ class StreamContext:
                 self._note_stop(key, s)
         out, self._confirmed = self._confirmed, []
         return out
+
+    def held_refs(self) -> set[Any]:
+        """The references still waiting for a flag (the caller keeps what it needs of those
+        events, and may forget every other)."""
+        held: set[Any] = set()
+        for key in list(self._holding):
+            s = self.streams[key]
+            if not s.waiting and not s.episode_refs:
+                self._holding.discard(key)
+            for refs in s.waiting.values():
+                held.update(refs)
+            held.update(s.episode_refs)
+        return held
 
     def _close_due(self, now: float) -> None:
         gap = self.options["episode_gap_s"]

@@ -45,6 +45,7 @@ from service.outputs import build_alerts, score_records
 from service.session_stage import SessionStage
 from service.sessions import SessionSpec
 from service.settings import Settings
+from service.stream_stage import StreamStage
 from service.triage import TriageServer
 from service.triage_wiring import AnalystFeed, start_triage
 from service.views import AlertViews, traceparent
@@ -103,6 +104,11 @@ class Pipeline:
             )
             if settings.session_key_field
             else None
+        )
+        # streams of the kinds that declare them (`streams = [source, host]`): a host's
+        # steady stream that stopped, an episode without its usual mirror -> stream alerts
+        self.streams = StreamStage(
+            self.scorer.config, lambda kind, evs: self.scorer.explain_events(kind, evs)
         )
         self.views = AlertViews(
             settings.alerts_topic,
@@ -275,6 +281,12 @@ class Pipeline:
                     io.send(s.scores_topic, value)
         if self.sessions is not None:  # sessions that closed unusual become session alerts
             alerts.extend(self.sessions.process(events, model))
+        if self.streams.fields:  # events whose stream context was confirmed: stream alerts
+            found = self.streams.process(scored, model)
+            for alert in found:
+                m.stream_alerts.labels(alert["kind"], alert["attributes"]["stream_context"]
+                                       ["reason"]).inc()  # fmt: skip
+            alerts.extend(found)
         self.groups.add_many(alerts)  # fold into groups, then stamp each with its rank now
         ranks = {gid: self.groups.rank_of(gid) for gid in {a["group_id"] for a in alerts}}
         for alert in alerts:

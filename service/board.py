@@ -47,7 +47,7 @@ class AlertBoard:
                 f"{i:>3} {g.severity:<8} {g.percentile:6.2f} {g.top_score:7.2f} {g.count:>6}  "
                 f"[{g.kind}] {_fit(pattern, width - 40)}"
             )
-            lines.append(f"{'':>35}why: {_fit(g.why, width - 40)}")
+            lines.append(f"{'':>35}why: {_fit(g.reason, width - 40)}")
         return "\n".join(lines)
 
 

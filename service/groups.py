@@ -60,6 +60,10 @@ class GroupState:
     fired: array = field(default_factory=lambda: array("q"))
     model_score: float | None = None  # the pattern's score under the newest fine-tune
     verdict_note: str = ""  # what the verdicts did to its score, for the analyst
+    # a stream alert's finding (service/stream_stage.py): how far it lifts the group among
+    # the unread ones (in standard deviations of their scores) and what it says
+    stream_lift: float = 0.0
+    stream_note: str = ""
 
     def fired_at(self, most: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """When its alerts fired: seconds, sorted, and how many alerts in each; with `most`,
@@ -70,6 +74,12 @@ class GroupState:
         if most is not None and len(order) > most:
             order = order[np.unique(np.linspace(0, len(order) - 1, most).round().astype(int))]
         return seconds[order], fired[order]
+
+    @property
+    def reason(self) -> str:
+        """Why the group is here, for the analyst: a stream finding first, then the model's
+        explanation of its top alert."""
+        return "; ".join(p for p in (self.stream_note, self.why) if p)
 
     @property
     def ranking_score(self) -> float:
@@ -200,6 +210,10 @@ class GroupBook:
                 top = max(top, score)
                 pct = max(pct, alert["percentile"])
         g.top_score, g.why, g.percentile = top, why, pct
+        for alert in group:
+            found = (alert.get("attributes") or {}).get("stream_context")
+            if found and found.get("lift", 0.0) >= g.stream_lift:
+                g.stream_lift, g.stream_note = float(found["lift"]), str(found["note"])
         worst = max(_SEVERITY_RANK[a["severity"]] for a in group)
         if worst > _SEVERITY_RANK[g.severity]:
             g.severity = _SEVERITY_NAME[worst]
@@ -262,8 +276,14 @@ class GroupBook:
         score; benign verdicts last."""
         benign = ("benign_positive", "false_positive")
 
+        # a stream finding lifts a group by its lift x the spread of the groups' scores
+        spread = float(np.std([g.ranking_score for g in self.groups.values()])) or 1.0
+
+        def score(g: GroupState) -> float:
+            return g.ranking_score + g.stream_lift * spread
+
         def order_key(g: GroupState) -> tuple:
-            return (-g.ranking_score, -g.count, g.group_id)
+            return (-score(g), -g.count, g.group_id)
 
         read = sorted((g for g in self.groups.values() if g.verdict and g.verdict not in benign),
                       key=order_key)  # fmt: skip
@@ -282,7 +302,7 @@ class GroupBook:
             keys = [k + [f"\x00{g.group_id}{i}" for i in range(width - len(k))]
                     for k, g in zip(keys, cand, strict=True)]  # fmt: skip
             order = mmr_order(
-                np.array([g.ranking_score for g in cand]), keys,
+                np.array([score(g) for g in cand]), keys,
                 [set(g.buckets) for g in cand], lam=self.mmr_lambda, shown=range(len(read)),
                 **self._cofire(cand),
             )  # fmt: skip

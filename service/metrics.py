@@ -49,6 +49,14 @@ class Metrics:
         self.alerts = Counter(
             "outrider_alerts_total", "Alerts published.", ["kind", "severity"], registry=r
         )
+        # Stream alerts (service/stream_stage.py) by kind and reason (silence: a host's steady
+        # stream stopped just before; mirror: an episode without its usual mirror host).
+        self.stream_alerts = Counter(
+            "outrider_stream_alerts_total",
+            "Stream alerts raised (also counted in outrider_alerts_total).",
+            ["kind", "reason"],
+            registry=r,
+        )
         # Alert-flood scores kept out of the percentile sample (an alert episode's alerts
         # past the calibration's flood cap): rising = one pattern is alerting in bulk now.
         self.calibration_flood_scores = Counter(

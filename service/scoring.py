@@ -288,6 +288,23 @@ class Scorer:
                 )
         return out
 
+    def explain_events(self, kind: str, events: Sequence[DecodedEvent]) -> ScoredKind:
+        """The kind's explanations of events scored earlier, as a ScoredKind with no scores
+        (the stream stage fills them in): what the model says about them now, and what it
+        knew (for the alerts' confidence)."""
+        det, cal = self._for_kind(kind)
+        batch = EventBatch(
+            det.entity_types,
+            list(map(_ROW, events)),
+            np.fromiter(map(_TIME, events), np.float64, len(events)),
+        )
+        n = len(events)
+        return ScoredKind(
+            kind, list(events), np.zeros(n), np.zeros(n), np.ones(n, dtype=bool),
+            explain(det, batch, list(range(n))), det.events_seen_, cal.seen,
+            self.calibration_min_samples,
+        )  # fmt: skip
+
     def _sources(self, events: Sequence[DecodedEvent]) -> np.ndarray:
         """Per event, a small int naming its topic partition: held-back learning keeps a
         clock per partition (service/holdback.py)."""

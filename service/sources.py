@@ -29,12 +29,20 @@ class KindSpec(BaseModel):
     alert_percentile: float | None = Field(
         default=None, ge=0, le=100, description="this kind's alert threshold; None = global"
     )
+    streams: tuple[str, str] | None = Field(
+        default=None,
+        description="(source, host) entity types whose pairs are watched as streams: "
+        "silenced steady streams and lost mirrors raise stream alerts (service/stream_stage.py)",
+    )
 
     @model_validator(mode="after")
     def _optional_are_entities(self) -> KindSpec:
         unknown = self.optional - set(self.entities)
         if unknown:
             raise ValueError(f"optional types {sorted(unknown)} are not among the entities")
+        pair = self.streams
+        if pair is not None and (set(pair) - set(self.entities) or pair[0] == pair[1]):
+            raise ValueError(f"streams {list(pair)} must be two different entity types of the kind")
         return self
 
 

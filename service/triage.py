@@ -105,7 +105,7 @@ def group_row(group: Any, verdict: str | None = None, ask: bool = False) -> dict
         "top_score": group.top_score,
         "count": group.count,
         "entities": dict(group.entities),
-        "why": group.why,
+        "why": group.reason,
         "verdict_note": getattr(group, "verdict_note", ""),
         "first_seen": group.first_seen,
         "last_seen": group.last_seen,

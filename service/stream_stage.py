@@ -1,0 +1,133 @@
+"""Stream alerts: a kind's (source, host) streams watched for silence and lost mirrors.
+
+Per-event rarity cannot see that a host's steady stream just went quiet (a service stopped, a
+beacon ended) or that an alert fired on one host without the host that always sees it too
+(traffic took another path): both are properties of whole streams, known only some time after
+the event (detectors/streams.py). For a kind that declares `streams = [source, host]`, every
+scored event is watched; the events whose flag is later confirmed (an event on a host just
+after one of its steady streams stopped; the events of an episode that lacked its mirror)
+become *stream alerts*: the event's own alert fields and explanation, its own alert id (the
+event's origin and the reason), a `stream_context` attribute saying what happened, and a lift
+of its group in the analysts' ranking. On AIT this is what brought the DNS exfiltration's
+service stop (santos) and the DNS scan (shaw) up (bench/README.md).
+
+Waiting events live in memory only (at most `keep` per stream and source in the context): a
+restart forgets them and the streams' recent history, which then rebuilds from traffic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from detectors.streams import Confirmed, StreamContext
+from schemas import ModelRef
+from service.decode import DecodedEvent
+from service.outputs import alert_id, build_alerts
+from service.scoring import ScoredKind
+from service.sources import SourceConfig
+
+#: How far a stream alert lifts its group among the unread ones, in standard deviations of
+#: the groups' ranking scores (the library's weights 4 and 3 on AIT, over a spread of ~2.2:
+#: bench/README.md, "Stream context").
+STREAM_LIFT = {"silence": 1.8, "mirror": 1.4}
+#: A stream alert's severity: a finding about a host's streams, not a calibrated score.
+STREAM_SEVERITY = "medium"
+
+Waiting = tuple[DecodedEvent, float, float]  # the event, its score, its percentile
+
+
+class StreamStage:
+    """Watch every scored event of the kinds with `streams`; alert on confirmed flags."""
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        explain: Callable[[str, Sequence[DecodedEvent]], ScoredKind],
+        context: Callable[[], StreamContext] = StreamContext,
+    ) -> None:
+        self.fields: dict[str, tuple[int, int]] = {
+            kind: (spec.entities.index(spec.streams[0]), spec.entities.index(spec.streams[1]))
+            for kind, spec in config.kinds.items()
+            if spec.streams is not None
+        }
+        self.explain = explain
+        self._new_context = context
+        self.contexts: dict[str, StreamContext] = {}
+        self.waiting: dict[str, dict[int, Waiting]] = {}
+        self._next_ref = 0
+
+    def process(self, scored: Sequence[ScoredKind], model: ModelRef) -> list[dict[str, Any]]:
+        """Feed a batch's scored kinds; returns the stream alerts its events confirmed."""
+        alerts: list[dict[str, Any]] = []
+        for part in scored:
+            if part.kind in self.fields and part.events:
+                alerts += self._alerts(part.kind, self._watch(part), model)
+        return alerts
+
+    def _watch(self, part: ScoredKind) -> list[tuple[Confirmed, Waiting]]:
+        """Observe a kind's scored events; keep the ones still waiting for a flag, return the
+        ones (of this batch or earlier) whose flag this batch confirmed."""
+        src, host = self.fields[part.kind]
+        ctx = self.contexts.get(part.kind)
+        if ctx is None:
+            ctx = self.contexts[part.kind] = self._new_context()
+        held = self.waiting.get(part.kind, {})
+        base, n = self._next_ref, len(part.events)
+        self._next_ref += n
+        rows = [ev.row for ev in part.events]
+        times = np.fromiter((ev.event.time for ev in part.events), np.float64, n)
+        confirmed = ctx.observe([(r[src], r[host]) for r in rows], times, range(base, base + n))
+        scores, pcts = part.scores.tolist(), part.percentiles.tolist()
+        live = ctx.held_refs()
+        here = {}  # this batch's events that matter: confirmed already, or still waiting
+        for ref in [c.ref for c in confirmed] + sorted(live):
+            if ref >= base:
+                i = ref - base
+                here[ref] = (part.events[i], scores[i], pcts[i])
+        known = {**held, **here}
+        self.waiting[part.kind] = {r: known[r] for r in live if r in known}
+        return [(c, known[c.ref]) for c in confirmed if c.ref in known]
+
+    def _alerts(
+        self, kind: str, found: list[tuple[Confirmed, Waiting]], model: ModelRef
+    ) -> list[dict[str, Any]]:
+        if not found:
+            return []
+        events = [m[0] for _, m in found]
+        part = self.explain(kind, events)  # explanations and what the model knew, now
+        part.scores = np.array([m[1] for _, m in found], np.float64)
+        part.percentiles = np.nan_to_num(np.array([m[2] for _, m in found], np.float64))
+        by_origin = {
+            (ev.record.topic, ev.record.partition, ev.record.offset): c
+            for (c, _), ev in zip(found, events, strict=True)
+        }
+        out = []
+        for alert in build_alerts(part, model):
+            o = alert["origin"]
+            c = by_origin[(o["topic"], o["partition"], o["offset"])]
+            alert["alert_id"] = alert_id(
+                o["topic"], o["partition"], o["offset"], f"{model.version}\x1fstream:{c.reason}"
+            )
+            alert["severity"] = STREAM_SEVERITY
+            alert["detected_at"] = time.time()
+            alert["attributes"]["stream_context"] = stream_context(c, alert["event_time"])
+            out.append(alert)
+        return out
+
+
+def stream_context(c: Confirmed, event_time: float) -> dict[str, Any]:
+    """What a stream alert says happened, for the analyst and the group book."""
+    source, host = c.stream
+    if c.reason == "silence":
+        note = (
+            f"{host}'s steady {source} stream stopped "
+            f"{max(event_time - c.at, 0.0):.0f} s before this"
+        )
+    else:
+        note = f"fired without its usual mirror: {source} on {host}"
+    return {"reason": c.reason, "source": source, "host": host, "at": c.at,
+            "lift": STREAM_LIFT[c.reason], "note": note}  # fmt: skip
