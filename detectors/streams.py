@@ -165,6 +165,11 @@ class StreamContext:
                 (on.add if steady else on.discard)(key[0])
             s.steady = steady
             self.clock = max(self.clock, t)
+        if refs is not None:  # quiet long enough now: the streams events wait on
+            for key in list(self._holding):
+                s = self.streams[key]
+                if s.waiting and s.steady and self.clock - s.last > silence:
+                    self._note_stop(key, s)
         out, self._confirmed = self._confirmed, []
         return out
 

@@ -6,10 +6,11 @@ beacon ended) or that an alert fired on one host without the host that always se
 the event (detectors/streams.py). For a kind that declares `streams = [source, host]`, every
 scored event is watched; the events whose flag is later confirmed (an event on a host just
 after one of its steady streams stopped; the events of an episode that lacked its mirror)
-become *stream alerts*: the event's own alert fields and explanation, its own alert id (the
-event's origin and the reason), a `stream_context` attribute saying what happened, and a lift
-of its group in the analysts' ranking. On AIT this is what brought the DNS exfiltration's
-service stop (santos) and the DNS scan (shaw) up (bench/README.md).
+become *stream alerts*, one per pattern and finding: the event's own alert fields and
+explanation, its own alert id (the event's origin and the reason), a `stream_context`
+attribute saying what happened, and a lift of its group in the analysts' ranking. On AIT
+this is what brought the DNS exfiltration's service stop (santos) and the DNS scan (shaw) up
+(bench/README.md).
 
 Waiting events live in memory only (at most `keep` per stream and source in the context): a
 restart forgets them and the streams' recent history, which then rebuilds from traffic.
@@ -95,6 +96,12 @@ class StreamStage:
     def _alerts(
         self, kind: str, found: list[tuple[Confirmed, Waiting]], model: ModelRef
     ) -> list[dict[str, Any]]:
+        # one alert per pattern and finding: a stop or a lonely episode flags up to `keep`
+        # events of a pattern, and the analyst needs the finding, not each repetition
+        first: dict[tuple, tuple[Confirmed, Waiting]] = {}
+        for c, m in found:
+            first.setdefault((c.reason, c.stream, c.at, m[0].row), (c, m))
+        found = list(first.values())
         if not found:
             return []
         events = [m[0] for _, m in found]

@@ -1,0 +1,91 @@
+"""Stream alerts through the service's own classes: decode -> score -> stream stage -> group
+book (service/stream_stage.py), on ids_alert events, whose kind declares its streams."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from schemas import Alert, ModelRef
+from service.decode import DecodedEvent, Decoder
+from service.groups import GroupBook
+from service.outputs import build_alerts
+from service.scoring import Scorer
+from service.sources import KindSpec, SourceConfig
+from service.stream_stage import StreamStage
+from tests.conftest import records_of
+
+CONFIG = SourceConfig.load()
+MODEL = ModelRef(name="frequency", version="v1")
+HOUR = 3600.0
+
+
+def _events(rows: list[tuple[float, str, str]], decoder: Decoder) -> list[DecodedEvent]:
+    values = [
+        orjson.dumps({"kind": "ids_alert", "time": t,
+                      "entities": {"name": f"{code} alert", "short": code, "ip": f"ip-{host}",
+                                   "host": host}})
+        for t, code, host in rows
+    ]  # fmt: skip
+    ok, dead = decoder.decode_many(records_of(values))
+    assert not dead
+    return ok
+
+
+def _traffic() -> list[tuple[float, str, str]]:
+    """8 h: a beacon on 'share' every 20 s until 6 h; routine alerts on 'web' and 'share'
+    (a service stop on 'share' at hour 2, the same on 'web' hourly), odd ones on other hosts
+    every half hour; after the beacon stops, a service stop on 'share' 14 s later."""
+    rows = [(t, "beacon", "share") for t in range(0, int(6 * HOUR), 20)]
+    rows += [(t + 5.0, "login", "web") for t in range(0, int(8 * HOUR), 60)]
+    rows += [(h * HOUR + 7.0, "svc-stop", "web") for h in range(8)]
+    rows += [(2 * HOUR + 9.0, "svc-stop", "share"), (6 * HOUR - 20 + 14.0, "svc-stop", "share")]
+    rows += [(k * HOUR / 2 + 33.0, f"odd-{k % 5}", f"host-{k % 3}") for k in range(1, 16)]
+    return sorted(rows)
+
+
+def _run(stage: StreamStage | None, scorer: Scorer, decoder: Decoder, book: GroupBook):
+    alerts, stream_alerts = [], []
+    rows = _traffic()
+    for i in range(0, len(rows), 500):
+        scored = scorer.score(_events(rows[i : i + 500], decoder))
+        batch = [a for part in scored for a in build_alerts(part, MODEL)]
+        if stage is not None:
+            found = stage.process(scored, MODEL)
+            stream_alerts += found
+            batch += found
+        book.add_many(batch)
+        alerts += batch
+    return alerts, stream_alerts
+
+
+def test_a_service_stop_right_after_a_beacon_ends_becomes_a_stream_alert() -> None:
+    scorer = Scorer(CONFIG, calibration_window=5000, calibration_min_samples=200)
+    decoder = Decoder(CONFIG, 1 << 16)
+    stage = StreamStage(CONFIG, scorer.explain_events)
+    book = GroupBook(rerank_s=0)
+    alerts, stream_alerts = _run(stage, scorer, decoder, book)
+    assert len(stream_alerts) == 1
+    found = stream_alerts[0]
+    Alert.model_validate_json(orjson.dumps(found))  # the wire schema, as every alert
+    ctx = found["attributes"]["stream_context"]
+    assert found["entities"]["short"] == "svc-stop" and found["entities"]["host"] == "share"
+    assert found["event_time"] == 6 * HOUR - 6.0
+    assert (ctx["reason"], ctx["source"], ctx["host"]) == ("silence", "beacon", "share")
+    assert ctx["at"] == 6 * HOUR - 20 and "stopped 14 s before" in ctx["note"]
+    # its own id: not the id of an alert the model raised on the same event
+    assert found["alert_id"] not in {a["alert_id"] for a in alerts if a is not found}
+    group = book.resolve(found["alert_id"])
+    assert group is not None and group.reason.startswith("share's steady beacon stream")
+    lifted = book.ranked().index(group)
+    group.stream_lift, book._dirty = 0.0, True
+    assert lifted < book.ranked().index(group)  # the finding lifts it in the analysts' list
+    # the earlier service stop on 'share' (beacon still running) raised none
+    assert all(a["event_time"] != 2 * HOUR + 9.0 for a in stream_alerts)
+
+
+def test_a_kind_names_two_of_its_own_entity_types_as_streams() -> None:
+    KindSpec(entities=("a", "b"), streams=("a", "b"))
+    for bad in (("a", "c"), ("a", "a")):
+        with pytest.raises(ValueError, match="streams"):
+            KindSpec(entities=("a", "b"), streams=bad)
