@@ -117,23 +117,28 @@ class StreamContext:
         event), return the earlier events' flags this confirms (see the module docstring)."""
         o = self.options
         gap, silence, after = o["episode_gap_s"], o["silence_s"], o["after_s"]
-        width = max(round(o["steady_s"] / o["bucket_s"]), 1)
-        keep = int(o["keep"])
-        for i in np.argsort(times, kind="stable").tolist():
-            key, t = keys[i], float(times[i])
-            self._close_due(t)
-            s = self.streams.get(key)
+        bucket_s, width = o["bucket_s"], max(round(o["steady_s"] / o["bucket_s"]), 1)
+        steady_n, keep = o["steady_share"] * width, int(o["keep"])
+        streams, due, nan = self.streams, self._due, math.isnan
+        tl = np.asarray(times, np.float64).tolist()
+        for i in np.argsort(times, kind="stable").tolist():  # a hot loop: kept flat
+            key, t = keys[i], tl[i]
+            if due and due[0][0] < t:
+                self._close_due(t)
+            s = streams.get(key)
             if s is None:
-                s = self.streams[key] = _Stream()
+                s = streams[key] = _Stream()
                 self.by_source.setdefault(key[0], set()).add(key[1])
                 self.by_host.setdefault(key[1], set()).add(key[0])
-            t = max(t, s.last)
+            if t < s.last:
+                t = s.last
             if s.steady and t - s.last > silence:
                 self._note_stop(key, s)
-            s.waiting.clear()  # it fired again: no stop before these
-            if refs is not None and not (s.steady and s.last >= t - o["bucket_s"]):
+            if s.waiting:
+                s.waiting = {}  # it fired again: no stop before these
+            if refs is not None and not (s.steady and s.last >= t - bucket_s):
                 for src in self.steady_on.get(key[1], ()):  # not background here: it waits
-                    other = self.streams[(src, key[1])]  # on each steady stream just quiet
+                    other = streams[(src, key[1])]  # on each steady stream just quiet
                     if src != key[0] and t - after <= other.last < t:
                         same = other.waiting.get(key[0])
                         if same is None and len(other.waiting) < keep:
@@ -141,30 +146,30 @@ class StreamContext:
                             self._holding.add((src, key[1]))
                         elif same is not None and len(same) < keep:
                             same.append(refs[i])
-            if math.isnan(s.open_a):
-                s.open_a = s.open_b = t
-                heapq.heappush(self._due, (t + gap, key))
-            elif t - s.open_b > gap:
-                self._close(key, s)
-                s.open_a = s.open_b = t
-                heapq.heappush(self._due, (t + gap, key))
-            else:
+            if t - s.open_b <= gap:  # False while no episode is open (nan)
                 s.open_b = t
+            else:
+                if not nan(s.open_a):
+                    self._close(key, s)
+                s.open_a = s.open_b = t
+                heapq.heappush(due, (t + gap, key))
             if refs is not None and s.mirror is not None and len(s.episode_refs) < keep:
                 s.episode_refs.append(refs[i])
                 self._holding.add(key)
-            b = int(t // o["bucket_s"])
-            if not s.buckets or s.buckets[-1] != b:
-                s.buckets.append(b)
-            while s.buckets[0] <= b - width:
-                s.buckets.popleft()
             s.last = t
-            steady = len(s.buckets) >= o["steady_share"] * width
-            if steady != s.steady:
-                on = self.steady_on.setdefault(key[1], set())
-                (on.add if steady else on.discard)(key[0])
-            s.steady = steady
-            self.clock = max(self.clock, t)
+            b = int(t // bucket_s)
+            bk = s.buckets
+            if not bk or bk[-1] != b:
+                bk.append(b)
+                while bk[0] <= b - width:
+                    bk.popleft()
+                steady = len(bk) >= steady_n
+                if steady != s.steady:
+                    on = self.steady_on.setdefault(key[1], set())
+                    (on.add if steady else on.discard)(key[0])
+                    s.steady = steady
+        if tl:
+            self.clock = max(self.clock, max(tl))
         if refs is not None:  # quiet long enough now: the streams events wait on
             for key in list(self._holding):
                 s = self.streams[key]
