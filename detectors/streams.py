@@ -25,6 +25,8 @@ DNS server's. Both flags are rare on background traffic (0-4 benign groups per s
 State: per stream its last event, recent buckets, open episode, a few closed episodes and how
 often each mirror matched; the last `keep` stops per host and flagged episodes per stream.
 Events are taken in time order; one older than its stream's last event counts at that time.
+Where events of different streams arrive out of order (partitions read up to a window apart),
+`lateness_s` delays every decision that waits for other streams' events by that much.
 
 For a live service, `observe` also takes a reference per event and returns the references of
 earlier events whose flag it has just confirmed (`Confirmed`): the events that may still be
@@ -88,6 +90,7 @@ class StreamContext:
         mirror_min_episodes: int = 4,
         mirror_share: float = 0.9,
         keep: int = 64,
+        lateness_s: float = 0.0,
     ) -> None:
         self.options: dict[str, float] = {
             "silence_s": float(silence_s), "steady_s": float(steady_s),
@@ -96,6 +99,7 @@ class StreamContext:
             "mirror_within_s": float(mirror_within_s),
             "mirror_min_episodes": int(mirror_min_episodes),
             "mirror_share": float(mirror_share), "keep": int(keep),
+            "lateness_s": float(lateness_s),
         }  # fmt: skip
         self.clock = -math.inf
         self.streams: dict[Key, _Stream] = {}
@@ -119,6 +123,7 @@ class StreamContext:
         gap, silence, after = o["episode_gap_s"], o["silence_s"], o["after_s"]
         bucket_s, width = o["bucket_s"], max(round(o["steady_s"] / o["bucket_s"]), 1)
         steady_n, keep = o["steady_share"] * width, int(o["keep"])
+        late = o.get("lateness_s", 0.0)
         streams, due, nan = self.streams, self._due, math.isnan
         tl = np.asarray(times, np.float64).tolist()
         for i in np.argsort(times, kind="stable").tolist():  # a hot loop: kept flat
@@ -152,7 +157,7 @@ class StreamContext:
                 if not nan(s.open_a):
                     self._close(key, s)
                 s.open_a = s.open_b = t
-                heapq.heappush(due, (t + gap, key))
+                heapq.heappush(due, (t + gap + late, key))
             if refs is not None and s.mirror is not None and len(s.episode_refs) < keep:
                 s.episode_refs.append(refs[i])
                 self._holding.add(key)
@@ -173,7 +178,7 @@ class StreamContext:
         if refs is not None:  # quiet long enough now: the streams events wait on
             for key in list(self._holding):
                 s = self.streams[key]
-                if s.waiting and s.steady and self.clock - s.last > silence:
+                if s.waiting and s.steady and self.clock - s.last > silence + late:
                     self._note_stop(key, s)
         out, self._confirmed = self._confirmed, []
         return out
@@ -182,9 +187,10 @@ class StreamContext:
         """Confirm what the clock (or `now`) makes known: episodes over, steady streams quiet;
         returns the waiting events' flags this confirms."""
         now = self.clock if now is None else max(now, self.clock)
+        late = self.options.get("lateness_s", 0.0)
         self._close_due(now)
         for key, s in self.streams.items():
-            if s.steady and now - s.last > self.options["silence_s"]:
+            if s.steady and now - s.last > self.options["silence_s"] + late:
                 self._note_stop(key, s)
         out, self._confirmed = self._confirmed, []
         return out
@@ -203,7 +209,7 @@ class StreamContext:
         return held
 
     def _close_due(self, now: float) -> None:
-        gap = self.options["episode_gap_s"]
+        gap = self.options["episode_gap_s"] + self.options.get("lateness_s", 0.0)
         while self._due and self._due[0][0] < now:
             _, key = heapq.heappop(self._due)
             s = self.streams[key]
@@ -345,7 +351,7 @@ class StreamContext:
             if len(keys)
             else []
         )
-        gap = ctx.options["episode_gap_s"]
+        gap = ctx.options["episode_gap_s"] + ctx.options.get("lateness_s", 0.0)
         for i, key in enumerate(keys):
             last, steady, noted, oa, ob, eps = num[i].tolist()
             s = _Stream(last=last, steady=bool(steady), stop_noted=noted, open_a=oa, open_b=ob,

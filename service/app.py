@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from detectors.checkpoint import CheckpointError
+from detectors.streams import StreamContext
 from schemas import DeadLetter, ModelRef
 from service.analyst_loop import AnalystLoop
 from service.control import ControlIntake
@@ -107,8 +108,12 @@ class Pipeline:
         )
         # streams of the kinds that declare them (`streams = [source, host]`): a host's
         # steady stream that stopped, an episode without its usual mirror -> stream alerts
+        # (partitions are read up to `align_partitions_s` apart: decisions that wait for other
+        # streams' events wait that much longer)
         self.streams = StreamStage(
-            self.scorer.config, lambda kind, evs: self.scorer.explain_events(kind, evs)
+            self.scorer.config,
+            lambda kind, evs: self.scorer.explain_events(kind, evs),
+            lambda: StreamContext(lateness_s=settings.align_partitions_s),
         )
         self.views = AlertViews(
             settings.alerts_topic,

@@ -187,3 +187,23 @@ def test_live_references_confirm_the_same_events_the_flags_mark() -> None:
     assert {all_keys[i] for i in by_reason["mirror"]} == {("dns-rule", "firewall")}
     stop = next(c for c in confirmed if c.reason == "silence")
     assert stop.stream == ("beacon", "share") and 13 * HOUR - 15.0 <= stop.at < 13 * HOUR
+
+
+def test_lateness_keeps_a_mirror_read_late_from_looking_lonely() -> None:
+    """Two partitions read 300 s apart: the firewall's episodes (and a heartbeat that moves the
+    clock) arrive first, their DNS-server mirror 300 s later. Without lateness the episodes
+    close before their mirror arrives."""
+    keys, times = _mirrored(8)
+    beat = np.arange(0.0, times.max(), 10.0)  # read with the firewall: moves the clock on
+    keys = keys + [("beat", "firewall")] * len(beat)
+    times = np.concatenate([times, beat])
+    on_dns = np.array([k == ("dns-rule", "dns") for k in keys])
+    order = np.argsort(np.where(on_dns, times + 300.0, times), kind="stable")  # arrival order
+    flagged = {}
+    for late in (0.0, 600.0):
+        ctx = StreamContext(lateness_s=late)
+        for chunk in np.array_split(order, len(order) // 5):  # small batches, arrival order
+            ctx.observe([keys[i] for i in chunk], times[chunk])
+        ctx.observe([("heartbeat", "elsewhere")], np.array([times.max() + 2 * HOUR]))
+        flagged[late] = ctx.flags(keys, times)[1].sum()
+    assert flagged[0.0] > 0 and flagged[600.0] == 0
