@@ -190,15 +190,15 @@ def test_live_references_confirm_the_same_events_the_flags_mark() -> None:
 
 
 def test_lateness_keeps_a_mirror_read_late_from_looking_lonely() -> None:
-    """Two partitions read 300 s apart: the firewall's episodes (and a heartbeat that moves the
-    clock) arrive first, their DNS-server mirror 300 s later. Without lateness the episodes
-    close before their mirror arrives."""
+    """Two partitions read 300 s apart after 9 h: the firewall's episodes (and a heartbeat
+    that moves the clock) arrive first, their DNS-server mirror 300 s later. Without lateness
+    those episodes close before their mirror arrives and look lonely."""
     keys, times = _mirrored(8)
     beat = np.arange(0.0, times.max(), 10.0)  # read with the firewall: moves the clock on
     keys = keys + [("beat", "firewall")] * len(beat)
     times = np.concatenate([times, beat])
-    on_dns = np.array([k == ("dns-rule", "dns") for k in keys])
-    order = np.argsort(np.where(on_dns, times + 300.0, times), kind="stable")  # arrival order
+    late_dns = np.array([k == ("dns-rule", "dns") for k in keys]) & (times > 9 * HOUR)
+    order = np.argsort(np.where(late_dns, times + 300.0, times), kind="stable")  # arrival
     flagged = {}
     for late in (0.0, 600.0):
         ctx = StreamContext(lateness_s=late)
