@@ -108,14 +108,14 @@ class StreamStage:
         part = self.explain(kind, events)  # explanations and what the model knew, now
         part.scores = np.array([m[1] for _, m in found], np.float64)
         part.percentiles = np.nan_to_num(np.array([m[2] for _, m in found], np.float64))
-        by_origin = {
-            (ev.record.topic, ev.record.partition, ev.record.offset): c
-            for (c, _), ev in zip(found, events, strict=True)
-        }
+        by_origin: dict[tuple[str, int, int], list[Confirmed]] = {}  # one event, two findings
+        for (c, _), ev in zip(found, events, strict=True):
+            rec = ev.record
+            by_origin.setdefault((rec.topic, rec.partition, rec.offset), []).append(c)
         out = []
         for alert in build_alerts(part, model):
             o = alert["origin"]
-            c = by_origin[(o["topic"], o["partition"], o["offset"])]
+            c = by_origin[(o["topic"], o["partition"], o["offset"])].pop()
             alert["alert_id"] = alert_id(
                 o["topic"], o["partition"], o["offset"], f"{model.version}\x1fstream:{c.reason}"
             )
