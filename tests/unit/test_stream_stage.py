@@ -13,7 +13,7 @@ from service.outputs import build_alerts
 from service.scoring import Scorer
 from service.sources import KindSpec, SourceConfig
 from service.stream_stage import StreamStage
-from tests.conftest import records_of
+from tests.conftest import beacon_stop_events, ids_alert_value, records_of
 
 CONFIG = SourceConfig.load()
 MODEL = ModelRef(name="frequency", version="v1")
@@ -21,32 +21,14 @@ HOUR = 3600.0
 
 
 def _events(rows: list[tuple[float, str, str]], decoder: Decoder) -> list[DecodedEvent]:
-    values = [
-        orjson.dumps({"kind": "ids_alert", "time": t,
-                      "entities": {"name": f"{code} alert", "short": code, "ip": f"ip-{host}",
-                                   "host": host}})
-        for t, code, host in rows
-    ]  # fmt: skip
-    ok, dead = decoder.decode_many(records_of(values))
+    ok, dead = decoder.decode_many(records_of([ids_alert_value(*r) for r in rows]))
     assert not dead
     return ok
 
 
-def _traffic() -> list[tuple[float, str, str]]:
-    """8 h: a beacon on 'share' every 20 s until 6 h; routine alerts on 'web' and 'share'
-    (a service stop on 'share' at hour 2, the same on 'web' hourly), odd ones on other hosts
-    every half hour; after the beacon stops, a service stop on 'share' 14 s later."""
-    rows = [(t, "beacon", "share") for t in range(0, int(6 * HOUR), 20)]
-    rows += [(t + 5.0, "login", "web") for t in range(0, int(8 * HOUR), 60)]
-    rows += [(h * HOUR + 7.0, "svc-stop", "web") for h in range(8)]
-    rows += [(2 * HOUR + 9.0, "svc-stop", "share"), (6 * HOUR - 20 + 14.0, "svc-stop", "share")]
-    rows += [(k * HOUR / 2 + 33.0, f"odd-{k % 5}", f"host-{k % 3}") for k in range(1, 16)]
-    return sorted(rows)
-
-
 def _run(stage: StreamStage | None, scorer: Scorer, decoder: Decoder, book: GroupBook):
     alerts, stream_alerts = [], []
-    rows = _traffic()
+    rows = beacon_stop_events()
     for i in range(0, len(rows), 500):
         scored = scorer.score(_events(rows[i : i + 500], decoder))
         batch = [a for part in scored for a in build_alerts(part, MODEL)]
