@@ -126,8 +126,20 @@ class StreamContext:
         late = o.get("lateness_s", 0.0)
         streams, due, nan = self.streams, self._due, math.isnan
         tl = np.asarray(times, np.float64).tolist()
+        prev: tuple[Key, float] | None = None
+        s = _Stream()
+        targets: list[list[Any]] = []  # the waiting lists the previous event joined
         for i in np.argsort(times, kind="stable").tolist():  # a hot loop: kept flat
             key, t = keys[i], tl[i]
+            if prev is not None and prev[0] == key and prev[1] == t:  # an alert storm's repeat:
+                if refs is not None:  # the stream is as the previous event left it
+                    for waiting in targets:
+                        if len(waiting) < keep:
+                            waiting.append(refs[i])
+                    if s.mirror is not None and len(s.episode_refs) < keep:
+                        s.episode_refs.append(refs[i])
+                continue
+            prev, targets = (key, t), []
             if due and due[0][0] < t:
                 self._close_due(t)
             s = streams.get(key)
@@ -147,10 +159,12 @@ class StreamContext:
                     if src != key[0] and t - after <= other.last < t:
                         same = other.waiting.get(key[0])
                         if same is None and len(other.waiting) < keep:
-                            other.waiting[key[0]] = [refs[i]]
+                            same = other.waiting[key[0]] = [refs[i]]
                             self._holding.add((src, key[1]))
+                            targets.append(same)
                         elif same is not None and len(same) < keep:
                             same.append(refs[i])
+                            targets.append(same)
             if t - s.open_b <= gap:  # False while no episode is open (nan)
                 s.open_b = t
             else:
@@ -259,7 +273,12 @@ class StreamContext:
     def _fired_within(s: _Stream, lo: float, hi: float) -> bool:
         if not math.isnan(s.open_a) and s.open_a <= hi and s.open_b >= lo:
             return True
-        return any(a <= hi and b >= lo for a, b in s.recent)
+        for a, b in reversed(s.recent):  # newest first; episodes follow one another in time
+            if b < lo:
+                return False
+            if a <= hi:
+                return True
+        return False
 
     def _note_stop(self, key: Key, s: _Stream) -> None:
         if s.stop_noted == s.last:
