@@ -115,6 +115,11 @@ class Pipeline:
             lambda kind, evs: self.scorer.explain_events(kind, evs),
             lambda: StreamContext(lateness_s=settings.align_partitions_s),
         )
+        if restored and "streams" in restored:
+            try:
+                self.streams.restore(restored["_aux"], restored["streams"])
+            except (KeyError, ValueError) as exc:  # the history rebuilds from traffic
+                log.warning("stream history not restored: %s", exc)
         self.views = AlertViews(
             settings.alerts_topic,
             settings.findings_topic,
@@ -378,8 +383,9 @@ class Pipeline:
             extra["adopted"] = True
         if self.decoder.miner is not None:
             extra["log_miner"] = self.decoder.miner.state()
+        stream_arrays, extra["streams"] = self.streams.state()
         try:
-            path = self.scorer.save(self.checkpoints, extra=extra)
+            path = self.scorer.save(self.checkpoints, extra=extra, arrays=stream_arrays)
             self.metrics.checkpoints.labels("ok").inc()
             if self.settings.role == "all":  # a scorer's model dates from its announcement
                 self.metrics.model_timestamp.set(time.time())

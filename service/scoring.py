@@ -429,10 +429,13 @@ class Scorer:
         return True
 
     # -- state ----------------------------------------------------------------------------
-    def save(self, store: Path, extra: dict | None = None) -> Path:
+    def save(
+        self, store: Path, extra: dict | None = None, arrays: dict[str, np.ndarray] | None = None
+    ) -> Path:
         """Checkpoint detectors and calibrators under this scorer's version; `extra` is more
-        JSON state that must move with the model (e.g. the log miner's templates)."""
-        cal_meta, aux = {}, {}
+        JSON state that must move with the model (e.g. the log miner's templates), `arrays`
+        more arrays (back in the extra's `_aux`)."""
+        cal_meta, aux = {}, dict(arrays or {})
         for kind, cal in self.calibrators.items():
             arrays, cal_meta[kind] = cal.state()
             aux.update({f"calibration/{kind}/{k}": v for k, v in arrays.items()})

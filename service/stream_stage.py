@@ -12,8 +12,9 @@ attribute saying what happened, and a lift of its group in the analysts' ranking
 this is what brought the DNS exfiltration's service stop (santos) and the DNS scan (shaw) up
 (bench/README.md).
 
-Waiting events live in memory only (at most `keep` per stream and source in the context): a
-restart forgets them and the streams' recent history, which then rebuilds from traffic.
+The streams' history (steadiness, episodes, mirrors, recent stops) is saved with the model's
+checkpoint and restored with it; the events waiting for a flag live in memory only (at most
+`keep` per stream and source): a restart forgets them.
 """
 
 from __future__ import annotations
@@ -60,6 +61,23 @@ class StreamStage:
         self.contexts: dict[str, StreamContext] = {}
         self.waiting: dict[str, dict[int, Waiting]] = {}
         self._next_ref = 0
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The streams' history per kind: arrays (for the checkpoint's tensors) and JSON."""
+        arrays, meta = {}, {}
+        for kind, ctx in self.contexts.items():
+            ctx_arrays, meta[kind] = ctx.state()
+            arrays.update({f"streams/{kind}/{k}": v for k, v in ctx_arrays.items()})
+        return arrays, meta
+
+    def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Take back the history `state` saved, for the kinds that still declare streams
+        (ValueError when the arrays do not match)."""
+        for kind, ctx_meta in meta.items():
+            if kind in self.fields:
+                prefix = f"streams/{kind}/"
+                own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+                self.contexts[kind] = StreamContext.from_state(own, ctx_meta)
 
     def process(self, scored: Sequence[ScoredKind], model: ModelRef) -> list[dict[str, Any]]:
         """Feed a batch's scored kinds; returns the stream alerts its events confirmed."""

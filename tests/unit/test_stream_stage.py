@@ -71,3 +71,35 @@ def test_a_kind_names_two_of_its_own_entity_types_as_streams() -> None:
     for bad in (("a", "c"), ("a", "a")):
         with pytest.raises(ValueError, match="streams"):
             KindSpec(entities=("a", "b"), streams=bad)
+
+
+def test_the_streams_history_survives_a_restart_through_the_checkpoint(tmp_path) -> None:
+    """A service stopped at hour 5 and started again from its checkpoint still knows the
+    beacon was steady, so its stop at hour 6 is found; without the checkpoint it is not."""
+    from service.app import Pipeline
+    from service.settings import Settings
+    from tests.conftest import Record
+    from tests.unit.test_settle import ScriptedIO
+
+    rows = beacon_stop_events()
+    records = [
+        Record("events", 0, i, int(r[0] * 1000), ids_alert_value(*r)) for i, r in enumerate(rows)
+    ]
+    cut = next(i for i, r in enumerate(rows) if r[0] >= 5 * HOUR)
+
+    def run(state_dir, part) -> list[dict]:
+        pipeline = Pipeline(Settings(state_dir=state_dir, metrics_port=0,
+                                     calibration_min_samples=200))  # fmt: skip
+        io = ScriptedIO(refuse=set())
+        out = []
+        for k in range(0, len(part), 500):
+            batch = pipeline.process(io, part[k : k + 500])
+            pipeline.settle(io, batch)
+            out += batch.alerts
+        pipeline._checkpoint()
+        return [a for a in out if "stream_context" in a["attributes"]]
+
+    assert run(tmp_path / "a", records[:cut]) == []
+    restarted = run(tmp_path / "a", records[cut:])
+    assert [a["attributes"]["stream_context"]["reason"] for a in restarted] == ["silence"]
+    assert run(tmp_path / "b", records[cut:]) == []  # a fresh service never saw it steady
