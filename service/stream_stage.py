@@ -153,6 +153,6 @@ def stream_context(c: Confirmed, event_time: float) -> dict[str, Any]:
             f"{max(event_time - c.at, 0.0):.0f} s before this"
         )
     else:
-        note = f"fired without its usual mirror: {source} on {host}"
+        note = f"fired without {source} on {host}, which nearly always fires with it"
     return {"reason": c.reason, "source": source, "host": host, "at": c.at,
             "lift": STREAM_LIFT[c.reason], "note": note}  # fmt: skip
