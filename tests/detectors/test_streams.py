@@ -207,3 +207,21 @@ def test_lateness_keeps_a_mirror_read_late_from_looking_lonely() -> None:
         ctx.observe([("heartbeat", "elsewhere")], np.array([times.max() + 2 * HOUR]))
         flagged[late] = ctx.flags(keys, times)[1].sum()
     assert flagged[0.0] > 0 and flagged[600.0] == 0
+
+
+def test_memory_is_bounded_the_longest_quiet_streams_go_first() -> None:
+    ctx = StreamContext(max_streams=10)
+    keys = [(f"code-{i}", f"host-{i % 3}") for i in range(30)]
+    ctx.observe(keys, np.arange(30.0) * 100.0)
+    assert len(ctx.streams) <= 10
+    assert ("code-29", "host-2") in ctx.streams and ("code-0", "host-0") not in ctx.streams
+    assert sum(len(h) for h in ctx.by_host.values()) == len(ctx.streams)
+    assert sum(len(h) for h in ctx.by_source.values()) == len(ctx.streams)
+    # a mirrored pair keeps working after its neighbours were forgotten, and the state saves
+    keys, times = _mirrored(6, 12 * HOUR + 600.0)
+    ctx.observe(keys, times + 3000.0)
+    ctx.observe([("x", "y")], np.array([20 * HOUR]))
+    back = StreamContext.from_state(*ctx.state())
+    probe = [("dns-rule", "firewall")]
+    at = np.array([12 * HOUR + 3601.0])
+    assert ctx.flags(probe, at)[1].all() and back.flags(probe, at)[1].all()
