@@ -46,7 +46,7 @@ from service.outputs import build_alerts, score_records
 from service.session_stage import SessionStage
 from service.sessions import SessionSpec
 from service.settings import Settings
-from service.stream_stage import StreamStage
+from service.stream_stage import REASONS, StreamStage
 from service.triage import TriageServer
 from service.triage_wiring import AnalystFeed, start_triage
 from service.views import AlertViews, traceparent
@@ -115,6 +115,9 @@ class Pipeline:
             lambda kind, evs: self.scorer.explain_events(kind, evs),
             lambda: StreamContext(lateness_s=settings.align_partitions_s),
         )
+        for kind in self.streams.fields:  # at 0 from the start: the dashboard's series exist
+            for reason in REASONS:
+                self.metrics.stream_alerts.labels(kind, reason)
         if restored and "streams" in restored:
             try:
                 self.streams.restore(restored["_aux"], restored["streams"])

@@ -38,6 +38,7 @@ from service.sources import SourceConfig
 #: and 3 over a spread of ~2.2) left russellmitchell at 24 groups to every step with
 #: verdicts, 2.2 / 1.8 reads at most 18 on all four captures; 3 / 3 buries other steps.
 STREAM_LIFT = {"silence": 2.2, "mirror": 1.8}
+REASONS = tuple(STREAM_LIFT)
 #: A stream alert's severity: a finding about a host's streams, not a calibrated score.
 STREAM_SEVERITY = "medium"
 

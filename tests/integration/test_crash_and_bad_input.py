@@ -77,10 +77,11 @@ def test_kill_9_mid_stream_leaves_nothing_unscored(
     }
     assert len(offsets) == len(records), "every input offset was scored at least once"
 
-    ids_by_origin: dict[tuple, set] = defaultdict(set)
-    for r in consume_all(kafka_bootstrap, s.alerts_topic, 1, timeout_s=20):
+    ids_by_origin: dict[tuple, set] = defaultdict(set)  # by event and finding: the model's
+    for r in consume_all(kafka_bootstrap, s.alerts_topic, 1, timeout_s=20):  # or a stream's
         a = orjson.loads(r.value)
-        ids_by_origin[(a["origin"]["partition"], a["origin"]["offset"])].add(a["alert_id"])
+        finding = a["attributes"].get("stream_context", {}).get("reason")
+        ids_by_origin[(a["origin"]["partition"], a["origin"]["offset"], finding)].add(a["alert_id"])
     assert ids_by_origin
     assert all(len(ids) == 1 for ids in ids_by_origin.values()), "a redo mints the same id"
 
