@@ -246,8 +246,11 @@ def _uid(*parts: str) -> str:
 
 
 def title(alert: Mapping[str, Any]) -> str:
-    """One line an analyst can triage from: the kind and its most unusual pair, else its
-    rarest value."""
+    """One line an analyst can triage from: a stream finding (service/stream_stage.py), else
+    the kind and its most unusual pair, else its rarest value."""
+    stream = _stream_note(alert)
+    if stream:
+        return f"Unusual {alert['kind']}: {stream}"[:256]
     pairs = blamed_pairs(alert)
     if pairs:
         p = pairs[0]
@@ -262,12 +265,20 @@ def title(alert: Mapping[str, Any]) -> str:
     return f"Unusual {alert['kind']} event"
 
 
+def _stream_note(alert: Mapping[str, Any]) -> str:
+    return str(((alert.get("attributes") or {}).get("stream_context") or {}).get("note", ""))
+
+
 def describe(alert: Mapping[str, Any]) -> str:
-    """The explanation as text: percentile, blamed pairs, and how rare each entity is."""
+    """The explanation as text: a stream finding, percentile, blamed pairs, and how rare each
+    entity is."""
     parts = [
         f"{alert['kind']} event at percentile {float(alert['percentile']):.2f} "
         f"({alert['severity']}) for model {alert['model']['name']} {alert['model']['version']}."
     ]
+    stream = _stream_note(alert)
+    if stream:
+        parts.insert(0, f"Stream finding: {stream}.")
     pairs = blamed_pairs(alert)
     if pairs:
         parts.append(

@@ -242,3 +242,15 @@ def test_title_and_description_name_only_pairs_that_carry_blame() -> None:
     alert["explanation"] = [unblamed]
     assert ocsf.title(alert) == "Unusual process_access: new granted_access=0x1010"
     assert "Most unusual together" not in ocsf.describe(alert)
+
+
+def test_a_stream_alert_leads_with_its_finding() -> None:
+    alert = _alert(7, 1_700_000_000.0)
+    note = "share's steady beacon stream stopped 14 s before this"
+    alert["attributes"] = {**alert.get("attributes", {}), "stream_context": {
+        "reason": "silence", "source": "beacon", "host": "share", "at": 1.0, "lift": 2.2,
+        "note": note}}  # fmt: skip
+    assert ocsf.title(alert) == f"Unusual process_access: {note}"
+    assert ocsf.describe(alert).startswith(f"Stream finding: {note}.")
+    rec, _ = ocsf.create_finding(alert)
+    assert rec["finding_info"]["title"] == ocsf.title(alert)
