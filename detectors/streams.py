@@ -15,7 +15,9 @@ ranking reads them retrospectively, so a group rises once its flag is confirmed.
   nearly always (>= `mirror_share` of at least `mirror_min_episodes`) matched within
   `mirror_within_s` seconds by the same source on another host (one DNS query seen by the DNS
   server's and the firewall's sensors; one flow by two taps) has an episode without it: the
-  traffic took another path. Its events in that episode are flagged.
+  traffic took another path. Its events in that episode are flagged. A source seen on more
+  than `mirror_max_hosts` hosts is fleet-wide, not a mirror pair, and is not watched so
+  (which also bounds the work and memory per episode).
 
 Our own design, measured on AIT (protocol v2, bench/README.md): on santos the DNS
 exfiltration's beacon on internal_share (12,854 alerts) stops 14 s before the service stop the
@@ -93,6 +95,7 @@ class StreamContext:
         keep: int = 64,
         lateness_s: float = 0.0,
         max_streams: int = 100_000,
+        mirror_max_hosts: int = 16,
     ) -> None:
         self.options: dict[str, float] = {
             "silence_s": float(silence_s), "steady_s": float(steady_s),
@@ -102,6 +105,7 @@ class StreamContext:
             "mirror_min_episodes": int(mirror_min_episodes),
             "mirror_share": float(mirror_share), "keep": int(keep),
             "lateness_s": float(lateness_s), "max_streams": int(max_streams),
+            "mirror_max_hosts": int(mirror_max_hosts),
         }  # fmt: skip
         self.clock = -math.inf
         self.streams: dict[Key, _Stream] = {}
@@ -262,9 +266,13 @@ class StreamContext:
         s.open_a = s.open_b = math.nan
         o = self.options
         w = o["mirror_within_s"]
+        hosts = self.by_source.get(key[0], ())
+        if len(hosts) > o.get("mirror_max_hosts", math.inf):  # fleet-wide, not a mirror pair:
+            hosts = ()  # what fires on many hosts at once has no one host that must see it
+            s.mirrored.clear()
         near = {
             (key[0], h)
-            for h in self.by_source.get(key[0], ())
+            for h in hosts
             if h != key[1] and self._fired_within(self.streams[(key[0], h)], a - w, b + w)
         }
         missing = [

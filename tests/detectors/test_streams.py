@@ -225,3 +225,22 @@ def test_memory_is_bounded_the_longest_quiet_streams_go_first() -> None:
     probe = [("dns-rule", "firewall")]
     at = np.array([12 * HOUR + 3601.0])
     assert ctx.flags(probe, at)[1].all() and back.flags(probe, at)[1].all()
+
+
+def test_a_fleet_wide_source_is_not_watched_for_mirrors() -> None:
+    """A rule firing on 20 agents at once, every 2 h, then on one agent alone: fleet-wide
+    activity has no mirror pair, so no flag, and no per-pair counts are kept."""
+    keys, times = [], []
+    for e in range(6):
+        for h in range(20):
+            keys.append(("cron-rule", f"agent-{h}"))
+            times.append(e * 2 * HOUR + h * 0.1)
+    keys += [("cron-rule", "agent-0"), ("heartbeat", "elsewhere")]
+    times += [12 * HOUR + 600.0, 14 * HOUR]
+    ctx = StreamContext()
+    ctx.observe(keys, np.array(times))
+    assert not ctx.flags(keys, np.array(times))[1].any()
+    assert all(not s.mirrored for k, s in ctx.streams.items() if k[0] == "cron-rule")
+    narrow = StreamContext(mirror_max_hosts=32)  # the same traffic, watched: it is flagged
+    narrow.observe(keys, np.array(times))
+    assert narrow.flags(keys, np.array(times))[1][-2]
