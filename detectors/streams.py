@@ -40,6 +40,7 @@ flag them or on their stream's open episode (not in the saved state: a restart f
 from __future__ import annotations
 
 import heapq
+import inspect
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -379,7 +380,8 @@ class StreamContext:
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> StreamContext:
-        ctx = cls(**meta["options"])
+        known = inspect.signature(cls).parameters  # options a newer version added are dropped
+        ctx = cls(**{k: v for k, v in meta["options"].items() if k in known})
         ctx.clock = -math.inf if meta.get("clock") is None else float(meta["clock"])
         keys: list[Key] = [(str(a), str(b)) for a, b in meta["keys"]]
         num = arrays["streams.num"].reshape(-1, 6)

@@ -121,7 +121,7 @@ class Pipeline:
         if restored and "streams" in restored:
             try:
                 self.streams.restore(restored["_aux"], restored["streams"])
-            except (KeyError, ValueError) as exc:  # the history rebuilds from traffic
+            except (KeyError, TypeError, ValueError) as exc:  # it rebuilds from traffic
                 log.warning("stream history not restored: %s", exc)
         self.views = AlertViews(
             settings.alerts_topic,

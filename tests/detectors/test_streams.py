@@ -244,3 +244,12 @@ def test_a_fleet_wide_source_is_not_watched_for_mirrors() -> None:
     narrow = StreamContext(mirror_max_hosts=32)  # the same traffic, watched: it is flagged
     narrow.observe(keys, np.array(times))
     assert narrow.flags(keys, np.array(times))[1][-2]
+
+
+def test_a_state_with_an_option_this_version_does_not_know_still_loads() -> None:
+    ctx = StreamContext()
+    _observe(ctx, _beacon("share", 0.0, 3 * HOUR))
+    arrays, meta = ctx.state()
+    meta = {**meta, "options": {**meta["options"], "from_the_future": 1.0}}
+    back = StreamContext.from_state(arrays, meta)
+    assert back.streams[("beacon", "share")].steady
