@@ -294,17 +294,19 @@ class Pipeline:
                     io.send(s.scores_topic, value)
         if self.sessions is not None:  # sessions that closed unusual become session alerts
             alerts.extend(self.sessions.process(events, model))
+        stream_records: list = []
         if self.streams.fields:  # events whose stream context was confirmed: stream alerts
             found = self.streams.process(scored, model)
             for alert in found:
                 m.stream_alerts.labels(alert["kind"], alert["attributes"]["stream_context"]
                                        ["reason"]).inc()  # fmt: skip
             alerts.extend(found)
+            stream_records = self.streams.records  # some came in earlier batches
         self.groups.add_many(alerts)  # fold into groups, then stamp each with its rank now
         ranks = {gid: self.groups.rank_of(gid) for gid in {a["group_id"] for a in alerts}}
         for alert in alerts:
             alert["group_rank"] = ranks[alert["group_id"]]
-        traces = trace_contexts(records) if alerts else {}
+        traces = trace_contexts([*records, *stream_records]) if alerts else {}
         for topic, key, value, headers in self.views.render(alerts, traces):
             io.send(topic, value, key=key, headers=headers)
         send_dead_letters(io, s.dead_letter_topic, dead)

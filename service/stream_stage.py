@@ -64,6 +64,9 @@ class StreamStage:
         self.contexts: dict[str, StreamContext] = {}
         self.waiting: dict[str, dict[int, Waiting]] = {}
         self._next_ref = 0
+        #: the consumed records behind the last `process` call's alerts (their trace context
+        #: goes with them: an event confirmed now may have come in an earlier batch)
+        self.records: list[Any] = []
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The streams' history per kind: arrays (for the checkpoint's tensors) and JSON."""
@@ -85,6 +88,7 @@ class StreamStage:
     def process(self, scored: Sequence[ScoredKind], model: ModelRef) -> list[dict[str, Any]]:
         """Feed a batch's scored kinds; returns the stream alerts its events confirmed."""
         alerts: list[dict[str, Any]] = []
+        self.records = []
         for part in scored:
             if part.kind in self.fields and part.events:
                 alerts += self._alerts(part.kind, self._watch(part), model)
@@ -126,6 +130,7 @@ class StreamStage:
         if not found:
             return []
         events = [m[0] for _, m in found]
+        self.records += [ev.record for ev in events]
         part = self.explain(kind, events)  # explanations and what the model knew, now
         part.scores = np.array([m[1] for _, m in found], np.float64)
         part.percentiles = np.nan_to_num(np.array([m[2] for _, m in found], np.float64))
