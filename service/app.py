@@ -341,6 +341,7 @@ class Pipeline:
             m.publish_failures.inc()
             log.error("outputs not acknowledged, redoing the batch: %s", exc)
             io.rewind([r for b in (batch, *redo_also) for r in b.records])
+            self.streams.resend([a for b in (batch, *redo_also) for a in b.alerts])
             return False
         committed = io.commit(records)
         m.commits.labels("ok" if committed else "rebalanced").inc()

@@ -20,6 +20,7 @@ checkpoint and restored with it; the events waiting for a flag live in memory on
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,6 +40,8 @@ from service.sources import SourceConfig
 #: verdicts, 2.2 / 1.8 reads at most 18 on all four captures; 3 / 3 buries other steps.
 STREAM_LIFT = {"silence": 2.2, "mirror": 1.8}
 REASONS = tuple(STREAM_LIFT)
+#: Stream alerts remembered for a redo (far more than the batches that can be in flight hold).
+EMITTED_KEPT = 10_000
 #: A stream alert's severity: a finding about a host's streams, not a calibrated score.
 STREAM_SEVERITY = "medium"
 
@@ -67,6 +70,8 @@ class StreamStage:
         #: the consumed records behind the last `process` call's alerts (their trace context
         #: goes with them: an event confirmed now may have come in an earlier batch)
         self.records: list[Any] = []
+        self._emitted: OrderedDict[str, Any] = OrderedDict()  # alert id -> record (recent)
+        self._resend: list[tuple[dict[str, Any], Any]] = []
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The streams' history per kind: arrays (for the checkpoint's tensors) and JSON."""
@@ -87,12 +92,22 @@ class StreamStage:
 
     def process(self, scored: Sequence[ScoredKind], model: ModelRef) -> list[dict[str, Any]]:
         """Feed a batch's scored kinds; returns the stream alerts its events confirmed."""
-        alerts: list[dict[str, Any]] = []
-        self.records = []
+        alerts = [a for a, _ in self._resend]  # of batches being redone, first
+        self.records = [r for _, r in self._resend]
+        self._resend = []
         for part in scored:
             if part.kind in self.fields and part.events:
                 alerts += self._alerts(part.kind, self._watch(part), model)
         return alerts
+
+    def resend(self, alerts: Sequence[dict[str, Any]]) -> None:
+        """The outputs of batches being redone were not acknowledged: their stream alerts go
+        out again with the next batch (the redo does not confirm them again: the streams
+        have moved on). Same ids, so a copy that did arrive is folded, never counted twice."""
+        for alert in alerts:
+            record = self._emitted.get(alert["alert_id"])
+            if record is not None and "stream_context" in alert.get("attributes", {}):
+                self._resend.append((alert, record))
 
     def _watch(self, part: ScoredKind) -> list[tuple[Confirmed, Waiting]]:
         """Observe a kind's scored events; keep the ones still waiting for a flag, return the
@@ -135,9 +150,11 @@ class StreamStage:
         part.scores = np.array([m[1] for _, m in found], np.float64)
         part.percentiles = np.nan_to_num(np.array([m[2] for _, m in found], np.float64))
         by_origin: dict[tuple[str, int, int], list[Confirmed]] = {}  # one event, two findings
+        by_record: dict[tuple[str, int, int], Any] = {}
         for (c, _), ev in zip(found, events, strict=True):
             rec = ev.record
             by_origin.setdefault((rec.topic, rec.partition, rec.offset), []).append(c)
+            by_record[(rec.topic, rec.partition, rec.offset)] = rec
         out = []
         for alert in build_alerts(part, model):
             o = alert["origin"]
@@ -149,6 +166,9 @@ class StreamStage:
             alert["detected_at"] = time.time()
             alert["attributes"]["stream_context"] = stream_context(c, alert["event_time"])
             out.append(alert)
+            self._emitted[alert["alert_id"]] = by_record[(o["topic"], o["partition"], o["offset"])]
+        while len(self._emitted) > EMITTED_KEPT:
+            self._emitted.popitem(last=False)
         return out
 
 

@@ -103,3 +103,46 @@ def test_the_streams_history_survives_a_restart_through_the_checkpoint(tmp_path)
     restarted = run(tmp_path / "a", records[cut:])
     assert [a["attributes"]["stream_context"]["reason"] for a in restarted] == ["silence"]
     assert run(tmp_path / "b", records[cut:]) == []  # a fresh service never saw it steady
+
+
+def test_a_stream_alert_whose_batch_is_redone_goes_out_again(tmp_path) -> None:
+    """The broker refuses the outputs of the batch that raised the stream alert: the batch is
+    redone, and the alert (same id) goes out with the redo, though the redo itself confirms
+    nothing new (the stage's streams have moved on)."""
+    from service.app import Pipeline
+    from service.settings import Settings
+    from tests.conftest import Record
+    from tests.unit.test_settle import ScriptedIO
+
+    rows = beacon_stop_events()
+    records = [
+        Record("events", 0, i, int(r[0] * 1000), ids_alert_value(*r)) for i, r in enumerate(rows)
+    ]
+    batches = [records[k : k + 500] for k in range(0, len(records), 500)]
+
+    def run(state_dir, refuse: set[int]) -> tuple[list[dict], int]:
+        """Stream alerts of the acknowledged batches, and the hand-over that carried them."""
+        pipeline = Pipeline(Settings(state_dir=state_dir, metrics_port=0,
+                                     calibration_min_samples=200))  # fmt: skip
+        io = ScriptedIO(refuse=refuse)
+        settled, carried, queue = [], 0, list(batches)
+        while queue:
+            batch = pipeline.process(io, queue[0])
+            if pipeline.settle(io, batch):  # acknowledged: the next; refused: redo this one
+                found = [a for a in batch.alerts if "stream_context" in a["attributes"]]
+                settled += found
+                carried = carried or (io.handed if found else 0)
+                queue.pop(0)
+        return settled, carried
+
+    plain, carried = run(tmp_path / "a", set())
+    assert len(plain) == 1 and carried > 0
+    redone, carried_again = run(tmp_path / "b", {carried})
+
+    def what(alerts: list[dict]) -> list[tuple]:  # ids name the model version: each run's own
+        return [
+            (a["origin"]["offset"], a["attributes"]["stream_context"]["reason"]) for a in alerts
+        ]
+
+    assert what(redone) == what(plain)
+    assert carried_again == carried + 1  # by the redo of the refused batch
