@@ -83,12 +83,15 @@ class StreamStage:
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Take back the history `state` saved, for the kinds that still declare streams
-        (ValueError when the arrays do not match)."""
+        (ValueError when the arrays do not match); this process's options win over the saved
+        ones (a changed setting applies after a restart too)."""
+        options = self._new_context().options
         for kind, ctx_meta in meta.items():
             if kind in self.fields:
                 prefix = f"streams/{kind}/"
                 own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-                self.contexts[kind] = StreamContext.from_state(own, ctx_meta)
+                saved = {**ctx_meta, "options": {**ctx_meta.get("options", {}), **options}}
+                self.contexts[kind] = StreamContext.from_state(own, saved)
 
     def process(self, scored: Sequence[ScoredKind], model: ModelRef) -> list[dict[str, Any]]:
         """Feed a batch's scored kinds; returns the stream alerts its events confirmed."""

@@ -146,3 +146,17 @@ def test_a_stream_alert_whose_batch_is_redone_goes_out_again(tmp_path) -> None:
 
     assert what(redone) == what(plain)
     assert carried_again == carried + 1  # by the redo of the refused batch
+
+
+def test_a_restored_history_takes_this_process_options() -> None:
+    from detectors.streams import StreamContext
+
+    scorer = Scorer(CONFIG, calibration_window=5000, calibration_min_samples=200)
+    before = StreamStage(CONFIG, scorer.explain_events, lambda: StreamContext(lateness_s=100))
+    before.process(scorer.score(_events(beacon_stop_events()[:300], Decoder(CONFIG, 1 << 16))),
+                   MODEL)  # fmt: skip
+    after = StreamStage(CONFIG, scorer.explain_events, lambda: StreamContext(lateness_s=700))
+    after.restore(*before.state())
+    ctx = after.contexts["ids_alert"]
+    assert ctx.options["lateness_s"] == 700.0
+    assert ctx.streams.keys() == before.contexts["ids_alert"].streams.keys()
