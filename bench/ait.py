@@ -13,12 +13,21 @@ import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from detectors.base import EventBatch
 
 ENTITY_TYPES = ("name", "short", "ip", "host")
+#: Co-firing groups (within 5 s, same host) are one action seen by several rules (AIT: host);
+#: bench.quality's ranking and bench.analyst's loop use the same settings.
+COFIRE: dict[str, Any] = {"cofire_sim": 1.5, "cofire_s": 5.0, "cofire_types": ("host",)}
+#: Stream context over (alert code, host) streams (detectors/streams.py): alerts on a host just
+#: after one of its steady streams stopped, and episodes missing their usual mirror host, rank
+#: higher.
+STREAMS: dict[str, Any] = {"stream_types": ("short", "host"), "silence_weight": 4.0,
+                           "mirror_weight": 3.0}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ BURST_CONFIG: dict[str, Any] = {"base_config": {"burst_weight": 0.25}, "chronic_
 #: Verdicts generalise over the entity fields only, and only upwards (detectors/feedback.py).
 ENTITY_LIFT: dict[str, Any] = {"lift_types": ("ip", "host"), "sink_types": (), "lift_weight": 1.0}
 #: Groups firing within 5 s of a read group on its host are that action seen by another rule.
-COFIRE: dict[str, Any] = {"cofire_sim": 1.5, "cofire_s": 5.0, "cofire_types": ("host",)}
+COFIRE = ait.COFIRE
 #: Verdicts generalise locally: a malicious one lifts its host's alerts around its time (10-min
 #: scale; a group by the share of its alerts there), a benign one sinks its host's alerts of
 #: the same rule family / rule (conjunctions only).
@@ -61,15 +61,11 @@ LOCAL: dict[str, Any] = {
     "time_by_group": True,
     "sink_types": ("short", "host"), "sink_min_types": 2, "pattern_weight": 1.0,
 }  # fmt: skip
-#: Stream context in the base detector (detectors/streams.py): alerts on a host just after
-#: one of its steady (code, host) streams stopped, and episodes missing their mirror host, rank
-#: higher.
-STREAMS: dict[str, Any] = {"stream_types": ("short", "host"), "silence_weight": 4.0,
-                           "mirror_weight": 3.0}  # fmt: skip
-#: The burst configuration with the stream context added to its base detector.
+#: The burst configuration with the stream context (bench/ait.py `STREAMS`: silenced and
+#: unmirrored (code, host) streams, detectors/streams.py) added to its base detector.
 STREAMS_BURST: dict[str, Any] = {
     **BURST_CONFIG,
-    "base_config": {**BURST_CONFIG["base_config"], **STREAMS},
+    "base_config": {**BURST_CONFIG["base_config"], **ait.STREAMS},
 }
 CONFIGS: dict[str, dict[str, Any]] = {
     # measured best, the default since 2026-12-05

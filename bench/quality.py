@@ -44,12 +44,7 @@ BURST: dict[str, float] = {"burst_weight": 0.25, "chronic_weight": 0.1, "mmr_bur
 #: AIT's ranking configuration: MMR compares (alert code, host, code family), lambda 2.
 AIT_RANK: dict[str, Any] = {"mmr_lambda": 2.0, "mmr_types": ("short", "host"),
                             "family_types": ("short",)}  # fmt: skip
-#: Co-firing groups (within 5 s, same host) are one action seen by several rules (AIT: host).
-COFIRE: dict[str, Any] = {"cofire_sim": 1.5, "cofire_s": 5.0, "cofire_types": ("host",)}
-#: Stream context over (alert code, host) streams (AIT): alerts on a host just after one of its
-#: steady streams stopped, and episodes missing their usual mirror host, rank higher.
-STREAMS: dict[str, Any] = {"stream_types": ("short", "host"), "silence_weight": 4.0,
-                           "mirror_weight": 3.0}  # fmt: skip
+COFIRE, STREAMS = ait.COFIRE, ait.STREAMS  # AIT's co-firing and stream context settings
 
 
 def methods(dataset: str = "ait-ads") -> dict[str, Method]:

@@ -118,22 +118,17 @@ class OutriderDetector(Detector):
             self.ape.vocab.observe(batch.rows)
             self.ape.model.grow(len(self.ape.vocab))
         self.events_seen_ = self.ape.vocab.events_seen
+        # the time contexts take only what is newer than what they have seen
         if self.config["context_weight"] != 0.0:
-            newer = batch.times > self.context.clock
-            if newer.any():
-                idx = np.flatnonzero(newer)
-                self.context.observe([batch.rows[i] for i in idx], batch.times[idx])
+            idx = np.flatnonzero(batch.times > self.context.clock).tolist()
+            self.context.observe([batch.rows[i] for i in idx], batch.times[idx])
         if self.config["burst_weight"] != 0.0:
-            newer = batch.times > self.burst.clock
-            if newer.any():
-                idx = np.flatnonzero(newer)
-                self.burst.observe([batch.rows[i] for i in idx], batch.times[idx])
+            idx = np.flatnonzero(batch.times > self.burst.clock).tolist()
+            self.burst.observe([batch.rows[i] for i in idx], batch.times[idx])
         if self._streams_on:
-            newer = batch.times > self.streams.clock
-            if newer.any():
-                idx = np.flatnonzero(newer)
-                keys = self.stream_keys(batch)
-                self.streams.observe([keys[i] for i in idx.tolist()], batch.times[idx])
+            idx = np.flatnonzero(batch.times > self.streams.clock).tolist()
+            keys = self.stream_keys(batch)
+            self.streams.observe([keys[i] for i in idx], batch.times[idx])
 
     # -- scoring --------------------------------------------------------------------------
     def surprisal(self, batch: EventBatch) -> np.ndarray:

@@ -19,7 +19,6 @@ checkpoint and restored with it; the events waiting for a flag live in memory on
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -152,24 +151,23 @@ class StreamStage:
         part = self.explain(kind, events)  # explanations and what the model knew, now
         part.scores = np.array([m[1] for _, m in found], np.float64)
         part.percentiles = np.nan_to_num(np.array([m[2] for _, m in found], np.float64))
-        by_origin: dict[tuple[str, int, int], list[Confirmed]] = {}  # one event, two findings
-        by_record: dict[tuple[str, int, int], Any] = {}
+        # by origin: the record and its findings (one event may have two)
+        by_origin: dict[tuple[str, int, int], tuple[Any, list[Confirmed]]] = {}
         for (c, _), ev in zip(found, events, strict=True):
             rec = ev.record
-            by_origin.setdefault((rec.topic, rec.partition, rec.offset), []).append(c)
-            by_record[(rec.topic, rec.partition, rec.offset)] = rec
+            by_origin.setdefault((rec.topic, rec.partition, rec.offset), (rec, []))[1].append(c)
         out = []
         for alert in build_alerts(part, model):
             o = alert["origin"]
-            c = by_origin[(o["topic"], o["partition"], o["offset"])].pop()
+            rec, findings = by_origin[(o["topic"], o["partition"], o["offset"])]
+            c = findings.pop()
             alert["alert_id"] = alert_id(
                 o["topic"], o["partition"], o["offset"], f"{model.version}\x1fstream:{c.reason}"
             )
             alert["severity"] = STREAM_SEVERITY
-            alert["detected_at"] = time.time()
             alert["attributes"]["stream_context"] = stream_context(c, alert["event_time"])
             out.append(alert)
-            self._emitted[alert["alert_id"]] = by_record[(o["topic"], o["partition"], o["offset"])]
+            self._emitted[alert["alert_id"]] = rec
         while len(self._emitted) > EMITTED_KEPT:
             self._emitted.popitem(last=False)
         return out
