@@ -7,6 +7,17 @@ is Delta(x) = S(x) - log(k * P_n(x_i)) with P_n the raw unigram probability, and
 -mean over positives and negatives of log sigma(y * Delta). The anomaly score is -S(e); the
 per-pair terms w_ij <v_ai, v_aj> explain it. Same code on CUDA and CPU; scoring runs under
 `torch.inference_mode` in fixed-size chunks.
+
+Two ways to learn. A batch fit (`train_steps_per_event=0`, the default, the authors' demo):
+every `learn_many` call runs `epochs` passes over its batch, ~150 us per event on one CPU
+core. A stream (`train_steps_per_event > 0`, what the service runs): METHODS.md's "fine-tune
+on a replay window": each call counts every event into the vocabulary (the noise
+distribution) and keeps the newest `replay_size` events, then takes `train_steps_per_event`
+NCE minibatches per learned event (a fraction, carried across calls) drawn uniformly from
+that window, with one Adam optimiser kept between calls. Training cost per event is then
+fixed (~8 ms a minibatch on one CPU core), whatever the traffic rate. The first window's
+events (until `replay_size` events are seen) are trained at the batch fit's rate, `epochs /
+batch_size` steps per event, so a new model starts where a batch fit would.
 """
 
 from __future__ import annotations
@@ -54,6 +65,8 @@ class APEDetector(Detector):
         seed: int = 0,
         device: str | None = None,
         score_chunk: int = 16384,
+        train_steps_per_event: float = 0.0,
+        replay_size: int = 16384,
     ) -> None:
         super().__init__(entity_types)
         if len(self.entity_types) < 2:
@@ -63,13 +76,26 @@ class APEDetector(Detector):
             "epochs": int(epochs), "lr": float(lr), "min_count": int(min_count),
             "max_size": int(max_size), "half_life_events": float(half_life_events),
             "seed": int(seed), "score_chunk": int(score_chunk),
+            "train_steps_per_event": float(train_steps_per_event),
+            "replay_size": int(replay_size),
         }  # fmt: skip
+        if train_steps_per_event < 0 or replay_size < 1:
+            raise ValueError("train_steps_per_event must be >= 0 and replay_size >= 1")
         self.device = torch.device(device) if device else default_device()
         self.vocab = Vocabulary(self.entity_types, min_count, max_size, half_life_events)
         self.steps_ = 0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.model = APEModel(len(self.vocab), len(self.entity_types), dim).to(self.device)
+        # streaming: the replay window (a ring of encoded events), the fractional step carry
+        # and the optimiser kept between calls (rebuilt when the table grows); not saved,
+        # a restarted stream refills its window
+        self._replay = np.zeros((0, len(self.entity_types)), dtype=np.int64)
+        self._replay_next = 0
+        self._carry = 0.0
+        self.streamed_ = 0  # events learned as a stream (saved: a restart does not re-warm)
+        self._opt: torch.optim.Optimizer | None = None
+        self._opt_rows = 0
 
     # -- learning -------------------------------------------------------------------------
     def _noise(self) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
@@ -102,36 +128,91 @@ class APEDetector(Detector):
             torch.manual_seed(cfg["seed"] * 1_000_003 + self.steps_)
             self.model.grow(len(self.vocab))
             self.model.reset_rows(fresh)
-            self._train(torch.as_tensor(ids_np, device=self.device))
+            if cfg["train_steps_per_event"] > 0:
+                self._stream(ids_np, fresh)
+            else:
+                self._train(torch.as_tensor(ids_np, device=self.device))
 
     def _train(self, ids: torch.Tensor) -> None:
+        """The batch fit: `epochs` shuffled passes over `ids`, a fresh optimiser."""
         cfg = self.config
-        k, bs, m = cfg["negatives"], cfg["batch_size"], ids.shape[1]
+        bs = cfg["batch_size"]
         p_raw, samplers = self._noise()
-        log_k = float(np.log(k))
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"])
         self.model.train()
         n = ids.shape[0]
         for _ in range(cfg["epochs"]):
             perm = torch.randperm(n, device=self.device)
             for start in range(0, n, bs):
-                pos = ids[perm[start : start + bs]]
-                b = pos.shape[0]
-                i = int(torch.randint(m, (1,)))
-                type_ids, weights = samplers[i]
-                draw = type_ids[torch.multinomial(weights, b * k, replacement=True)]
-                neg = pos.repeat_interleave(k, dim=0)
-                neg[:, i] = draw
-                x = torch.cat([pos, neg])
-                y = torch.cat([torch.ones(b, device=self.device),
-                               -torch.ones(b * k, device=self.device)])  # fmt: skip
-                delta = self.model(x) - log_k - torch.log(p_raw[x[:, i]] + _EPS)
-                loss = -torch.nn.functional.logsigmoid(y * delta).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                self.steps_ += 1
+                self._step(opt, ids[perm[start : start + bs]], p_raw, samplers)
         self.model.eval()
+
+    def _stream(self, ids: np.ndarray, fresh: list[int]) -> None:
+        """Streaming learning: remember `ids` in the replay window, then take this call's share
+        of `train_steps_per_event` minibatches from the window."""
+        cfg = self.config
+        if fresh and len(self._replay):  # recycled ids now name other entities: forget them
+            self._replay = self._replay[~np.isin(self._replay, fresh).any(axis=1)]
+            self._replay_next = 0
+        self._remember(ids)
+        rate = cfg["train_steps_per_event"]
+        if self.streamed_ < cfg["replay_size"]:  # the first window: as a batch fit would
+            rate = max(rate, cfg["epochs"] / cfg["batch_size"])
+        self.streamed_ += len(ids)
+        self._carry += len(ids) * rate
+        steps = int(self._carry)
+        self._carry -= steps
+        if not steps:
+            return
+        if self._opt is None or self._opt_rows != len(self.vocab):
+            self._opt = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"])
+            self._opt_rows = len(self.vocab)
+        p_raw, samplers = self._noise()
+        window = torch.as_tensor(self._replay, device=self.device)
+        self.model.train()
+        for _ in range(steps):
+            pick = torch.randint(len(window), (min(cfg["batch_size"], len(window)),),
+                                 device=self.device)  # fmt: skip
+            self._step(self._opt, window[pick], p_raw, samplers)
+        self.model.eval()
+
+    def _remember(self, ids: np.ndarray) -> None:
+        """Keep the newest `replay_size` encoded events (a ring, oldest overwritten)."""
+        size = self.config["replay_size"]
+        ids = ids[-size:]
+        room = size - len(self._replay)
+        if room > 0:  # still filling
+            self._replay = np.concatenate([self._replay, ids[:room]])
+            ids = ids[room:]
+        if len(ids):
+            at = (self._replay_next + np.arange(len(ids))) % size
+            self._replay[at] = ids
+            self._replay_next = int(at[-1] + 1) % size
+
+    def _step(
+        self,
+        opt: torch.optim.Optimizer,
+        pos: torch.Tensor,
+        p_raw: torch.Tensor,
+        samplers: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> None:
+        """One NCE minibatch: negatives replace one random type's entity in every event."""
+        k = self.config["negatives"]
+        b, m = pos.shape
+        i = int(torch.randint(m, (1,)))
+        type_ids, weights = samplers[i]
+        draw = type_ids[torch.multinomial(weights, b * k, replacement=True)]
+        neg = pos.repeat_interleave(k, dim=0)
+        neg[:, i] = draw
+        x = torch.cat([pos, neg])
+        y = torch.cat([torch.ones(b, device=self.device),
+                       -torch.ones(b * k, device=self.device)])  # fmt: skip
+        delta = self.model(x) - float(np.log(k)) - torch.log(p_raw[x[:, i]] + _EPS)
+        loss = -torch.nn.functional.logsigmoid(y * delta).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        self.steps_ += 1
 
     def nce_loss(self, batch: EventBatch, seed: int = 0) -> float:
         """Mean NCE loss over all types on a batch (for monitoring and tests)."""
@@ -221,6 +302,7 @@ class APEDetector(Detector):
             "entity_types": list(self.entity_types),
             "config": self.config,
             "steps": self.steps_,
+            "streamed": self.streamed_,
             "vocab": vmeta,
         }
         return arrays, meta
@@ -248,4 +330,5 @@ class APEDetector(Detector):
             self.model.pair_raw.copy_(torch.as_tensor(arrays["pair_raw"]))
             self.model.bias.copy_(torch.as_tensor(arrays["bias"]).reshape(()))
         self.steps_ = int(meta["steps"])
+        self.streamed_ = int(meta.get("streamed", 0))  # states before 2026-12-05 lack it
         self.events_seen_ = self.vocab.events_seen

@@ -21,13 +21,19 @@ FAST: dict[str, dict[str, Any]] = {
         "epochs": 8,
         "batches_per_epoch": 5,
     },
+    # APE learning as a stream (what the service runs): 250-event calls, a replay window
+    "ape:stream": {"dim": 8, "batch_size": 128, "replay_size": 1000,
+                   "train_steps_per_event": 0.02},  # fmt: skip
 }
 
 
-@pytest.fixture(scope="module", params=sorted(DETECTORS))
+@pytest.fixture(scope="module", params=[*sorted(DETECTORS), "ape:stream"])
 def fitted(request: pytest.FixtureRequest, train: EventBatch) -> Detector:
-    det = DETECTORS[request.param](TYPES, **FAST.get(request.param, {}))
-    det.learn_many(train)
+    name, _, how = request.param.partition(":")
+    det = DETECTORS[name](TYPES, **FAST.get(request.param, {}))
+    step = 250 if how == "stream" else len(train)
+    for s in range(0, len(train), step):
+        det.learn_many(EventBatch(TYPES, train.rows[s : s + step], train.times[s : s + step]))
     return det
 
 
