@@ -22,8 +22,12 @@ FAST: dict[str, dict[str, Any]] = {
         "batches_per_epoch": 5,
     },
     # APE learning as a stream (what the service runs): 250-event calls, a replay window
-    "ape:stream": {"dim": 8, "batch_size": 128, "replay_size": 1000,
-                   "train_steps_per_event": 0.02},  # fmt: skip
+    "ape:stream": {
+        "dim": 8,
+        "batch_size": 128,
+        "replay_size": 1000,
+        "train_steps_per_event": 0.02,
+    },
 }
 
 
