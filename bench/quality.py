@@ -6,7 +6,11 @@
 AIT follows protocol v2 (../shared/datasets/README.md, bench/ait.py). Zeek protocol (ours): per
 capture, sort by ts, keep every benign/background flow and a seeded random 5% (of the benign
 count) of the malicious ones, fit on the first 40% of the stream by time, score the rest;
-label = Malicious; group = identical entity tuple.
+label = Malicious; group = identical entity tuple. `--zeek-fields service` scores the packaged
+`network_conn` kind's six fields (no `history`), as the service does.
+
+`outrider+ape-stream` is `outrider+ape` learning as the service runs it: in 2,000-event calls,
+APE streamed at the service's default budget (`--ape-train-steps-per-event`, 0.001).
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ from detectors.ranking import rank_groups
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets"
 ZEEK_TYPES = ("id.orig_h", "id.resp_h", "id.resp_p", "proto", "service", "conn_state", "history")
+#: the packaged `network_conn` kind's fields (service/config/10-core.toml)
+ZEEK_SERVICE_TYPES = ZEEK_TYPES[:6]
+SERVICE_BATCH = 2000  # events per learn call in the `-stream` columns, as a service batch
 
 # name -> (factory, MMR lambda used for the group ranking; 0 = by group score only)
 Method = tuple[Callable[[tuple[str, ...]], Detector], float]
@@ -69,6 +76,12 @@ def methods(dataset: str = "ait-ads") -> dict[str, Method]:
             -1.0,
         ),
         "outrider+ape": (lambda t: OutriderDetector(t, ape_weight=0.25), 1.0),
+        "outrider+ape-stream": (
+            lambda t: learning_in_batches(
+                OutriderDetector(t, ape_weight=0.25, train_steps_per_event=0.001)
+            ),
+            1.0,
+        ),
         "ape": (lambda t: APEDetector(t), 0.0),
         "avf": (lambda t: FrequencyDetector(t), 0.0),
         "zero++": (lambda t: ZeroPlusPlus(t), 0.0),
@@ -76,6 +89,19 @@ def methods(dataset: str = "ait-ads") -> dict[str, Method]:
         "hst": (lambda t: HalfSpaceTreesOneHot(t), 0.0),
     }
     return out
+
+
+def learning_in_batches(det: Detector, size: int = SERVICE_BATCH) -> Detector:
+    """`det`, its `learn_many` split into calls of `size` events, as the service feeds it."""
+    whole = det.learn_many
+
+    def learn_many(batch: EventBatch) -> None:
+        for s in range(0, len(batch), size):
+            whole(EventBatch(batch.entity_types, batch.rows[s : s + size],
+                             batch.times[s : s + size]))  # fmt: skip
+
+    det.learn_many = learn_many  # type: ignore[method-assign]
+    return det
 
 
 #: configurations that name AIT's fields
@@ -144,11 +170,19 @@ def load_zeek(path: Path) -> tuple[EventBatch, np.ndarray]:
     return batch, np.array(labels)[order]
 
 
-def run_zeek(data: Path, only: set[str] | None = None) -> dict[str, Any]:
+def _fields(batch: EventBatch, idx: np.ndarray, types: tuple[str, ...]) -> EventBatch:
+    """Events `idx` of a Zeek batch with only the fields `types`."""
+    cols = [batch.entity_types.index(t) for t in types]
+    return EventBatch(types, [tuple(batch.rows[i][c] for c in cols) for i in idx], batch.times[idx])
+
+
+def run_zeek(
+    data: Path, only: set[str] | None = None, types: tuple[str, ...] = ZEEK_TYPES
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "protocol": "per capture: sort by ts; all non-malicious flows + seeded 5% (of their "
         "count) malicious; fit on first 40% by time, score the rest; label = Malicious; "
-        "group = identical (orig_h, resp_h, resp_p, proto, service, conn_state, history)",
+        f"group = identical ({', '.join(types)})",
         "scenarios": {},
     }
     for path in sorted((data / "stratosphere-zeek").glob("*/*.gz")):
@@ -161,8 +195,7 @@ def run_zeek(data: Path, only: set[str] | None = None) -> dict[str, Any]:
         cut = int(0.4 * len(keep))
         fit_idx, test_idx = keep[:cut], keep[cut:]
 
-        fit = EventBatch(ZEEK_TYPES, [batch.rows[i] for i in fit_idx], batch.times[fit_idx])
-        test = EventBatch(ZEEK_TYPES, [batch.rows[i] for i in test_idx], batch.times[test_idx])
+        fit, test = _fields(batch, fit_idx, types), _fields(batch, test_idx, types)
         y = labels[test_idx]
         res: dict[str, Any] = {"fit": len(fit), "test": len(test), "malicious": int(y.sum()),
                                "methods": {}}  # fmt: skip
@@ -170,7 +203,7 @@ def run_zeek(data: Path, only: set[str] | None = None) -> dict[str, Any]:
             if (only and name not in only) or name in AIT_ONLY:
                 continue
             t0 = time.perf_counter()
-            det = factory(ZEEK_TYPES)
+            det = factory(types)
             det.learn_many(fit)
             scores = det.score_many(test)
             secs = time.perf_counter() - t0
@@ -213,13 +246,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--methods", default="", help="comma-separated subset")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--zeek-fields", choices=["bench", "service"], default="bench",
+                   help="Zeek: the bench's 7 fields, or the service's network_conn 6")  # fmt: skip
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     only = set(args.methods.split(",")) if args.methods else None
-    run = run_ait if args.dataset == "ait-ads" else run_zeek
-    result = {"dataset": args.dataset, **run(args.data, only)}
+    if args.dataset == "ait-ads":
+        result = {"dataset": args.dataset, **run_ait(args.data, only)}
+    else:
+        types = ZEEK_SERVICE_TYPES if args.zeek_fields == "service" else ZEEK_TYPES
+        result = {"dataset": args.dataset, **run_zeek(args.data, only, types)}
     if not result["scenarios"]:
         print(f"no data for {args.dataset} under {args.data}", file=sys.stderr)
         return 1

@@ -5,7 +5,9 @@
 Synthetic events of 7 entity types (the process/socket shape of DESIGN.md) over a vocabulary of
 `--entities` values; each detector is fitted once, then every batch size is timed (best of
 `--repeat`). Also reports the bytes of checkpoint state (safetensors arrays + JSON manifest)
-per million entities.
+per million entities, and `learn_many`'s rate in the service's 2,000-event calls: APE as a
+batch fit (10 passes per call) and as a stream at the service's default budget (0.001 NCE
+minibatches per event, timed after its first window), next to the frequency detector.
 """
 
 from __future__ import annotations
@@ -59,6 +61,31 @@ def _timed(det: Any, batch: EventBatch) -> float:
     return time.perf_counter() - t0
 
 
+SERVICE_BATCH = 2000
+
+
+def time_learning(device: str, events: EventBatch, calls: int = 5) -> dict[str, int]:
+    """Events/s of `learn_many` in service-sized calls, per way of learning."""
+
+    def rate(det: Detector, warm: int = 0) -> int:
+        n = SERVICE_BATCH
+        for s in range(0, warm, n):
+            det.learn_many(EventBatch(TYPES, events.rows[s : s + n], events.times[s : s + n]))
+        t0 = time.perf_counter()
+        for s in range(warm, warm + calls * n, n):
+            det.learn_many(EventBatch(TYPES, events.rows[s : s + n], events.times[s : s + n]))
+        return round(calls * n / (time.perf_counter() - t0))
+
+    stream = APEDetector(TYPES, device=device, train_steps_per_event=0.001)
+    out = {
+        "ape batch fit": rate(APEDetector(TYPES, device=device)),
+        "ape stream 0.001": rate(stream, warm=stream.config["replay_size"]),
+    }
+    if device == "cpu":
+        out["frequency"] = rate(FrequencyDetector(TYPES))
+    return out
+
+
 class _EncodeOnly:
     """Times `Vocabulary.encode` alone through the same harness as a detector."""
 
@@ -82,8 +109,12 @@ def run(entities: int, repeat: int, threads: int) -> dict[str, Any]:
         "state_bytes_per_million_entities": {},
         # The host-side floor under every neural detector: strings to ids (what a GPU can't do).
         "vocabulary_encode_events_per_s": {},
+        "learn_events_per_s": {},
     }
     for device in devices:
+        learn = synthetic(30_000, entities, seed=3)
+        for name, r in time_learning(device, learn).items():
+            result["learn_events_per_s"][f"{name}@{device}"] = r
         dets: dict[str, Detector] = {
             "outrider": OutriderDetector(TYPES, device=device, epochs=1),
             "outrider+ape": OutriderDetector(TYPES, ape_weight=0.25, device=device, epochs=1),
@@ -120,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, per in result["events_per_s"].items():
             print(f"{name:<24}" + "".join(f"{b:>8}: {v:>10,}/s" for b, v in per.items()))
         print("state bytes per million entities:", result["state_bytes_per_million_entities"])
+        print("learn_many events/s (2,000-event calls):", result["learn_events_per_s"])
     return 0
 
 

@@ -7,6 +7,7 @@ that it is normal); analysts' benign verdicts are the way such events become nor
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -39,16 +40,23 @@ if TYPE_CHECKING:
     from service.groups import GroupBook
 
 #: Field readers for a batch's events, applied with map() (C speed, no per-event frame).
+log = logging.getLogger(__name__)
+
 _KIND, _ROW, _TIME = attrgetter("event.kind"), attrgetter("row"), attrgetter("event.time")
 _SOURCE = attrgetter("record.topic", "record.partition")
 FEEDBACK_KEY = "~feedback~"  # checkpoint key prefix: '~' is never part of a kind name
 
-DetectorFactory = Callable[[tuple[str, ...]], Detector]
+#: (entity types, APE's training budget as a stream) -> a new detector
+DetectorFactory = Callable[[tuple[str, ...], float], Detector]
 
 DETECTOR_FACTORIES: dict[str, DetectorFactory] = {
-    "frequency": lambda types: FrequencyDetector(types),
-    "outrider": lambda types: OutriderDetector(types),
-    "ape": lambda types: APEDetector(types),
+    "frequency": lambda types, _: FrequencyDetector(types),
+    "outrider": lambda types, _: OutriderDetector(types),
+    # APE's weight as in bench.quality's `outrider+ape` column (bench/README.md)
+    "outrider+ape": lambda types, steps: OutriderDetector(
+        types, ape_weight=0.25, train_steps_per_event=steps
+    ),
+    "ape": lambda types, steps: APEDetector(types, train_steps_per_event=steps),
 }
 
 
@@ -150,10 +158,13 @@ class Scorer:
         verdict_time_field: str = _DEFAULT["verdict_time_field"].default,
         verdict_lift_weight: float = _DEFAULT["verdict_lift_weight"].default,
         verdict_sink_min_fields: int = _DEFAULT["verdict_sink_min_fields"].default,
+        ape_train_steps_per_event: float = _DEFAULT["ape_train_steps_per_event"].default,
     ) -> None:
         self.config = config
-        self.detector_name = detector
-        self.factory = DETECTOR_FACTORIES[detector]
+        if detector not in DETECTOR_FACTORIES:
+            raise ValueError(f"unknown detector {detector!r}")
+        self.detector_name = detector  # the default; a kind's config may name its own
+        self.ape_train_steps = ape_train_steps_per_event
         self.alert_percentile = alert_percentile
         self.calibration_window = calibration_window
         self.calibration_min_samples = calibration_min_samples
@@ -199,6 +210,7 @@ class Scorer:
             verdict_time_field=settings.verdict_time_field,
             verdict_lift_weight=settings.verdict_lift_weight,
             verdict_sink_min_fields=settings.verdict_sink_min_fields,
+            ape_train_steps_per_event=settings.ape_train_steps_per_event,
         )
 
     @property
@@ -206,10 +218,17 @@ class Scorer:
         """The model version on every alert: lineage (detector + birth) and generation."""
         return f"{self.lineage}.{self.generation}"
 
+    def detector_of(self, kind: str) -> str:
+        """The kind's detector: its config's (`[kinds.X] detector`), else the default."""
+        spec = self.config.kinds.get(kind)
+        return (spec.detector if spec is not None else None) or self.detector_name
+
     def _for_kind(self, kind: str) -> tuple[Detector, QuantileCalibrator]:
         det = self.detectors.get(kind)
         if det is None:
-            det = self.detectors[kind] = self.factory(self.config.kinds[kind].entities)
+            make = DETECTOR_FACTORIES[self.detector_of(kind)]
+            det = self.detectors[kind] = make(self.config.kinds[kind].entities,
+                                              self.ape_train_steps)  # fmt: skip
             self.calibrators[kind] = self._new_calibrator()
         if kind not in self.feedback:
             self.feedback[kind] = FeedbackDetector(
@@ -446,6 +465,7 @@ class Scorer:
             extra={
                 **(extra or {}),
                 "detector": self.detector_name,
+                "kind_detectors": {kind: self.detector_of(kind) for kind in self.detectors},
                 "lineage": self.lineage,
                 "generation": self.generation,
                 "calibrators": cal_meta,
@@ -482,11 +502,24 @@ class Scorer:
     def load(self, path: Path) -> dict:
         """Replace the model with checkpoint `path` (verified by load_checkpoint); its extra."""
         version, detectors, extra = load_checkpoint(path)
-        if extra.get("detector") != self.detector_name:
+        saved_default = extra.get("detector")
+        saved = extra.get("kind_detectors", {})  # absent before 2026-12-05: all the default
+        kinds = [k for k in detectors if not k.startswith(FEEDBACK_KEY)]
+        foreign = [k for k in kinds if saved.get(k, saved_default) != self.detector_of(k)]
+        if saved_default != self.detector_name and (not kinds or len(foreign) == len(kinds)):
             raise ForeignModelError(
-                f"{path}: another detector's model ({extra.get('detector')!r}, "
+                f"{path}: another detector's model ({saved_default!r}, "
                 f"this scorer runs {self.detector_name!r})"
             )
+        for kind in foreign:  # the config gave the kind another detector: it learns anew
+            log.warning(
+                "checkpoint %s: kind %s was scored by %s, now %s; it learns anew",
+                path.name,
+                kind,
+                saved.get(kind, saved_default),
+                self.detector_of(kind),
+            )
+            del detectors[kind]
         self.lineage = extra.get("lineage", version)
         self.generation = int(extra.get("generation", 0))
         self.feedback = {
@@ -508,6 +541,7 @@ class Scorer:
                 meta,
             )
             for kind, meta in extra.get("calibrators", {}).items()
+            if kind in self.detectors  # a dropped kind's scores were another detector's
         }
         for kind in self.detectors:
             self.calibrators.setdefault(kind, self._new_calibrator())

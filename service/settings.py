@@ -101,10 +101,20 @@ class Settings(BaseSettings):
     )
 
     # -- the model ------------------------------------------------------------------------
-    detector: Literal["frequency", "outrider", "ape"] = Field(
+    detector: Literal["frequency", "outrider", "outrider+ape", "ape"] = Field(
         default="frequency",
-        description="frequency: per-field rarity with co-occurrence explanations (default); "
-        "outrider: rarity + optional APE + group MMR; ape: entity embeddings (Chen et al. 2016)",
+        description="for kinds whose config names no detector: frequency = per-field rarity "
+        "with co-occurrence explanations (default; best measured on AIT, BGL and Zeek); "
+        "outrider = rarity + time context; outrider+ape = that + entity embeddings (APE, "
+        "Chen et al. 2016); ape = entity embeddings alone",
+    )
+    ape_train_steps_per_event: float = Field(
+        default=0.001,
+        ge=0,
+        le=1,
+        description="APE's training budget as a stream: NCE minibatches (512 events, ~8 ms "
+        "each on one CPU core) per learned event, drawn from a window of recent traffic; "
+        "0 = every learned batch trained 10 passes (~150 us per event on CPU)",
     )
     alert_percentile: float = Field(default=99.0, ge=0, le=100)
     calibration_window: int = Field(

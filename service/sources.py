@@ -12,7 +12,7 @@ import tomllib
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -28,6 +28,9 @@ class KindSpec(BaseModel):
     optional: frozenset[str] = frozenset()
     alert_percentile: float | None = Field(
         default=None, ge=0, le=100, description="this kind's alert threshold; None = global"
+    )
+    detector: Literal["frequency", "outrider", "outrider+ape", "ape"] | None = Field(
+        default=None, description="this kind's detector; None = the global --detector"
     )
     streams: tuple[str, str] | None = Field(
         default=None,

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 
 from detectors.base import EventBatch
+from detectors.checkpoint import CheckpointError, latest_checkpoint
 from schemas import Alert, ModelRef, ScoreRecord
 from service.decode import DecodedEvent, Decoder
 from service.outputs import alert_id, build_alerts, dead_letter_headers, group_id, score_records
@@ -201,3 +203,54 @@ def test_each_alert_record_carries_its_own_cloudevents_headers() -> None:
                                       at)  # fmt: skip
         assert (topic, key, orjson.loads(value)) == ("alerts", alert["group_id"].encode(), alert)
         assert headers == expected
+
+
+def _ape_kind_config(detector: str | None) -> SourceConfig:
+    line = f'detector = "{detector}"\n' if detector else ""
+    return SourceConfig.from_toml(
+        f'[kinds.ids_alert]\nentities = ["name", "short", "ip", "host"]\n{line}'
+    )
+
+
+def test_a_kind_can_name_its_own_detector_and_apes_learn_as_a_stream(tmp_path: Path) -> None:
+    """`[kinds.X] detector` wins over the default; APE learns within the stream budget; a
+    checkpoint remembers each kind's detector, and a kind whose detector the config changed
+    since is learned anew while the rest of the model (version, verdicts) is kept."""
+    own = Scorer(_ape_kind_config("outrider+ape"), calibration_window=5000,
+                 calibration_min_samples=200, ape_train_steps_per_event=0.001)  # fmt: skip
+    assert own.detector_name == "frequency" and own.detector_of("ids_alert") == "outrider+ape"
+    own.score(_events(100))
+    det = own.detectors["ids_alert"]
+    assert det.config["ape_weight"] > 0  # type: ignore[attr-defined]
+    ape = det.ape  # type: ignore[attr-defined]
+    first = ape.steps_
+    assert first > 0  # the first window is trained as a batch fit would
+    for _ in range(3):
+        own.score(_events(2000))
+    ape.streamed_ = ape.config["replay_size"]  # past the first window: the budget applies
+    before = ape.steps_
+    own.score(_events(2000))
+    # ~2,000 learned events (minus the flagged) x 0.001, plus the carry; a batch fit: 39
+    assert 1 <= ape.steps_ - before <= 2
+    flagged = own.score(_events(300, odd_every=100))[0]
+    assert flagged.alerted.any()
+    ex = flagged.explanations[int(np.flatnonzero(flagged.alerted)[0])]
+    assert ex.pairs  # APE's pair terms explain the alert
+
+    own.save(tmp_path)
+    again = Scorer(_ape_kind_config("outrider+ape"))
+    again.restore(tmp_path)
+    assert again.version == own.version
+    np.testing.assert_allclose(
+        again.detectors["ids_alert"].score_many(
+            EventBatch(det.entity_types, [("login ok", "A", "10.0.0.1", "web")])
+        ),
+        det.score_many(EventBatch(det.entity_types, [("login ok", "A", "10.0.0.1", "web")])),
+    )
+    changed = Scorer(_ape_kind_config(None))  # the kind back on the default, frequency
+    changed.restore(tmp_path)
+    assert changed.version == own.version and "ids_alert" not in changed.detectors
+    changed.score(_events(10))
+    assert type(changed.detectors["ids_alert"]).__name__ == "FrequencyDetector"
+    with pytest.raises(CheckpointError, match="another detector"):
+        Scorer(_ape_kind_config(None), detector="ape").load(latest_checkpoint(tmp_path))
