@@ -374,8 +374,16 @@ class StreamContext:
             ).reshape(-1, 3),
         }
         stops = [[at, k[0], k[1], sorted(bg)] for d in self.stops.values() for at, k, bg in d]
+        # the references still waiting for a flag (the caller's, kept when JSON can hold
+        # them): [stream, source a stop flags them for (None: its open episode), refs]
+        held = [[pos[k], src, list(refs)] for k in sorted(self._holding, key=pos.__getitem__)
+                for src, refs in self.streams[k].waiting.items()]  # fmt: skip
+        held += [[pos[k], None, list(self.streams[k].episode_refs)]
+                 for k in sorted(self._holding, key=pos.__getitem__)
+                 if self.streams[k].episode_refs]  # fmt: skip
         meta = {"options": self.options, "keys": [list(k) for k in keys], "stops": stops,
-                "clock": None if not math.isfinite(self.clock) else self.clock}  # fmt: skip
+                "clock": None if not math.isfinite(self.clock) else self.clock,
+                "held": held}  # fmt: skip
         return arrays, meta
 
     @classmethod
@@ -421,4 +429,11 @@ class StreamContext:
             ctx.stops.setdefault(str(host), deque(maxlen=keep)).append(stop)
         for k, a, b in arrays["streams.lonely"].reshape(-1, 3).tolist():
             ctx.lonely.setdefault(keys[int(k)], deque(maxlen=keep)).append((float(a), float(b)))
+        for i, src, refs in meta.get("held", []):  # states before 2026-12-05 have none
+            s = ctx.streams[keys[int(i)]]
+            if src is None:
+                s.episode_refs = list(refs)
+            else:
+                s.waiting[str(src)] = list(refs)
+            ctx._holding.add(keys[int(i)])
         return ctx

@@ -120,7 +120,8 @@ class Pipeline:
                 self.metrics.stream_alerts.labels(kind, reason)
         if restored and "streams" in restored:
             try:
-                self.streams.restore(restored["_aux"], restored["streams"])
+                self.streams.restore(restored["_aux"], restored["streams"],
+                                     lambda recs: self.decoder.decode_many(recs)[0])  # fmt: skip
             except (KeyError, TypeError, ValueError) as exc:  # it rebuilds from traffic
                 log.warning("stream history not restored: %s", exc)
         self.views = AlertViews(

@@ -13,12 +13,16 @@ this is what brought the DNS exfiltration's service stop (santos) and the DNS sc
 (bench/README.md).
 
 The streams' history (steadiness, episodes, mirrors, recent stops) is saved with the model's
-checkpoint and restored with it; the events waiting for a flag live in memory only (at most
-`keep` per stream and source): a restart forgets them.
+checkpoint and restored with it, and so are the events waiting for a flag (at most `keep` per
+stream and source, and `WAITING_SAVED` per kind): their records' bytes, score and percentile,
+decoded again on restore, so a stop or a lonely episode confirmed after a restart still
+raises its alerts. What a crash loses is what the model loses: the time since the last
+checkpoint.
 """
 
 from __future__ import annotations
 
+import base64
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,6 +33,7 @@ from detectors.streams import Confirmed, StreamContext
 from schemas import ModelRef
 from service.decode import DecodedEvent
 from service.outputs import alert_id, build_alerts
+from service.records import ConsumedRecord
 from service.scoring import ScoredKind
 from service.sources import SourceConfig
 
@@ -43,6 +48,8 @@ REASONS = tuple(STREAM_LIFT)
 EMITTED_KEPT = 10_000
 #: A stream alert's severity: a finding about a host's streams, not a calibrated score.
 STREAM_SEVERITY = "medium"
+#: Waiting events saved per kind with a checkpoint (the newest; the rest are forgotten).
+WAITING_SAVED = 20_000
 
 Waiting = tuple[DecodedEvent, float, float]  # the event, its score, its percentile
 
@@ -73,17 +80,28 @@ class StreamStage:
         self._resend: list[tuple[dict[str, Any], Any]] = []
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """The streams' history per kind: arrays (for the checkpoint's tensors) and JSON."""
+        """The streams' history and waiting events per kind: arrays (for the checkpoint's
+        tensors) and JSON."""
         arrays, meta = {}, {}
         for kind, ctx in self.contexts.items():
             ctx_arrays, meta[kind] = ctx.state()
             arrays.update({f"streams/{kind}/{k}": v for k, v in ctx_arrays.items()})
+            waiting = sorted(self.waiting.get(kind, {}).items())[-WAITING_SAVED:]
+            w_arrays, meta[kind]["waiting"] = _pack_waiting(waiting)
+            arrays.update({f"stream_waiting/{kind}/{k}": v for k, v in w_arrays.items()})
+            meta[kind]["next_ref"] = self._next_ref
         return arrays, meta
 
-    def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    def restore(
+        self,
+        arrays: dict[str, np.ndarray],
+        meta: dict[str, Any],
+        decode: Callable[[list[ConsumedRecord]], Sequence[DecodedEvent]] | None = None,
+    ) -> None:
         """Take back the history `state` saved, for the kinds that still declare streams
         (ValueError when the arrays do not match); this process's options win over the saved
-        ones (a changed setting applies after a restart too)."""
+        ones (a changed setting applies after a restart too). With `decode`, the waiting
+        events come back too (a record that no longer decodes is forgotten)."""
         options = self._new_context().options
         for kind, ctx_meta in meta.items():
             if kind in self.fields:
@@ -91,6 +109,11 @@ class StreamStage:
                 own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
                 saved = {**ctx_meta, "options": {**ctx_meta.get("options", {}), **options}}
                 self.contexts[kind] = StreamContext.from_state(own, saved)
+                self._next_ref = max(self._next_ref, int(ctx_meta.get("next_ref", 0)))
+                if decode is not None and "waiting" in ctx_meta:
+                    prefix = f"stream_waiting/{kind}/"
+                    w = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+                    self.waiting[kind] = _unpack_waiting(w, ctx_meta["waiting"], decode)
 
     def process(self, scored: Sequence[ScoredKind], model: ModelRef) -> list[dict[str, Any]]:
         """Feed a batch's scored kinds; returns the stream alerts its events confirmed."""
@@ -171,6 +194,58 @@ class StreamStage:
         while len(self._emitted) > EMITTED_KEPT:
             self._emitted.popitem(last=False)
         return out
+
+
+def _pack_waiting(
+    waiting: Sequence[tuple[int, Waiting]],
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Waiting events as arrays (numbers, the records' bytes) and JSON (topics, keys and
+    headers, base64)."""
+    recs = [w[0].record for _, w in waiting]
+    num = [[ref, score, pct, r.partition, r.offset, -1 if r.timestamp is None else r.timestamp]
+           for (ref, (_, score, pct)), r in zip(waiting, recs, strict=True)]  # fmt: skip
+    values = [r.value or b"" for r in recs]
+    arrays = {
+        "num": np.array(num, np.float64).reshape(-1, 6),
+        "value_len": np.array([len(v) for v in values], np.int64),
+        "values": np.frombuffer(b"".join(values), np.uint8).copy(),
+    }
+    b64 = lambda b: None if b is None else base64.b64encode(b).decode()  # noqa: E731
+    meta = {
+        "topics": [r.topic for r in recs],
+        "keys": [b64(getattr(r, "key", None)) for r in recs],
+        "headers": [[[k, b64(v)] for k, v in (r.headers or [])] for r in recs],
+    }
+    return arrays, meta
+
+
+def _unpack_waiting(
+    arrays: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    decode: Callable[[list[ConsumedRecord]], Sequence[DecodedEvent]],
+) -> dict[int, Waiting]:
+    num = arrays["num"].reshape(-1, 6)
+    lens = arrays["value_len"]
+    if not (len(num) == len(lens) == len(meta["topics"])) or lens.sum() != len(arrays["values"]):
+        raise ValueError("waiting stream events do not match their lengths")
+    blob = arrays["values"].tobytes()
+    ends = np.cumsum(lens).tolist()
+    unb64 = lambda s: None if s is None else base64.b64decode(s)  # noqa: E731
+    records, saved = [], {}
+    for i, (ref, score, pct, part, offset, ts) in enumerate(num.tolist()):
+        rec = ConsumedRecord(
+            meta["topics"][i], int(part), int(offset), None if ts < 0 else int(ts),
+            blob[ends[i] - int(lens[i]) : ends[i]], unb64(meta["keys"][i]),
+            [(k, unb64(v)) for k, v in meta["headers"][i]],
+        )  # fmt: skip
+        records.append(rec)
+        saved[(rec.topic, rec.partition, rec.offset)] = (int(ref), score, pct)
+    out: dict[int, Waiting] = {}
+    for ev in decode(records):
+        r = ev.record
+        ref, score, pct = saved[(r.topic, r.partition, r.offset)]
+        out[ref] = (ev, score, pct)
+    return out
 
 
 def stream_context(c: Confirmed, event_time: float) -> dict[str, Any]:

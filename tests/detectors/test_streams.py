@@ -3,6 +3,8 @@ move in OutriderDetector."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from detectors.base import EventBatch
@@ -187,6 +189,37 @@ def test_live_references_confirm_the_same_events_the_flags_mark() -> None:
     assert {all_keys[i] for i in by_reason["mirror"]} == {("dns-rule", "firewall")}
     stop = next(c for c in confirmed if c.reason == "silence")
     assert stop.stream == ("beacon", "share") and 13 * HOUR - 15.0 <= stop.at < 13 * HOUR
+
+
+def test_waiting_references_survive_a_state_round_trip() -> None:
+    """A restart between any two batches (state through JSON and back) confirms exactly the
+    references an uninterrupted context does: the events waiting for a flag are not lost."""
+    keys, times = _mirrored(6, 12 * HOUR + 600.0)
+    bk, bt = _beacon("share", 0.0, 13 * HOUR)
+    probe = [("svc_stop", "share"), ("svc_stop", "share"), ("login", "share")]
+    probe_t = [13 * HOUR + 5.0, 13 * HOUR + 6.0, 13 * HOUR + 3 * HOUR]
+    all_keys = keys + bk + probe
+    all_t = np.concatenate([times, bt, probe_t])
+    order = np.argsort(all_t, kind="stable")
+    # a restart inside the lonely episode, and one after each of the last three events
+    cut = int(np.searchsorted(all_t[order], 12 * HOUR + 601.5))
+    chunks = [*np.array_split(order[:cut], 4), *np.array_split(order[cut:-3], 4)]
+    chunks += [order[-3:-2], order[-2:-1], order[-1:]]
+    straight, restarted = StreamContext(), StreamContext()
+    a, b, waited = [], [], 0
+    for chunk in chunks:
+        batch = ([all_keys[i] for i in chunk], all_t[chunk], chunk.tolist())
+        a += straight.observe(*batch)
+        b += restarted.observe(*batch)
+        arrays, meta = restarted.state()
+        restarted = StreamContext.from_state(arrays, json.loads(json.dumps(meta)))
+        assert restarted.held_refs() == straight.held_refs()
+        waited += bool(straight.held_refs())
+    a += straight.settle()
+    b += restarted.settle()
+    assert sorted((c.ref, c.reason) for c in a) == sorted((c.ref, c.reason) for c in b)
+    assert {c.reason for c in b} == {"silence", "mirror"}
+    assert waited >= 2  # references did wait across restarts, for both reasons
 
 
 def test_lateness_keeps_a_mirror_read_late_from_looking_lonely() -> None:

@@ -105,6 +105,58 @@ def test_the_streams_history_survives_a_restart_through_the_checkpoint(tmp_path)
     assert run(tmp_path / "b", records[cut:]) == []  # a fresh service never saw it steady
 
 
+def pipeline_alerts_topic() -> str:
+    from service.settings import Settings
+
+    return Settings().alerts_topic
+
+
+def test_an_event_waiting_for_its_flag_survives_a_restart(tmp_path) -> None:
+    """Stopped right after the service stop on 'share' (its flag needs an hour of the beacon's
+    silence), started again from the checkpoint: the restarted service raises the stream
+    alert on that event, read before the restart, with its trace context."""
+    from service.app import Pipeline
+    from service.settings import Settings
+    from tests.conftest import Record
+    from tests.unit.test_settle import ScriptedIO
+
+    rows = beacon_stop_events()
+    trace = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    records = [
+        Record("events", 0, i, int(r[0] * 1000), ids_alert_value(*r),
+               [("traceparent", trace)] if r[1:] == ("svc-stop", "share") else None)
+        for i, r in enumerate(rows)
+    ]  # fmt: skip
+    stop = next(i for i, r in enumerate(rows) if r == (6 * HOUR - 6.0, "svc-stop", "share"))
+    cut = stop + 3  # the stop and a few events after it: it waits for an hour of silence
+
+    def run(part) -> list[dict]:
+        pipeline = Pipeline(Settings(state_dir=tmp_path, metrics_port=0,
+                                     calibration_min_samples=200))  # fmt: skip
+        io = ScriptedIO(refuse=set())
+        traced = []
+        io.send = lambda topic, value, key=None, headers=None: traced.extend(  # type: ignore
+            (topic, v) for k, v in headers or () if k == "ce_traceparent"
+        )
+        out = []
+        for k in range(0, len(part), 500):
+            batch = pipeline.process(io, part[k : k + 500])
+            pipeline.settle(io, batch)
+            out += batch.alerts
+        waiting = sum(len(w) for w in pipeline.streams.waiting.values())
+        pipeline._checkpoint()
+        return [a for a in out if "stream_context" in a["attributes"]], waiting, traced
+
+    before, waiting, _ = run(records[:cut])
+    assert before == [] and waiting >= 1
+    after, _, traced = run(records[cut:])
+    assert [a["origin"]["offset"] for a in after] == [stop]
+    assert after[0]["attributes"]["stream_context"]["reason"] == "silence"
+    assert (pipeline_alerts_topic(), trace) in traced  # the trace context came back too
+    restarted = Pipeline(Settings(state_dir=tmp_path, metrics_port=0))
+    assert not any(restarted.streams.waiting.values())  # confirmed and gone: none waits twice
+
+
 def test_a_stream_alert_whose_batch_is_redone_goes_out_again(tmp_path) -> None:
     """The broker refuses the outputs of the batch that raised the stream alert: the batch is
     redone, and the alert (same id) goes out with the redo, though the redo itself confirms
