@@ -166,9 +166,9 @@ def test_checkpoint_with_the_stream_context_round_trips_through_safetensors(tmp_
     assert boost.tolist() == [4.0, 3.0, 0.0]
 
 
-def test_live_references_confirm_the_same_events_the_flags_mark() -> None:
-    """What a live service gets back from `observe(..., refs)` (the events whose flag became
-    known) is what `flags` marks afterwards, batch by batch, for both reasons."""
+def _stop_and_lonely_episode() -> tuple[list, np.ndarray, np.ndarray]:
+    """A mirrored pair with one lonely episode, a beacon on 'share' that stops at 13 h, two
+    service stops just after it and a later login there: (keys, times, time order)."""
     keys, times = _mirrored(6, 12 * HOUR + 600.0)
     bk, bt = _beacon("share", 0.0, 13 * HOUR)
     probe = [("svc_stop", "share"), ("svc_stop", "share"), ("login", "share")]
@@ -176,6 +176,13 @@ def test_live_references_confirm_the_same_events_the_flags_mark() -> None:
     all_keys = keys + bk + probe
     all_t = np.concatenate([times, bt, probe_t])
     order = np.argsort(all_t, kind="stable")
+    return all_keys, all_t, order
+
+
+def test_live_references_confirm_the_same_events_the_flags_mark() -> None:
+    """What a live service gets back from `observe(..., refs)` (the events whose flag became
+    known) is what `flags` marks afterwards, batch by batch, for both reasons."""
+    all_keys, all_t, order = _stop_and_lonely_episode()
     ctx = StreamContext()
     confirmed = []
     for chunk in np.array_split(order, 7):
@@ -194,13 +201,7 @@ def test_live_references_confirm_the_same_events_the_flags_mark() -> None:
 def test_waiting_references_survive_a_state_round_trip() -> None:
     """A restart between any two batches (state through JSON and back) confirms exactly the
     references an uninterrupted context does: the events waiting for a flag are not lost."""
-    keys, times = _mirrored(6, 12 * HOUR + 600.0)
-    bk, bt = _beacon("share", 0.0, 13 * HOUR)
-    probe = [("svc_stop", "share"), ("svc_stop", "share"), ("login", "share")]
-    probe_t = [13 * HOUR + 5.0, 13 * HOUR + 6.0, 13 * HOUR + 3 * HOUR]
-    all_keys = keys + bk + probe
-    all_t = np.concatenate([times, bt, probe_t])
-    order = np.argsort(all_t, kind="stable")
+    all_keys, all_t, order = _stop_and_lonely_episode()
     # a restart inside the lonely episode, and one after each of the last three events
     cut = int(np.searchsorted(all_t[order], 12 * HOUR + 601.5))
     chunks = [*np.array_split(order[:cut], 4), *np.array_split(order[cut:-3], 4)]
