@@ -5,6 +5,13 @@ An event is unusual when its entity values are rare: the score is the mean surpr
 high score. Pair co-occurrence counts give the explanation ("these two were never seen
 together", ranked against chance). It is the service's default detector and the quality
 benchmark's reference peer.
+
+Memory is bounded, as the vocabulary of the neural detectors is: at most `max_values` values
+per entity type and `max_pairs` value pairs per pair of types (new addresses, ports and
+flows arrive forever). Past a bound the table is cut to 90% of it, the lowest counts going
+first (of equal counts, the oldest); a forgotten value or pair counts as never seen again
+(its surprisal is that of a new one, which for a value seen a handful of times among
+millions is nearly what it was).
 """
 
 from __future__ import annotations
@@ -32,9 +39,18 @@ class FrequencyDetector(Detector):
 
     name = "frequency"
 
-    def __init__(self, entity_types: Sequence[str], half_life_events: float = 0.0) -> None:
+    def __init__(
+        self,
+        entity_types: Sequence[str],
+        half_life_events: float = 0.0,
+        max_values: int = 100_000,
+        max_pairs: int = 100_000,
+    ) -> None:
         super().__init__(entity_types)
+        if max_values < 1 or max_pairs < 1:
+            raise ValueError("max_values and max_pairs must be >= 1")
         self.half_life_events = float(half_life_events)
+        self.max_values, self.max_pairs = int(max_values), int(max_pairs)
         self._pairs = list(combinations(range(len(self.entity_types)), 2))
         # Counters: `update(iterable)` counts at C speed, the hot path of learning.
         self.counts_: list[Counter[str]] = [Counter() for _ in self.entity_types]
@@ -63,6 +79,10 @@ class FrequencyDetector(Detector):
             for counter, (i, j) in zip(self.pair_counts_, self._pairs, strict=True):
                 counter.update(zip(cols[i], cols[j], strict=True))
         self.events_seen_ += n
+        for tables, bound in ((self.counts_, self.max_values), (self.pair_counts_, self.max_pairs)):
+            for k, table in enumerate(tables):
+                if len(table) > bound:
+                    tables[k] = _cut(table, int(0.9 * bound))  # type: ignore[index]
 
     def _decay(self, factor: float) -> None:
         for counter in (*self.counts_, *self.pair_counts_):
@@ -138,6 +158,8 @@ class FrequencyDetector(Detector):
             "state_format": STATE_FORMAT,
             "entity_types": list(self.entity_types),
             "half_life_events": self.half_life_events,
+            "max_values": self.max_values,
+            "max_pairs": self.max_pairs,
             "events_seen": self.events_seen_,
             "values": values,
             "pair_keys": pair_keys,
@@ -147,7 +169,8 @@ class FrequencyDetector(Detector):
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> FrequencyDetector:
         cls.check_state(meta)
-        det = cls(meta["entity_types"], half_life_events=meta["half_life_events"])
+        bounds = {k: meta[k] for k in ("max_values", "max_pairs") if k in meta}  # older: none
+        det = cls(meta["entity_types"], half_life_events=meta["half_life_events"], **bounds)
         det.events_seen_ = float(meta["events_seen"])
         for j, values in enumerate(meta["values"]):
             counts = arrays[f"counts.{j}"]
@@ -164,3 +187,10 @@ class FrequencyDetector(Detector):
                 {(a, b): c for (a, b), c in zip(keys, counts.tolist(), strict=True)}
             )
         return det
+
+
+def _cut(table: Counter, size: int) -> Counter:
+    """The `size` entries of `table` with the highest counts; among equal counts the newest
+    (the last first seen) stay, as what just arrived is likelier to come back."""
+    keep = {k for k, _ in sorted(reversed(table.items()), key=lambda kv: -kv[1])[:size]}
+    return Counter({k: v for k, v in table.items() if k in keep})  # first-seen order kept

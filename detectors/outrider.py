@@ -41,6 +41,7 @@ import numpy as np
 from detectors.ape import APEDetector
 from detectors.base import STATE_FORMAT, Detector, EventBatch, Explanation
 from detectors.context import BurstContext, RateContext
+from detectors.frequency import FrequencyDetector
 from detectors.ranking import RankedGroups, rank_groups
 from detectors.streams import StreamContext
 
@@ -72,6 +73,7 @@ class OutriderDetector(Detector):
         stream_types: Sequence[str] = (),
         silence_weight: float = 0.0,
         mirror_weight: float = 0.0,
+        max_pairs: int = 100_000,
         **ape_kwargs: Any,
     ) -> None:
         super().__init__(entity_types)
@@ -92,9 +94,13 @@ class OutriderDetector(Detector):
             "chronic_weight": float(chronic_weight), "cofire_sim": float(cofire_sim),
             "cofire_s": float(cofire_s), "cofire_types": list(cofire_types),
             "stream_types": list(stream_types), "silence_weight": float(silence_weight),
-            "mirror_weight": float(mirror_weight),
+            "mirror_weight": float(mirror_weight), "max_pairs": int(max_pairs),
         }  # fmt: skip
         self.ape = APEDetector(entity_types, **ape_kwargs)
+        # without APE (weight 0) its embeddings are never trained: pairs are explained by how
+        # often the two values were seen together, against chance (FrequencyDetector's counts)
+        limits = {"max_values": self.ape.vocab.max_size, "max_pairs": max_pairs}
+        self.pairs = FrequencyDetector(entity_types, **limits) if ape_weight == 0.0 else None
         self.context = RateContext(context_window_s)
         self.burst = BurstContext(burst_window_s)
         self.streams = StreamContext()
@@ -117,6 +123,8 @@ class OutriderDetector(Detector):
         else:  # counts only: the vocabulary is the rarity model
             self.ape.vocab.observe(batch.rows)
             self.ape.model.grow(len(self.ape.vocab))
+        if self.pairs is not None:
+            self.pairs.learn_many(batch)
         self.events_seen_ = self.ape.vocab.events_seen
         # the time contexts take only what is newer than what they have seen
         if self.config["context_weight"] != 0.0:
@@ -236,6 +244,10 @@ class OutriderDetector(Detector):
         return tuple(key[idx(t)] for t in types) + tuple(family(key[idx(t)]) for t in fams)
 
     def explain_many(self, batch: EventBatch, top_k: int = 3) -> list[Explanation]:
+        """APE's pair terms when APE is on; else pairs seen together less often than chance
+        (never pairs from embeddings that were not trained)."""
+        if self.pairs is not None:
+            return self.pairs.explain_many(batch, top_k)
         return self.ape.explain_many(batch, top_k)
 
     # -- state ----------------------------------------------------------------------------
@@ -247,6 +259,10 @@ class OutriderDetector(Detector):
         arrays.update(barr)
         sarr, smeta = self.streams.state()
         arrays.update(sarr)
+        pmeta = None
+        if self.pairs is not None:
+            parr, pmeta = self.pairs.state_dict()
+            arrays.update({f"pairs/{k}": v for k, v in parr.items()})
         meta = {
             "detector": self.name,
             "state_format": STATE_FORMAT,
@@ -256,6 +272,7 @@ class OutriderDetector(Detector):
             "context": cmeta,
             "burst": bmeta,
             "streams": smeta,
+            "pairs": pmeta,
             "ape_center": self.ape_center_,
             "ape_scale": self.ape_scale_,
         }
@@ -271,6 +288,9 @@ class OutriderDetector(Detector):
             det.burst = BurstContext.from_state(arrays, meta["burst"])
         if "streams" in meta:  # states saved before the stream context have none
             det.streams = StreamContext.from_state(arrays, meta["streams"])
+        if det.pairs is not None and meta.get("pairs"):  # older states: learned anew
+            own = {k[len("pairs/") :]: v for k, v in arrays.items() if k.startswith("pairs/")}
+            det.pairs = FrequencyDetector.from_state(own, meta["pairs"])
         det.ape_center_ = float(meta["ape_center"])
         det.ape_scale_ = float(meta["ape_scale"])
         det.events_seen_ = det.ape.vocab.events_seen

@@ -39,24 +39,40 @@ from service.sources import SourceConfig
 if TYPE_CHECKING:
     from service.groups import GroupBook
 
-#: Field readers for a batch's events, applied with map() (C speed, no per-event frame).
 log = logging.getLogger(__name__)
 
+#: Field readers for a batch's events, applied with map() (C speed, no per-event frame).
 _KIND, _ROW, _TIME = attrgetter("event.kind"), attrgetter("row"), attrgetter("event.time")
 _SOURCE = attrgetter("record.topic", "record.partition")
 FEEDBACK_KEY = "~feedback~"  # checkpoint key prefix: '~' is never part of a kind name
 
-#: (entity types, APE's training budget as a stream) -> a new detector
-DetectorFactory = Callable[[tuple[str, ...], float], Detector]
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """What bounds a kind's detector: memory (values per entity type, value pairs per pair of
+    types) and APE's training budget as a stream (NCE minibatches per learned event)."""
+
+    max_values: int = 100_000
+    max_pairs: int = 100_000
+    ape_train_steps: float = 0.001
+
+    def ape(self) -> dict[str, Any]:
+        return {"max_size": self.max_values, "train_steps_per_event": self.ape_train_steps}
+
+
+#: (entity types, limits) -> a new detector
+DetectorFactory = Callable[[tuple[str, ...], ModelLimits], Detector]
 
 DETECTOR_FACTORIES: dict[str, DetectorFactory] = {
-    "frequency": lambda types, _: FrequencyDetector(types),
-    "outrider": lambda types, _: OutriderDetector(types),
-    # APE's weight as in bench.quality's `outrider+ape` column (bench/README.md)
-    "outrider+ape": lambda types, steps: OutriderDetector(
-        types, ape_weight=0.25, train_steps_per_event=steps
+    "frequency": lambda types, lim: FrequencyDetector(
+        types, max_values=lim.max_values, max_pairs=lim.max_pairs
     ),
-    "ape": lambda types, steps: APEDetector(types, train_steps_per_event=steps),
+    "outrider": lambda types, lim: OutriderDetector(
+        types, max_pairs=lim.max_pairs, max_size=lim.max_values
+    ),
+    # APE's weight as in bench.quality's `outrider+ape` column (bench/README.md)
+    "outrider+ape": lambda types, lim: OutriderDetector(types, ape_weight=0.25, **lim.ape()),
+    "ape": lambda types, lim: APEDetector(types, **lim.ape()),
 }
 
 
@@ -159,12 +175,14 @@ class Scorer:
         verdict_lift_weight: float = _DEFAULT["verdict_lift_weight"].default,
         verdict_sink_min_fields: int = _DEFAULT["verdict_sink_min_fields"].default,
         ape_train_steps_per_event: float = _DEFAULT["ape_train_steps_per_event"].default,
+        model_max_values: int = _DEFAULT["model_max_values"].default,
+        model_max_pairs: int = _DEFAULT["model_max_pairs"].default,
     ) -> None:
         self.config = config
         if detector not in DETECTOR_FACTORIES:
             raise ValueError(f"unknown detector {detector!r}")
         self.detector_name = detector  # the default; a kind's config may name its own
-        self.ape_train_steps = ape_train_steps_per_event
+        self.limits = ModelLimits(model_max_values, model_max_pairs, ape_train_steps_per_event)
         self.alert_percentile = alert_percentile
         self.calibration_window = calibration_window
         self.calibration_min_samples = calibration_min_samples
@@ -211,6 +229,8 @@ class Scorer:
             verdict_lift_weight=settings.verdict_lift_weight,
             verdict_sink_min_fields=settings.verdict_sink_min_fields,
             ape_train_steps_per_event=settings.ape_train_steps_per_event,
+            model_max_values=settings.model_max_values,
+            model_max_pairs=settings.model_max_pairs,
         )
 
     @property
@@ -227,8 +247,7 @@ class Scorer:
         det = self.detectors.get(kind)
         if det is None:
             make = DETECTOR_FACTORIES[self.detector_of(kind)]
-            det = self.detectors[kind] = make(self.config.kinds[kind].entities,
-                                              self.ape_train_steps)  # fmt: skip
+            det = self.detectors[kind] = make(self.config.kinds[kind].entities, self.limits)
             self.calibrators[kind] = self._new_calibrator()
         if kind not in self.feedback:
             self.feedback[kind] = FeedbackDetector(

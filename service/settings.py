@@ -108,6 +108,18 @@ class Settings(BaseSettings):
         "outrider = rarity + time context; outrider+ape = that + entity embeddings (APE, "
         "Chen et al. 2016); ape = entity embeddings alone",
     )
+    model_max_values: int = Field(
+        default=100_000,
+        ge=100,
+        description="per kind and entity type: values the model keeps counts of (the "
+        "least seen are forgotten past it; new addresses and ports never stop coming)",
+    )
+    model_max_pairs: int = Field(
+        default=100_000,
+        ge=100,
+        description="per kind and pair of entity types: value pairs counted for the "
+        "explanations (frequency and outrider), bounded as the values are",
+    )
     ape_train_steps_per_event: float = Field(
         default=0.001,
         ge=0,

@@ -21,6 +21,8 @@ FAST: dict[str, dict[str, Any]] = {
         "epochs": 8,
         "batches_per_epoch": 5,
     },
+    # without APE: rarity, pairs explained by co-occurrence counts (the service's `outrider`)
+    "outrider:plain": {},
     # APE learning as a stream (what the service runs): 250-event calls, a replay window
     "ape:stream": {
         "dim": 8,
@@ -31,7 +33,7 @@ FAST: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture(scope="module", params=[*sorted(DETECTORS), "ape:stream"])
+@pytest.fixture(scope="module", params=[*sorted(DETECTORS), "ape:stream", "outrider:plain"])
 def fitted(request: pytest.FixtureRequest, train: EventBatch) -> Detector:
     name, _, how = request.param.partition(":")
     det = DETECTORS[name](TYPES, **FAST.get(request.param, {}))

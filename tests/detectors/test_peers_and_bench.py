@@ -72,3 +72,44 @@ def test_frequency_blames_common_values_never_seen_together() -> None:
     (rare,) = det.explain_many(EventBatch(types, [("rare", "rare name", "h2")]), top_k=3)
     assert all(p.contribution == 0.0 for p in rare.pairs)  # rare, but with its usual company
     assert [r.count for r in rare.rarity] == [2.0, 2.0, 402.0]
+
+
+def test_frequency_memory_is_bounded_and_keeps_what_recurs() -> None:
+    """Endless new addresses: every table stays under its bound, the values and pairs that
+    recur stay counted, and the state keeps the bounds."""
+    from detectors.frequency import FrequencyDetector
+
+    types = ("code", "ip", "host")
+    det = FrequencyDetector(types, max_values=500, max_pairs=800)
+    for k in range(20):
+        rows = [("ssh", f"10.{k}.{i // 250}.{i % 250}", f"h{i % 3}") for i in range(1000)]
+        det.learn_many(EventBatch(types, rows))
+        assert all(len(c) <= 500 for c in det.counts_)
+        assert all(len(c) <= 800 for c in det.pair_counts_)
+    assert det.counts_[0]["ssh"] == 20_000 and det.counts_[2]["h0"] > 6000
+    assert det.pair_counts_[0][("ssh", "10.19.3.249")] == 1  # the newest stay
+    assert det.pair_counts_[1][("ssh", "h1")] > 6000  # (code, host)
+    usual, new = det.score_many(EventBatch(types, [("ssh", "10.19.3.249", "h0"),
+                                                   ("telnet", "10.0.0.0", "h9")]))  # fmt: skip
+    assert usual < new
+    again = FrequencyDetector.from_state(*det.state_dict())
+    assert (again.max_values, again.max_pairs) == (500, 800)
+
+
+def test_plain_outrider_explains_pairs_by_counts_not_untrained_embeddings(
+    train: EventBatch,
+) -> None:
+    """Without APE (weight 0) its embeddings never train, so the pairs come from
+    co-occurrence counts: the cross-cluster port is blamed, a usual event blames nothing;
+    and the counts survive a checkpoint."""
+    det = OutriderDetector(TYPES)
+    det.learn_many(train)
+    odd, usual = det.explain_many(EventBatch(TYPES, [("user_0", "host_0", "process_0", "port_3"),
+                                                     ("user_0", "host_0", "process_0",
+                                                      "port_0")]))  # fmt: skip
+    assert all("port" in (p.type_a, p.type_b) for p in odd.pairs if p.contribution > 0)
+    assert odd.pairs[0].contribution > 0 and odd.pairs[0].together == 0.0
+    assert all(p.contribution == 0.0 for p in usual.pairs)
+    again = OutriderDetector.from_state(*det.state_dict())
+    assert again.explain_many(EventBatch(TYPES, [("user_0", "host_0", "process_0",
+                                                  "port_3")]))[0] == odd  # fmt: skip
