@@ -4,6 +4,10 @@ For an event of pattern p (its entity tuple) at time t: x = events of p in (t - 
 lam = window * (earlier count + 0.5) / elapsed seconds before the window, and the surprise is
 s = -log P(X >= x) for X ~ Poisson(lam). Causal and cheap; a burst of something ordinarily quiet
 scores high, a steady stream scores ~0. The +0.5 keeps a never-seen pattern finite.
+
+Both contexts keep state per pattern (entity tuple), so both are bounded: past
+`max_patterns` the patterns quiet the longest (then the least seen) are forgotten down to 90%
+of it; one that comes back scores as never seen, the most surprising it can.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ def poisson_surprise(x: np.ndarray, lam: np.ndarray) -> np.ndarray:
 class RateContext:
     """Per-pattern counts with a sliding window; `observe` returns each event's surprise."""
 
-    def __init__(self, window_s: float = 600.0) -> None:
+    def __init__(self, window_s: float = 600.0, max_patterns: int = 200_000) -> None:
         self.window_s = float(window_s)
+        self.max_patterns = int(max_patterns)
         self.start: float | None = None
         self.clock = -np.inf  # latest time observed
         self.total: dict[str, int] = {}
@@ -63,7 +68,17 @@ class RateContext:
             d.append(t)
             self.total[key] = self.total.get(key, 0) + 1
             self.clock = max(self.clock, t)
+        if len(self.total) > self.max_patterns:
+            self._forget(int(0.9 * self.max_patterns))
         return poisson_surprise(xs, lam)
+
+    def _forget(self, keep: int) -> None:
+        """Keep the `keep` patterns seen last (then most): the rest start over."""
+        last = {k: (d[-1] if d else -np.inf) for k, d in self.recent.items()}
+        order = sorted(self.total, key=lambda k: (last.get(k, -np.inf), self.total[k]))
+        for k in order[: len(order) - keep]:
+            del self.total[k]
+            self.recent.pop(k, None)
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         keys = list(self.total)
@@ -73,12 +88,13 @@ class RateContext:
             "ctx.recent_len": np.array([len(r) for r in recent], np.int64),
             "ctx.recent": np.array([t for r in recent for t in r], np.float64),
         }
-        meta = {"window_s": self.window_s, "start": self.start, "keys": keys}
+        meta = {"window_s": self.window_s, "start": self.start, "keys": keys,
+                "max_patterns": self.max_patterns}  # fmt: skip
         return arrays, meta
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> RateContext:
-        ctx = cls(meta["window_s"])
+        ctx = cls(meta["window_s"], meta.get("max_patterns", 200_000))
         ctx.start = meta["start"]
         keys = meta["keys"]
         lens = arrays["ctx.recent_len"].tolist()
@@ -114,9 +130,12 @@ class BurstContext:
     (count -> windows), so memory grows with the distinct burst sizes, not with time.
     """
 
-    def __init__(self, window_s: float = 600.0, prior: float = 0.5) -> None:
+    def __init__(
+        self, window_s: float = 600.0, prior: float = 0.5, max_patterns: int = 200_000
+    ) -> None:
         self.window_s = float(window_s)
         self.prior = float(prior)
+        self.max_patterns = int(max_patterns)
         self.start: float | None = None
         self.clock = -np.inf
         self.open: dict[str, tuple[int, int]] = {}  # pattern -> (window, count so far)
@@ -159,7 +178,21 @@ class BurstContext:
             self.clock = clock
             self.open.update(opened)
             self.hist.update({k: h for k, h in hists.items() if h})
+            if len(self.open) > self.max_patterns:
+                self._forget(int(0.9 * self.max_patterns))
         return np.maximum(out, 0.0)
+
+    def _forget(self, keep: int) -> None:
+        """Keep the `keep` patterns whose window is the latest (then the most windows seen):
+        the rest start over."""
+
+        def recency(k: str) -> tuple[int, int]:
+            return self.open[k][0], sum(self.hist.get(k, {}).values())
+
+        order = sorted(self.open, key=recency)
+        for k in order[: len(order) - keep]:
+            del self.open[k]
+            self.hist.pop(k, None)
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         keys = sorted(set(self.open) | set(self.hist))
@@ -173,12 +206,12 @@ class BurstContext:
         }
         meta = {"window_s": self.window_s, "prior": self.prior, "start": self.start,
                 "clock": None if not np.isfinite(self.clock) else self.clock,
-                "keys": keys}  # fmt: skip
+                "keys": keys, "max_patterns": self.max_patterns}  # fmt: skip
         return arrays, meta
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> BurstContext:
-        ctx = cls(meta["window_s"], meta.get("prior", 0.5))
+        ctx = cls(meta["window_s"], meta.get("prior", 0.5), meta.get("max_patterns", 200_000))
         ctx.start = meta["start"]
         ctx.clock = -np.inf if meta.get("clock") is None else float(meta["clock"])
         keys = meta["keys"]

@@ -101,3 +101,26 @@ def test_what_if_scoring_leaves_the_burst_state_unchanged() -> None:
         np.testing.assert_array_equal(v, after[0][k])
     np.testing.assert_allclose(peek, ctx.observe(rows, times))  # same scores, now remembered
     assert ctx.open["quiet"] == (200, 9)  # remembered: the window holds the 9
+
+
+def test_time_contexts_are_bounded_and_keep_the_recent_patterns() -> None:
+    """A pattern per new address, forever: both contexts stay under their bound, the pattern
+    that keeps firing is remembered (a burst of it still measured against its own past), and
+    a long-gone one scores as never seen again; the bound survives a checkpoint."""
+    from detectors.context import RateContext
+
+    burst, rate = BurstContext(60.0, max_patterns=300), RateContext(60.0, max_patterns=300)
+    for k in range(40):  # 40 minutes: a steady pattern, and 100 one-off addresses a minute
+        rows = [("steady", "web")] * 5 + [("scan", f"10.0.{k}.{i}") for i in range(100)]
+        times = k * 60.0 + np.linspace(0, 59, len(rows))
+        burst.observe(rows, times)
+        rate.observe(rows, times)
+        assert len(burst.open) <= 300 and len(rate.total) <= 300
+    assert "steady\x1fweb" in burst.hist and "steady\x1fweb" in rate.total
+    later = 40 * 60.0 + np.arange(2.0)
+    gone, steady = burst.observe([("scan", "10.0.0.1"), ("steady", "web")], later, update=False)
+    new_ = burst.observe([("never", "seen")], later[:1], update=False)[0]
+    assert gone == new_ > steady  # forgotten: as surprising as the never seen
+    again = BurstContext.from_state(*burst.state())
+    assert again.max_patterns == 300
+    assert RateContext.from_state(*rate.state()).max_patterns == 300
