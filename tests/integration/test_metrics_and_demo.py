@@ -55,7 +55,18 @@ def test_live_metrics_count_what_happened(kafka_bootstrap: str, tmp_path: Path) 
         assert wait_until(
             lambda: committed_total(kafka_bootstrap, s.group_id, s.events_topic) == 2504
         )
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+
+        def scrape() -> str:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+
+        # a batch is accounted for just after its commit (only what is durable counts), so
+        # the broker can show the commit a moment before the metrics do: wait for the last
+        # series the batch's accounting sets
+        assert wait_until(
+            lambda: _sample(scrape().decode(), "outrider_end_to_end_latency_seconds_count") == 2504,
+            10,
+        )
+        body = scrape()
     text = body.decode()
     assert _sample(text, "outrider_events_consumed_total", 'topic="' + s.events_topic + '"') == 2504
     assert _sample(text, "outrider_events_scored_total", 'kind="ids_alert"') == 2500
