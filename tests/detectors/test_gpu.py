@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import detectors.ape as ape_module
+from detectors.ape import APEDetector
 from detectors.base import Detector, EventBatch
 from detectors.registry import DETECTORS
 from tests.detectors.conftest import PLANTED, TYPES
@@ -86,3 +87,23 @@ def test_learning_on_cuda_is_seeded_to_float32_rounding(train: EventBatch) -> No
     a.learn_many(train)
     b.learn_many(train)
     np.testing.assert_allclose(a.score_many(train), b.score_many(train), rtol=1e-5, atol=1e-5)
+
+
+def test_apes_stream_learning_runs_on_cuda(
+    train: EventBatch, test_batch: EventBatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the service runs for an APE kind: learning as a stream in small calls, its replay
+    window and optimiser on the device; the planted anomaly ranks high and the state moves
+    to the CPU with the same scores."""
+    det = APEDetector(TYPES, dim=8, batch_size=128, replay_size=1000,
+                      train_steps_per_event=0.02, device="cuda")  # fmt: skip
+    for s in range(0, len(train), 250):
+        det.learn_many(EventBatch(TYPES, train.rows[s : s + 250], train.times[s : s + 250]))
+    assert det.steps_ > 1000 * 10 // 128 and det.streamed_ == len(train)
+    batch = probe(test_batch)
+    scores = det.score_many(batch)
+    assert scores[-2] > np.quantile(scores[:-2], 0.95)
+    monkeypatch.setattr(ape_module, "default_device", lambda: torch.device("cpu"))
+    cpu = APEDetector.from_state(*det.state_dict())
+    assert cpu.device.type == "cpu"
+    np.testing.assert_allclose(cpu.score_many(batch), scores, rtol=1e-5, atol=1e-4)
