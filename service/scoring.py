@@ -493,13 +493,14 @@ class Scorer:
         )
 
     def restore(self, store: Path, version: str | None = None) -> dict | None:
-        """Load the newest checkpoint in `store` (or exactly `version`); its extra state, or
-        None when there is none (or it is another detector's)."""
+        """Load the newest checkpoint in `store` (or exactly `version`, as it was saved: a
+        pinned replay); its extra state, or None when there is none (or it is another
+        detector's)."""
         path = latest_checkpoint(store) if version is None else Path(store) / version
         if path is None or (version is not None and not path.is_dir()):
             return None
         try:
-            return self.load(path)
+            return self.load(path, as_saved=version is not None)
         except ForeignModelError:
             return None
 
@@ -516,10 +517,13 @@ class Scorer:
             raise CheckpointError(f"{path}: announced model is not in the store")
         if checkpoint_digest(path) != sha256:
             raise CheckpointError(f"{path}: digest differs from the announcement")
-        self.load(path)
+        self.load(path, as_saved=True)  # the announced version is the model, as it was saved
 
-    def load(self, path: Path) -> dict:
-        """Replace the model with checkpoint `path` (verified by load_checkpoint); its extra."""
+    def load(self, path: Path, as_saved: bool = False) -> dict:
+        """Replace the model with checkpoint `path` (verified by load_checkpoint); its extra.
+        A kind whose config now names another detector than the one that learned it starts
+        over (a restart after a config change), unless `as_saved` (a pinned version, an
+        announced model: what the version scored with is what it must score with)."""
         version, detectors, extra = load_checkpoint(path)
         saved_default = extra.get("detector")
         saved = extra.get("kind_detectors", {})  # absent before 2026-12-05: all the default
@@ -530,7 +534,7 @@ class Scorer:
                 f"{path}: another detector's model ({saved_default!r}, "
                 f"this scorer runs {self.detector_name!r})"
             )
-        for kind in foreign:  # the config gave the kind another detector: it learns anew
+        for kind in [] if as_saved else foreign:  # its config names another detector now
             log.warning(
                 "checkpoint %s: kind %s was scored by %s, now %s; it learns anew",
                 path.name,

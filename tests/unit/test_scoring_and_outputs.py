@@ -252,5 +252,8 @@ def test_a_kind_can_name_its_own_detector_and_apes_learn_as_a_stream(tmp_path: P
     assert changed.version == own.version and "ids_alert" not in changed.detectors
     changed.score(_events(10))
     assert type(changed.detectors["ids_alert"]).__name__ == "FrequencyDetector"
+    pinned = Scorer(_ape_kind_config(None))  # a pinned replay scores as the version did
+    pinned.restore(tmp_path, version=own.version)
+    assert type(pinned.detectors["ids_alert"]).__name__ == "OutriderDetector"
     with pytest.raises(CheckpointError, match="another detector"):
         Scorer(_ape_kind_config(None), detector="ape").load(latest_checkpoint(tmp_path))
