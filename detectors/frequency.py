@@ -82,7 +82,7 @@ class FrequencyDetector(Detector):
         for tables, bound in ((self.counts_, self.max_values), (self.pair_counts_, self.max_pairs)):
             for k, table in enumerate(tables):
                 if len(table) > bound:
-                    tables[k] = _cut(table, int(0.9 * bound))  # type: ignore[index]
+                    tables[k] = keep_highest(table, int(0.9 * bound))  # type: ignore[index]
 
     def _decay(self, factor: float) -> None:
         for counter in (*self.counts_, *self.pair_counts_):
@@ -189,7 +189,7 @@ class FrequencyDetector(Detector):
         return det
 
 
-def _cut(table: Counter, size: int) -> Counter:
+def keep_highest(table: Counter, size: int) -> Counter:
     """The `size` entries of `table` with the highest counts; among equal counts the newest
     (the last first seen) stay, as what just arrived is likelier to come back."""
     keep = {k for k, _ in sorted(reversed(table.items()), key=lambda kv: -kv[1])[:size]}

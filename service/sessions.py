@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from detectors.frequency import keep_highest
+
 SCORER_STATE_FORMAT = "outrider.session_scorer"
 SCORER_STATE_VERSION = 1
 OTHER = "<other>"
@@ -165,8 +167,9 @@ class SessionScorer:
 
     name = "session-templates"
 
-    def __init__(self, mean_weight: float = 0.1) -> None:
+    def __init__(self, mean_weight: float = 0.1, max_templates: int = 100_000) -> None:
         self.mean_weight = float(mean_weight)
+        self.max_templates = int(max_templates)
         self.df_: Counter[str] = Counter()
         self.sessions_seen_ = 0
 
@@ -174,6 +177,8 @@ class SessionScorer:
         for rec in sessions:
             self.df_.update(rec.template_counts.keys())
             self.sessions_seen_ += 1
+        if len(self.df_) > self.max_templates:  # templates are minted as long as logs change
+            self.df_ = keep_highest(self.df_, int(0.9 * self.max_templates))
 
     def _surprisal(self, template: str) -> float:
         return -math.log((self.df_.get(template, 0) + 1.0) / (self.sessions_seen_ + 2.0))
@@ -196,6 +201,7 @@ class SessionScorer:
             "format": SCORER_STATE_FORMAT,
             "version": SCORER_STATE_VERSION,
             "mean_weight": self.mean_weight,
+            "max_templates": self.max_templates,
             "sessions_seen": self.sessions_seen_,
             "df": dict(self.df_),
         }
@@ -204,7 +210,7 @@ class SessionScorer:
     def from_state(cls, d: dict[str, Any]) -> SessionScorer:
         if d.get("format") != SCORER_STATE_FORMAT or d.get("version") != SCORER_STATE_VERSION:
             raise ValueError(f"not a {SCORER_STATE_FORMAT} v{SCORER_STATE_VERSION} state")
-        scorer = cls(float(d["mean_weight"]))
+        scorer = cls(float(d["mean_weight"]), int(d.get("max_templates", 100_000)))
         scorer.sessions_seen_ = int(d["sessions_seen"])
         scorer.df_ = Counter({str(k): int(v) for k, v in d["df"].items()})
         return scorer

@@ -65,6 +65,24 @@ def test_open_sessions_and_templates_per_session_are_bounded() -> None:
     assert rec.template_counts == {"Ta": 2, "Tb": 1, "<other>": 2}
 
 
+def test_the_session_scorers_template_counts_are_bounded() -> None:
+    """Templates are minted as long as the logs change: the scorer keeps the most common
+    ones, and a common one still scores below a forgotten one-off."""
+    scorer = SessionScorer(max_templates=100)
+    common = SessionRecord("k", 0.0, 1.0, 1)
+    common.template_counts.update({"T-common": 1})
+    for i in range(500):
+        one_off = SessionRecord(f"s{i}", 0.0, 1.0, 1)
+        one_off.template_counts.update({f"T{i}": 1, "T-common": 1})
+        scorer.learn_many([one_off])
+        assert len(scorer.df_) <= 100
+    assert scorer.df_["T-common"] == 500 and "T0" not in scorer.df_
+    gone = SessionRecord("g", 0.0, 1.0, 1)
+    gone.template_counts.update({"T0": 1})
+    assert scorer.score_many([common])[0] < scorer.score_many([gone])[0]
+    assert SessionScorer.from_state(scorer.state()).max_templates == 100
+
+
 def test_sessions_keyed_by_an_entity_from_dicts_and_events() -> None:
     agg = SessionAggregator(SessionSpec(key_field="user", key_pattern=None, idle_timeout_s=60))
     agg.add(_ev(0, "login", user="alice"))
