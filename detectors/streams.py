@@ -376,11 +376,12 @@ class StreamContext:
         stops = [[at, k[0], k[1], sorted(bg)] for d in self.stops.values() for at, k, bg in d]
         # the references still waiting for a flag (the caller's, kept when JSON can hold
         # them): [stream, source a stop flags them for (None: its open episode), refs]
-        held = [[pos[k], src, list(refs)] for k in sorted(self._holding, key=pos.__getitem__)
-                for src, refs in self.streams[k].waiting.items()]  # fmt: skip
-        held += [[pos[k], None, list(self.streams[k].episode_refs)]
-                 for k in sorted(self._holding, key=pos.__getitem__)
-                 if self.streams[k].episode_refs]  # fmt: skip
+        held: list[list[Any]] = []
+        for k in sorted(self._holding, key=pos.__getitem__):
+            s = self.streams[k]
+            held += [[pos[k], src, list(refs)] for src, refs in s.waiting.items()]
+            if s.episode_refs:
+                held.append([pos[k], None, list(s.episode_refs)])
         meta = {"options": self.options, "keys": [list(k) for k in keys], "stops": stops,
                 "clock": None if not math.isfinite(self.clock) else self.clock,
                 "held": held}  # fmt: skip

@@ -34,7 +34,7 @@ from detectors.outrider import OutriderDetector
 from service.decode import DecodedEvent
 from service.holdback import HoldBack, flood_cap
 from service.settings import Settings
-from service.sources import SourceConfig
+from service.sources import DetectorName, SourceConfig
 
 if TYPE_CHECKING:
     from service.groups import GroupBook
@@ -63,7 +63,7 @@ class ModelLimits:
 #: (entity types, limits) -> a new detector
 DetectorFactory = Callable[[tuple[str, ...], ModelLimits], Detector]
 
-DETECTOR_FACTORIES: dict[str, DetectorFactory] = {
+DETECTOR_FACTORIES: dict[DetectorName, DetectorFactory] = {
     "frequency": lambda types, lim: FrequencyDetector(
         types, max_values=lim.max_values, max_pairs=lim.max_pairs
     ),

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.redact import redact
+from service.sources import DetectorName
 
 
 class Settings(BaseSettings):
@@ -101,7 +102,7 @@ class Settings(BaseSettings):
     )
 
     # -- the model ------------------------------------------------------------------------
-    detector: Literal["frequency", "outrider", "outrider+ape", "ape"] = Field(
+    detector: DetectorName = Field(
         default="frequency",
         description="for kinds whose config names no detector: frequency = per-field rarity "
         "with co-occurrence explanations (default; best measured on AIT, BGL and Zeek); "

@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 _MISSING = object()
 
+#: The detectors a kind can be scored by (service/scoring.py DETECTOR_FACTORIES builds them).
+DetectorName = Literal["frequency", "outrider", "outrider+ape", "ape"]
+
 
 class KindSpec(BaseModel):
     """An event kind: the entity types its detector scores, in a fixed order."""
@@ -29,7 +32,7 @@ class KindSpec(BaseModel):
     alert_percentile: float | None = Field(
         default=None, ge=0, le=100, description="this kind's alert threshold; None = global"
     )
-    detector: Literal["frequency", "outrider", "outrider+ape", "ape"] | None = Field(
+    detector: DetectorName | None = Field(
         default=None, description="this kind's detector; None = the global --detector"
     )
     streams: tuple[str, str] | None = Field(

@@ -105,15 +105,13 @@ class StreamStage:
         options = self._new_context().options
         for kind, ctx_meta in meta.items():
             if kind in self.fields:
-                prefix = f"streams/{kind}/"
-                own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
                 saved = {**ctx_meta, "options": {**ctx_meta.get("options", {}), **options}}
+                own = _under(arrays, f"streams/{kind}/")
                 self.contexts[kind] = StreamContext.from_state(own, saved)
                 self._next_ref = max(self._next_ref, int(ctx_meta.get("next_ref", 0)))
                 if decode is not None and "waiting" in ctx_meta:
-                    prefix = f"stream_waiting/{kind}/"
-                    w = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-                    self.waiting[kind] = _unpack_waiting(w, ctx_meta["waiting"], decode)
+                    own = _under(arrays, f"stream_waiting/{kind}/")
+                    self.waiting[kind] = _unpack_waiting(own, ctx_meta["waiting"], decode)
 
     def process(self, scored: Sequence[ScoredKind], model: ModelRef) -> list[dict[str, Any]]:
         """Feed a batch's scored kinds; returns the stream alerts its events confirmed."""
@@ -194,6 +192,11 @@ class StreamStage:
         while len(self._emitted) > EMITTED_KEPT:
             self._emitted.popitem(last=False)
         return out
+
+
+def _under(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The arrays saved under `prefix`, by their own names."""
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def _pack_waiting(
