@@ -151,9 +151,8 @@ class APEDetector(Detector):
         """Streaming learning: remember `ids` in the replay window, then take this call's share
         of `train_steps_per_event` minibatches from the window."""
         cfg = self.config
-        if fresh and len(self._replay):  # recycled ids now name other entities: forget them
-            self._replay = self._replay[~np.isin(self._replay, fresh).any(axis=1)]
-            self._replay_next = 0
+        if fresh and len(self._replay):
+            self._forget(fresh)
         self._remember(ids)
         rate = cfg["train_steps_per_event"]
         if self.streamed_ < cfg["replay_size"]:  # the first window: as a batch fit would
@@ -175,6 +174,13 @@ class APEDetector(Detector):
                                  device=self.device)  # fmt: skip
             self._step(self._opt, window[pick], p_raw, samplers)
         self.model.eval()
+
+    def _forget(self, recycled: list[int]) -> None:
+        """Drop the remembered events naming `recycled` ids (they name other entities now),
+        the window put back in time order first so the next overwrite hits the oldest."""
+        window = np.roll(self._replay, -self._replay_next, axis=0)  # oldest first
+        self._replay = window[~np.isin(window, recycled).any(axis=1)]
+        self._replay_next = 0
 
     def _remember(self, ids: np.ndarray) -> None:
         """Keep the newest `replay_size` encoded events (a ring, oldest overwritten)."""

@@ -116,6 +116,19 @@ def test_streaming_forgets_recycled_ids() -> None:
     assert len(rows_with_it) == 60  # portY's own events only, none of port0's
 
 
+def test_the_window_stays_the_newest_events_after_ids_are_recycled() -> None:
+    """Forgetting recycled ids from a full, wrapped ring keeps the window in time order: the
+    events remembered next overwrite the oldest, never newer ones."""
+    det = APEDetector(TYPES, replay_size=6, train_steps_per_event=0.01, device="cpu")
+    rows = lambda *ts: np.array([[t, 100, 200, 300] for t in ts], np.int64)  # noqa: E731
+    det._remember(rows(1, 2, 3, 4, 5, 6))
+    det._remember(rows(7, 8))  # wrapped: 7 and 8 took the slots of 1 and 2
+    det._forget([5])  # id 5 now names another entity
+    det._remember(rows(9, 10))  # window full again: 3 goes, as the oldest
+    det._remember(rows(11))
+    assert sorted(det._replay[:, 0].tolist()) == [6, 7, 8, 9, 10, 11]
+
+
 def test_streaming_state_round_trip_keeps_the_warm_count(train: EventBatch) -> None:
     det = APEDetector(TYPES, dim=4, replay_size=500, train_steps_per_event=0.001, device="cpu")
     det.learn_many(train)
