@@ -54,6 +54,7 @@ class DevNetDetector(Detector):
         epochs: int = 50,
         lr: float = 1e-3,
         replay: int = 4096,
+        max_labeled: int = 4096,
         seed: int = 0,
         ape_config: dict[str, Any] | None = None,
     ) -> None:
@@ -64,6 +65,7 @@ class DevNetDetector(Detector):
             "benign_suppress": float(benign_suppress),
             "batch_size": int(batch_size), "batches_per_epoch": int(batches_per_epoch),
             "epochs": int(epochs), "lr": float(lr), "replay": int(replay), "seed": int(seed),
+            "max_labeled": int(max_labeled),
         }  # fmt: skip
         ape_config = dict(ape_config or {})
         device = ape_config.pop("device", None)  # where to run, not state: kept out of checkpoints
@@ -73,16 +75,19 @@ class DevNetDetector(Detector):
         gen = torch.Generator().manual_seed(seed)
         ref = torch.randn(5000, generator=gen)
         self.ref_mean, self.ref_std = float(ref.mean()), float(ref.std())
-        in_dim = len(self.entity_types) * self.base.config["dim"] + 1
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.head = DevNetHead(in_dim, hidden).to(self.device)
-        self.head.eval()
+        self.head = self._fresh_head()
         self.trained_ = False
         self.center_, self.scale_ = 0.0, 1.0
         self.unlabeled: deque[tuple[str, ...]] = deque(maxlen=replay)
         self.malicious: list[tuple[str, ...]] = []
         self.benign: list[tuple[str, ...]] = []
+
+    def _fresh_head(self) -> DevNetHead:
+        in_dim = len(self.entity_types) * self.base.config["dim"] + 1
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config["seed"])
+            head = DevNetHead(in_dim, self.config["hidden"]).to(self.device)
+        return head.eval()
 
     # -- features -------------------------------------------------------------------------
     def _base_z(self, rows: Sequence[Sequence[str]]) -> np.ndarray:
@@ -111,19 +116,36 @@ class DevNetDetector(Detector):
         self.center_, self.scale_ = float(np.median(s)), float(s.std() + 1e-9)
         self.unlabeled.extend(tuple(r) for r in batch.rows)
         self.events_seen_ = self.base.events_seen_
-        if self.malicious or self.benign:
-            self._train_head()
 
     def learn_labels(self, batch: EventBatch, labels: np.ndarray) -> None:
-        """Analyst verdicts: 1 = malicious, 0 = benign. Retrains the head."""
+        """Analyst verdicts: 1 = malicious, 0 = benign. Retrains the head, with the replay of
+        traffic as it is now (its BatchNorm statistics). Traffic alone never retrains it: a
+        retrain costs ~1 s on a CPU, and a scorer learns traffic every batch. The newest
+        `max_labeled` verdicts of each side are kept."""
         self._check(batch)
         labels = np.asarray(labels)
         if len(labels) != len(batch):
             raise ValueError("one label per event")
         for row, y in zip(batch.rows, labels.tolist(), strict=True):
             (self.malicious if y == 1 else self.benign).append(tuple(row))
+        keep = self.config["max_labeled"]
+        self.malicious, self.benign = self.malicious[-keep:], self.benign[-keep:]
         if len(batch):
             self._train_head()
+
+    def forget(self, row: Sequence[str]) -> bool:
+        """Drop every verdict on `row` (an analyst's undo) and retrain the head from the
+        rest (untrained again when none is left); True if there was one."""
+        row = tuple(row)
+        mal = [r for r in self.malicious if r != row]
+        ben = [r for r in self.benign if r != row]
+        if len(mal) == len(self.malicious) and len(ben) == len(self.benign):
+            return False
+        self.malicious, self.benign = mal, ben
+        self.head, self.trained_ = self._fresh_head(), False  # as if never told
+        if mal or ben:
+            self._train_head()
+        return True
 
     def _train_head(self) -> None:
         if not self.unlabeled:
@@ -178,15 +200,21 @@ class DevNetDetector(Detector):
         return z + dev - self.config["benign_suppress"] * self.benign_similarity(batch.rows)
 
     def benign_similarity(self, rows: Sequence[Sequence[str]]) -> np.ndarray:
-        """Per event: max over analyst-benign events of (share of equal fields)^2."""
+        """Per event: max over analyst-benign events of (share of equal fields)^2. Fields are
+        compared as small integers (a value no benign event has never matches)."""
         out = np.zeros(len(rows))
         if not self.benign or not len(rows):
             return out
-        ben = np.array(self.benign, dtype=object)
-        x = np.array([tuple(r) for r in rows], dtype=object)
-        for s in range(0, len(x), 1024):
-            eq = (x[s : s + 1024, None, :] == ben[None, :, :]).mean(axis=2)
-            out[s : s + 1024] = eq.max(axis=1) ** 2
+        distinct = list(dict.fromkeys(self.benign))
+        codes = [
+            {v: i for i, v in enumerate(dict.fromkeys(col))} for col in zip(*distinct, strict=True)
+        ]
+        ben = np.array([[c[v] for c, v in zip(codes, r, strict=True)] for r in distinct])
+        x = np.array([[c.get(v, -1) for c, v in zip(codes, r, strict=True)] for r in rows])
+        step = max(1, 4_000_000 // (len(distinct) * len(codes)))  # bounded scratch memory
+        for s in range(0, len(x), step):
+            eq = (x[s : s + step, None, :] == ben[None, :, :]).mean(axis=2)
+            out[s : s + step] = eq.max(axis=1) ** 2
         return out
 
     def explain_many(self, batch: EventBatch, top_k: int = 3) -> list[Explanation]:

@@ -32,7 +32,7 @@ from service.decode import clip, dead_letter
 from service.feedback_intake import FeedbackIntake
 from service.groups import GroupBook
 from service.metrics import Metrics
-from service.scoring import Scorer
+from service.scoring import Scorer, learns_labels
 from service.triage import RateLimiter
 from service.verdicts import training_signal
 
@@ -154,14 +154,20 @@ class AnalystLoop:
         held_rows = [pattern_row(k) for k, _ in held]
         held_labels = np.fromiter((y for _, y in held), np.int64, len(held))
         auc_before = ranking_auc(self.scorer.peek(kind, held_rows), held_labels) if held else None
-        snapshot = copy.deepcopy(before_fb) if auc_before is not None else None
+        snapshot = None
+        if auc_before is not None:  # what the verdicts change: the count-based layer, and
+            # the kind's detector where it learns from verdicts (a semi-supervised head)
+            det = self.scorer.detectors[kind]
+            snapshot = copy.deepcopy((before_fb, det if learns_labels(det) else None))
         generation = self.scorer.generation
         self.scorer.learn_verdicts(kind, rows, labels, times)
         if snapshot is None:
             return True
         auc_after = ranking_auc(self.scorer.peek(kind, held_rows), held_labels)
         if auc_after is not None and auc_before is not None and auc_after < auc_before - 1e-9:
-            self.scorer.feedback[kind] = snapshot
+            self.scorer.feedback[kind], det_before = snapshot
+            if det_before is not None:
+                self.scorer.detectors[kind] = det_before
             self.scorer.generation = generation
             self.metrics.fine_tune_rollbacks.inc()
             log.warning(

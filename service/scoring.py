@@ -28,6 +28,7 @@ from detectors.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from detectors.devnet import DevNetDetector
 from detectors.feedback import FeedbackDetector, pattern_key
 from detectors.frequency import FrequencyDetector
 from detectors.outrider import OutriderDetector
@@ -73,7 +74,15 @@ DETECTOR_FACTORIES: dict[DetectorName, DetectorFactory] = {
     # APE's weight as in bench.quality's `outrider+ape` column (bench/README.md)
     "outrider+ape": lambda types, lim: OutriderDetector(types, ape_weight=0.25, **lim.ape()),
     "ape": lambda types, lim: APEDetector(types, **lim.ape()),
+    # APE + the semi-supervised head: verdicts train the head (Scorer.learn_verdicts)
+    "devnet": lambda types, lim: DevNetDetector(types, ape_config=lim.ape()),
 }
+
+
+def learns_labels(det: Detector) -> bool:
+    """Whether the kind's detector itself learns from verdicts (a semi-supervised head);
+    every kind's verdicts also train its count-based layer (`Scorer.feedback`)."""
+    return callable(getattr(det, "learn_labels", None))
 
 
 class ForeignModelError(CheckpointError):
@@ -453,7 +462,10 @@ class Scorer:
         model that knew these verdicts."""
         det, _ = self._for_kind(kind)
         at = np.zeros(len(rows)) if times is None else np.asarray(times, np.float64)
-        self.feedback[kind].learn_labels(EventBatch(det.entity_types, rows, at), labels)
+        batch = EventBatch(det.entity_types, rows, at)
+        self.feedback[kind].learn_labels(batch, labels)
+        if learns_labels(det):  # a semi-supervised head (devnet) learns them too
+            det.learn_labels(batch, np.asarray(labels))
         self.generation += 1
 
     def retract(self, kind: str, row: tuple[str, ...]) -> bool:
@@ -461,6 +473,9 @@ class Scorer:
         fb = self.feedback.get(kind)
         if fb is None or not fb.forget(row):
             return False
+        det = self.detectors.get(kind)
+        if det is not None and learns_labels(det):
+            det.forget(row)  # type: ignore[attr-defined]
         self.generation += 1
         return True
 

@@ -107,7 +107,8 @@ class Settings(BaseSettings):
         description="for kinds whose config names no detector: frequency = per-field rarity "
         "with co-occurrence explanations (default; best measured on AIT, BGL and Zeek); "
         "outrider = rarity + time context; outrider+ape = that + entity embeddings (APE, "
-        "Chen et al. 2016); ape = entity embeddings alone",
+        "Chen et al. 2016); ape = entity embeddings alone; devnet = APE + a DevNet head that "
+        "analysts' verdicts train (Pang et al. 2019, the AnoOnly way)",
     )
     model_max_values: int = Field(
         default=100_000,

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 _MISSING = object()
 
 #: The detectors a kind can be scored by (service/scoring.py DETECTOR_FACTORIES builds them).
-DetectorName = Literal["frequency", "outrider", "outrider+ape", "ape"]
+DetectorName = Literal["frequency", "outrider", "outrider+ape", "ape", "devnet"]
 
 
 class KindSpec(BaseModel):

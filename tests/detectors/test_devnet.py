@@ -68,3 +68,15 @@ def test_the_device_is_not_written_into_the_checkpoint(train: EventBatch) -> Non
     _, meta = det.state_dict()
     assert "device" not in meta["ape_config"]
     assert DevNetDetector.from_state(*det.state_dict()).base.device.type in ("cpu", "cuda")
+
+
+def test_benign_similarity_is_the_share_of_equal_fields_squared(train: EventBatch) -> None:
+    det = DevNetDetector(TYPES, **FAST)
+    det.benign = [train.rows[0], train.rows[0], ("user_0", "host_x", "process_x", "port_x")]
+    rows = list(train.rows[:50]) + [("new", "host_x", "new", "port_x")]
+    want = [
+        max(np.mean([a == b for a, b in zip(r, ben, strict=True)]) for ben in det.benign) ** 2
+        for r in rows
+    ]
+    np.testing.assert_allclose(det.benign_similarity(rows), want)
+    assert det.benign_similarity(rows)[-1] == 0.25

@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 
 from detectors.checkpoint import latest_checkpoint, load_checkpoint
+from service.labels import label_command
 from service.model_store import model_store
 from service.replay import encode_record, read_records
 from service.sources import SourceConfig
@@ -67,3 +68,44 @@ def test_a_kind_scored_by_ape_through_the_broker(
     # the budget: the first 16,384-event window at the batch fit's rate and nothing beyond
     assert 0 < ape.steps_ <= ape.streamed_ * 10 / 512 + 1
     assert type(detectors["ids_alert"]).__name__ == "FrequencyDetector"
+
+
+def test_verdicts_train_the_devnet_head_through_the_broker(
+    kafka_bootstrap: str, datasets: Path, tmp_path: Path
+) -> None:
+    """`[kinds.ids_alert] detector = "devnet"`: an analyst's verdict from the feedback topic
+    trains the kind's DevNet head (not only the count-based layer), a new model version is
+    announced, and the trained head comes back from the checkpoint after a restart."""
+    config = tmp_path / "config"
+    config.mkdir()
+    for f in PACKAGED.glob("*.toml"):
+        text = f.read_text()
+        text = text.replace("[kinds.ids_alert]\n", '[kinds.ids_alert]\ndetector = "devnet"\n')
+        (config / f.name).write_text(text)
+    s = fresh_settings(kafka_bootstrap, tmp_path, calibration_min_samples=200,
+                       batch_max_events=1000, sources_config=config)  # fmt: skip
+    rows = read_records(datasets / "ait-ads" / "russellmitchell_alerts.csv.gz")[:8000]
+    produce(kafka_bootstrap, s.events_topic, [encode_record(r) for r in rows])
+    with running(s) as pipeline:
+        assert wait_until(
+            lambda: committed_total(kafka_bootstrap, s.group_id, s.events_topic) == len(rows),
+            240,
+        )
+        det = pipeline.scorer.detectors["ids_alert"]
+        assert type(det).__name__ == "DevNetDetector" and not det.trained_
+        top = pipeline.groups.ranked()[0]
+        version = pipeline.model.version
+        label_command(s.kafka_client_config(), s.feedback_topic, top.group_id, "malicious",
+                      "confirmed scan", "ana")  # fmt: skip
+        assert wait_until(lambda: pipeline.model.version != version, 60), "no fine-tune"
+        det = pipeline.scorer.detectors["ids_alert"]
+        assert det.trained_ and det.malicious
+        types = det.entity_types
+        assert det.malicious[0] == tuple(top.entities.get(t, "") for t in types)
+        new_version = pipeline.model.version
+    announced = [orjson.loads(r.value) for r in consume_all(kafka_bootstrap, s.models_topic, 1)]
+    assert any(m["version"] == new_version for m in announced)
+    with running(s) as again:  # restarted: the trained head is part of the model
+        assert again.model.version == new_version
+        back = again.scorer.detectors["ids_alert"]
+        assert back.trained_ and back.malicious == det.malicious

@@ -13,6 +13,7 @@ import pytest
 from detectors.checkpoint import CheckpointError
 from schemas import DeadLetterReason, Feedback
 from service.analyst_loop import AnalystLoop, ranking_auc
+from service.decode import Decoder
 from service.feedback_intake import Verdict
 from service.groups import GroupBook
 from service.metrics import Metrics
@@ -55,11 +56,13 @@ def _alert(gid: str, entities: dict[str, str]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _loop(patterns: dict[str, dict[str, str]], per_minute: float = 60.0) -> AnalystLoop:
+def _loop(
+    patterns: dict[str, dict[str, str]], per_minute: float = 60.0, scorer: Scorer | None = None
+) -> AnalystLoop:
     book = GroupBook()
     for gid, ent in patterns.items():
         book.add(_alert(gid, ent))
-    scorer = Scorer(CONFIG)
+    scorer = scorer or Scorer(CONFIG)
     return AnalystLoop(FakeIntake(), scorer, book, Metrics(), per_minute)  # type: ignore[arg-type]
 
 
@@ -93,18 +96,43 @@ def test_ranking_auc() -> None:
     assert ranking_auc(np.array([1.0, 2.0]), np.array([1, 1])) is None
 
 
-def test_a_fine_tune_that_ranks_earlier_verdicts_worse_is_rolled_back() -> None:
+def _devnet_scorer() -> Scorer:
+    """A scorer whose ids_alert kind runs APE + the DevNet head, with traffic learned (the
+    head trains only with traffic in its replay)."""
+    config = SourceConfig.from_toml(
+        '[kinds.ids_alert]\nentities = ["name", "short", "ip", "host"]\ndetector = "devnet"\n'
+    )
+    scorer = Scorer(config, calibration_min_samples=200)
+    values = [
+        orjson.dumps({"kind": "ids_alert", "time": 1000 + i, "entities": _ent(
+            "Login ok", "A-Auth", f"10.0.0.{i % 5}", ("mail", "web", "db")[i % 3])})
+        for i in range(3000)
+    ]  # fmt: skip
+    events, dead = Decoder(config, 1 << 16).decode_many(records_of(values))
+    assert not dead
+    scorer.score(events)
+    return scorer
+
+
+@pytest.mark.parametrize("detector", ["frequency", "devnet"])
+def test_a_fine_tune_that_ranks_earlier_verdicts_worse_is_rolled_back(detector: str) -> None:
+    """Rolled back: the count-based layer and, for a semi-supervised head, the head too."""
     attack = _ent("ET SCAN", "S-Scan", "10.0.0.9", "web")
     noise = _ent("Login ok", "A-Auth", "10.0.0.2", "mail")
     # a second analyst's verdicts that contradict the first's: the attack's look-alikes on
     # its host (from other addresses) benign, the housekeeping's look-alikes malicious
     twins = {f"t{i}": {**attack, "ip": f"10.0.1.{i}"} for i in range(10)}
     flips = {f"f{i}": {**noise, "ip": f"10.0.2.{i}"} for i in range(6)}
-    loop = _loop({"attack": attack, "noise": noise, **twins, **flips})
+    scorer = _devnet_scorer() if detector == "devnet" else None
+    loop = _loop({"attack": attack, "noise": noise, **twins, **flips}, scorer=scorer)
     loop.intake.give([("attack", "true_positive", "ana"), ("noise", "benign_positive", "ana")])  # type: ignore[attr-defined]
     assert loop.apply().changed
     fb = loop.scorer.feedback_of("ids_alert")
     version, learned = loop.scorer.version, dict(fb.labeled_)
+    det = loop.scorer.detectors["ids_alert"]
+    told = (list(det.malicious), list(det.benign)) if detector == "devnet" else None  # type: ignore[attr-defined]
+    if detector == "devnet":
+        assert det.trained_  # type: ignore[attr-defined]
     rows = [tuple(attack[t] for t in TYPES), tuple(noise[t] for t in TYPES)]
     before = loop.scorer.peek("ids_alert", rows)
     assert before[0] > before[1]
@@ -118,6 +146,9 @@ def test_a_fine_tune_that_ranks_earlier_verdicts_worse_is_rolled_back() -> None:
     assert loop.scorer.version == version, "no new generation for a rolled-back fine-tune"
     assert loop.scorer.feedback_of("ids_alert").labeled_ == learned
     assert np.array_equal(loop.scorer.peek("ids_alert", rows), before)
+    if told is not None:
+        kept = loop.scorer.detectors["ids_alert"]
+        assert (kept.malicious, kept.benign) == told  # type: ignore[attr-defined]
     assert loop.metrics.fine_tune_rollbacks._value.get() == 1
 
 

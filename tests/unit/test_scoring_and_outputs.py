@@ -257,3 +257,37 @@ def test_a_kind_can_name_its_own_detector_and_apes_learn_as_a_stream(tmp_path: P
     assert type(pinned.detectors["ids_alert"]).__name__ == "OutriderDetector"
     with pytest.raises(CheckpointError, match="another detector"):
         Scorer(_ape_kind_config(None), detector="ape").load(latest_checkpoint(tmp_path))
+
+
+def test_a_kind_on_devnet_learns_verdicts_in_its_head_and_forgets_them_on_undo(
+    tmp_path: Path,
+) -> None:
+    """`detector = "devnet"`: APE + the DevNet head. Verdicts train the head (besides the
+    count-based layer every kind has), the trained head is in the checkpoint, and an undo
+    leaves the head as if it had never been told."""
+    scorer = Scorer(_ape_kind_config("devnet"), calibration_window=5000,
+                    calibration_min_samples=200)  # fmt: skip
+    for n in (100, 2000, 2000):
+        scorer.score(_events(n))
+    det = scorer.detectors["ids_alert"]
+    assert type(det).__name__ == "DevNetDetector" and not det.trained_  # type: ignore[attr-defined]
+    odd = ("rare thing", "X", "10.0.0.1", "evil")
+    probe = EventBatch(det.entity_types, [("rare thing", "X", "10.0.0.2", "evil"),
+                                          ("login ok", "A", "10.0.0.1", "web")])  # fmt: skip
+    before = det.peek_many(probe)
+    version = scorer.version
+    scorer.learn_verdicts("ids_alert", [odd] * 4, [1] * 4)
+    assert det.trained_ and scorer.version != version  # type: ignore[attr-defined]
+    lift = det.peek_many(probe) - before
+    assert lift[0] > lift[1] + 1.0, f"the head did not lift the look-alike: {lift}"
+
+    scorer.save(tmp_path)
+    again = Scorer(_ape_kind_config("devnet"))
+    again.restore(tmp_path)
+    back = again.detectors["ids_alert"]
+    assert back.trained_  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(back.peek_many(probe), det.peek_many(probe))
+
+    assert scorer.retract("ids_alert", odd)
+    assert not det.trained_ and not det.malicious  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(det.peek_many(probe), before)
