@@ -24,6 +24,7 @@ integration:
 lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy
 
 format:
 	$(PYTHON) -m ruff format .

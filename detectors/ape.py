@@ -71,7 +71,7 @@ class APEDetector(Detector):
         super().__init__(entity_types)
         if len(self.entity_types) < 2:
             raise ValueError("APE needs at least two entity types")
-        self.config = {
+        self.config: dict[str, Any] = {
             "dim": int(dim), "negatives": int(negatives), "batch_size": int(batch_size),
             "epochs": int(epochs), "lr": float(lr), "min_count": int(min_count),
             "max_size": int(max_size), "half_life_events": float(half_life_events),
@@ -279,8 +279,8 @@ class APEDetector(Detector):
         if len(batch) == 0:
             return []
         terms = self._apply(self.vocab.encode(batch.rows), "pairs")
-        pi = self.model.pair_i.tolist()
-        pj = self.model.pair_j.tolist()
+        pi: list[int] = self.model.get_buffer("pair_i").tolist()
+        pj: list[int] = self.model.get_buffer("pair_j").tolist()
         types = self.entity_types
         out = []
         for row, t in zip(batch.rows, terms, strict=True):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -31,7 +31,7 @@ class EventBatch:
     """
 
     entity_types: tuple[str, ...]
-    rows: Sequence[Sequence[str]]
+    rows: Sequence[tuple[str, ...]]
     times: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __post_init__(self) -> None:
@@ -70,6 +70,16 @@ class Explanation:
 
     pairs: tuple[PairContribution, ...]
     rarity: tuple[EntityRarity, ...]
+
+
+@runtime_checkable
+class LabelLearner(Protocol):
+    """A detector that also learns from analysts' verdicts (1 = malicious, 0 = benign) and
+    can forget the verdicts on one pattern (an undo)."""
+
+    def learn_labels(self, batch: EventBatch, labels: np.ndarray) -> None: ...
+
+    def forget(self, row: Sequence[str]) -> bool: ...
 
 
 class Detector(ABC):

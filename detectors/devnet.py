@@ -59,7 +59,7 @@ class DevNetDetector(Detector):
         ape_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(entity_types)
-        self.config = {
+        self.config: dict[str, Any] = {
             "margin": float(margin), "benign_weight": float(benign_weight),
             "benign_margin": float(benign_margin), "hidden": int(hidden),
             "benign_suppress": float(benign_suppress),
@@ -90,12 +90,12 @@ class DevNetDetector(Detector):
         return head.eval()
 
     # -- features -------------------------------------------------------------------------
-    def _base_z(self, rows: Sequence[Sequence[str]]) -> np.ndarray:
+    def _base_z(self, rows: Sequence[tuple[str, ...]]) -> np.ndarray:
         return (self.base.score_many(EventBatch(self.entity_types, rows)) - self.center_) / (
             self.scale_
         )
 
-    def features(self, rows: Sequence[Sequence[str]]) -> torch.Tensor:
+    def features(self, rows: Sequence[tuple[str, ...]]) -> torch.Tensor:
         """[detached embeddings, z(APE score)] as float32 on the model's device."""
         batch = EventBatch(self.entity_types, rows)
         emb = self.base.embed(batch)
@@ -160,12 +160,12 @@ class DevNetDetector(Detector):
         self.head.train()
         for _ in range(cfg["epochs"] * cfg["batches_per_epoch"]):
             parts, kinds = [], []
-            for kind, pool in ((1, mal), (0, ben)):
+            for label, pool in ((1, mal), (0, ben)):
                 if pool is not None:
                     k = half if mal is None or ben is None else half // 2
                     idx = torch.randint(len(pool), (k,), generator=gen, device=self.device)
                     parts.append(pool[idx])
-                    kinds.append(torch.full((k,), kind, device=self.device))
+                    kinds.append(torch.full((k,), label, device=self.device))
             idx = torch.randint(len(unl), (half,), generator=gen, device=self.device)
             parts.append(unl[idx])
             kinds.append(torch.full((half,), -1, device=self.device))

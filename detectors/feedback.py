@@ -282,7 +282,7 @@ class FeedbackDetector(Detector):
             if k not in relabeled
         }  # fmt: skip
         kept |= {(float(times[i]), batch.rows[i][col] if col >= 0 else "", keys[i])
-                 for i in np.flatnonzero(labels == 1)}  # fmt: skip
+                 for i in np.flatnonzero(labels == 1).tolist()}  # fmt: skip
         self._set_malicious(sorted(kept)[-self.config["max_malicious_times"] :])
         self._weights = None
 

@@ -79,13 +79,12 @@ class FrequencyDetector(Detector):
             for counter, (i, j) in zip(self.pair_counts_, self._pairs, strict=True):
                 counter.update(zip(cols[i], cols[j], strict=True))
         self.events_seen_ += n
-        for tables, bound in ((self.counts_, self.max_values), (self.pair_counts_, self.max_pairs)):
-            for k, table in enumerate(tables):
-                if len(table) > bound:
-                    tables[k] = keep_highest(table, int(0.9 * bound))  # type: ignore[index]
+        _bound_tables(self.counts_, self.max_values)
+        _bound_tables(self.pair_counts_, self.max_pairs)
 
     def _decay(self, factor: float) -> None:
-        for counter in (*self.counts_, *self.pair_counts_):
+        tables: list[Any] = [*self.counts_, *self.pair_counts_]  # counts become floats
+        for counter in tables:
             for k in counter:
                 counter[k] *= factor
         self.events_seen_ *= factor
@@ -194,3 +193,10 @@ def keep_highest(table: Counter, size: int) -> Counter:
     (the last first seen) stay, as what just arrived is likelier to come back."""
     keep = {k for k, _ in sorted(reversed(table.items()), key=lambda kv: -kv[1])[:size]}
     return Counter({k: v for k, v in table.items() if k in keep})  # first-seen order kept
+
+
+def _bound_tables(tables: list, bound: int) -> None:
+    """Cut every table past `bound` entries down to 90% of it (`keep_highest`)."""
+    for k, table in enumerate(tables):
+        if len(table) > bound:
+            tables[k] = keep_highest(table, int(0.9 * bound))

@@ -83,7 +83,7 @@ class OutriderDetector(Detector):
         unknown = named - set(self.entity_types)
         if unknown:
             raise ValueError(f"unknown entity types {sorted(unknown)}")
-        self.config = {
+        self.config: dict[str, Any] = {
             "ape_weight": float(ape_weight), "context_weight": float(context_weight),
             "context_window_s": float(context_window_s), "mmr_lambda": float(mmr_lambda),
             "mmr_bucket_s": float(mmr_bucket_s),

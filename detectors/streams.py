@@ -149,11 +149,12 @@ class StreamContext:
             prev, targets = (key, t), []
             if due and due[0][0] < t:
                 self._close_due(t)
-            s = streams.get(key)
-            if s is None:
-                s = streams[key] = _Stream()
+            found = streams.get(key)
+            if found is None:
+                found = streams[key] = _Stream()
                 self.by_source.setdefault(key[0], set()).add(key[1])
                 self.by_host.setdefault(key[1], set()).add(key[0])
+            s = found
             if t < s.last:
                 t = s.last
             if s.steady and t - s.last > silence:

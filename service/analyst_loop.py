@@ -158,7 +158,8 @@ class AnalystLoop:
         if auc_before is not None:  # what the verdicts change: the count-based layer, and
             # the kind's detector where it learns from verdicts (a semi-supervised head)
             det = self.scorer.detectors[kind]
-            snapshot = copy.deepcopy((before_fb, det if learns_labels(det) else None))
+            head = learns_labels(det)
+            snapshot = copy.deepcopy((before_fb, det if head else None))
         generation = self.scorer.generation
         self.scorer.learn_verdicts(kind, rows, labels, times)
         if snapshot is None:

@@ -29,12 +29,18 @@ _value, _headers, _timestamp = attrgetter("value"), attrgetter("headers"), attrg
 class KafkaRecord(Protocol):
     """The parts of a consumed record decoding needs (kafka-python's ConsumerRecord fits)."""
 
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]] | None
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int | None: ...  # ms
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]] | None: ...  # a value may be null
 
 
 @dataclass(slots=True)

@@ -336,7 +336,7 @@ class GroupBook:
             "cofire_sim": COFIRE_WEIGHT,
         }
 
-    def rescore(self, score: Callable[..., np.ndarray],
+    def rescore(self, score: Callable[..., tuple[np.ndarray, list[str]]],
                 types: Callable[[str], tuple[str, ...]]) -> int:  # fmt: skip
         """Re-score the unread groups with the model as it is now (after a fine-tune), so the
         queue reflects what the verdicts taught: look-alikes of a benign verdict sink, those

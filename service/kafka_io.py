@@ -350,7 +350,7 @@ class StartupError(RuntimeError):
 def wait_for_broker(settings: Settings, timeout_s: float = 120.0) -> None:
     """Block until the cluster answers a metadata request, retrying with backoff (a scorer
     often starts before its broker); a refused login fails at once with a clear message."""
-    who = settings.security_protocol
+    who: str = settings.security_protocol
     if settings.sasl_mechanism:
         who += f", SASL {settings.sasl_mechanism} as {settings.sasl_username!r}"
     deadline = time.monotonic() + timeout_s

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from itertools import accumulate, repeat
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import orjson
 from kafka.errors import CommitFailedError, KafkaError
@@ -100,7 +100,7 @@ class ConsumerProcessDied(RuntimeError):
 _WRITING = threading.Lock()
 
 
-def write_frame(out: BinaryIO, kind: bytes, meta: Any, blob: bytes = b"") -> None:
+def write_frame(out: IO[bytes], kind: bytes, meta: Any, blob: bytes = b"") -> None:
     """One frame: length, kind, JSON length, JSON, then the raw bytes; written whole, in one
     call under a lock, so no other thread's frame can cut into it (kafka-python 3.0 runs
     commit callbacks inside `poll`, on the child's main thread; the lock keeps that its

@@ -19,7 +19,7 @@ class ConsumedRecord:
         timestamp: int | None,
         value: bytes | None,
         key: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: list[tuple[str, bytes | None]] | None = None,
     ) -> None:
         self.topic, self.partition, self.offset = topic, partition, offset
         self.timestamp, self.value, self.key = timestamp, value, key

@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
 from detectors.ape import APEDetector
-from detectors.base import Detector, EventBatch, Explanation
+from detectors.base import Detector, EventBatch, Explanation, LabelLearner
 from detectors.calibration import QuantileCalibrator
 from detectors.checkpoint import (
     CheckpointError,
@@ -79,10 +79,10 @@ DETECTOR_FACTORIES: dict[DetectorName, DetectorFactory] = {
 }
 
 
-def learns_labels(det: Detector) -> bool:
+def learns_labels(det: Detector) -> TypeGuard[LabelLearner]:
     """Whether the kind's detector itself learns from verdicts (a semi-supervised head);
     every kind's verdicts also train its count-based layer (`Scorer.feedback`)."""
-    return callable(getattr(det, "learn_labels", None))
+    return isinstance(det, LabelLearner)
 
 
 class ForeignModelError(CheckpointError):
@@ -120,7 +120,7 @@ def explain(det: Detector, batch: EventBatch, flagged: list[int]) -> dict[int, E
     return {i: by_row[batch.rows[i]] for i in flagged}
 
 
-def _event_batch(entity_types: Sequence[str], events: Sequence[DecodedEvent]) -> EventBatch:
+def _event_batch(entity_types: tuple[str, ...], events: Sequence[DecodedEvent]) -> EventBatch:
     """Decoded events as the detectors' batch (rows and times read at C speed)."""
     times = np.fromiter(map(_TIME, events), np.float64, len(events))
     return EventBatch(entity_types, list(map(_ROW, events)), times)
@@ -247,7 +247,7 @@ class Scorer:
         """The model version on every alert: lineage (detector + birth) and generation."""
         return f"{self.lineage}.{self.generation}"
 
-    def detector_of(self, kind: str) -> str:
+    def detector_of(self, kind: str) -> DetectorName:
         """The kind's detector: its config's (`[kinds.X] detector`), else the default."""
         spec = self.config.kinds.get(kind)
         return (spec.detector if spec is not None else None) or self.detector_name
@@ -293,13 +293,13 @@ class Scorer:
         """Score, calibrate, explain the flagged, then learn from the rest. `learn=False`
         leaves the model exactly as it is (a version-pinned replay)."""
         kinds = list(map(_KIND, events))  # attribute reads at C speed, no frame per event
-        by_kind: dict[str, Sequence[DecodedEvent]]
+        by_kind: dict[str, list[DecodedEvent]] = {}
         if len(set(kinds)) <= 1:
-            by_kind = {kinds[0]: events} if kinds else {}
+            if kinds:
+                by_kind[kinds[0]] = events if isinstance(events, list) else list(events)
         else:
-            by_kind = {}
             for kind, ev in zip(kinds, events, strict=True):
-                by_kind.setdefault(kind, []).append(ev)  # type: ignore[union-attr]
+                by_kind.setdefault(kind, []).append(ev)
         out = []
         for kind, evs in by_kind.items():
             det, cal = self._for_kind(kind)
@@ -375,7 +375,7 @@ class Scorer:
         Returns how many of the batch's scores the calibration leaves out (alert floods)."""
         learnable = ~alerted
         if fb.labeled_ and alerted.any():
-            for i in np.flatnonzero(alerted):
+            for i in np.flatnonzero(alerted).tolist():
                 if fb.labeled_.get(pattern_key(batch.rows[i])) == 0:
                     learnable[i] = True
         hold = self.holdbacks.get(kind)
@@ -475,7 +475,7 @@ class Scorer:
             return False
         det = self.detectors.get(kind)
         if det is not None and learns_labels(det):
-            det.forget(row)  # type: ignore[attr-defined]
+            det.forget(row)
         self.generation += 1
         return True
 

@@ -208,7 +208,7 @@ def _pack_waiting(
     num = [[ref, score, pct, r.partition, r.offset, -1 if r.timestamp is None else r.timestamp]
            for (ref, (_, score, pct)), r in zip(waiting, recs, strict=True)]  # fmt: skip
     values = [r.value or b"" for r in recs]
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "num": np.array(num, np.float64).reshape(-1, 6),
         "value_len": np.array([len(v) for v in values], np.int64),
         "values": np.frombuffer(b"".join(values), np.uint8).copy(),

@@ -73,7 +73,7 @@ def test_the_device_is_not_written_into_the_checkpoint(train: EventBatch) -> Non
 def test_benign_similarity_is_the_share_of_equal_fields_squared(train: EventBatch) -> None:
     det = DevNetDetector(TYPES, **FAST)
     det.benign = [train.rows[0], train.rows[0], ("user_0", "host_x", "process_x", "port_x")]
-    rows = list(train.rows[:50]) + [("new", "host_x", "new", "port_x")]
+    rows = [*train.rows[:50], ("new", "host_x", "new", "port_x")]
     want = [
         max(np.mean([a == b for a, b in zip(r, ben, strict=True)]) for ben in det.benign) ** 2
         for r in rows
