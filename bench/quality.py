@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from bench import ait
+from bench import ait, scoring
 from detectors.ape import APEDetector
 from detectors.base import Detector, EventBatch
 from detectors.frequency import FrequencyDetector
@@ -40,7 +40,8 @@ DEFAULT_DATA = REPO.parent / "shared" / "datasets"
 ZEEK_TYPES = ("id.orig_h", "id.resp_h", "id.resp_p", "proto", "service", "conn_state", "history")
 #: the packaged `network_conn` kind's fields (service/config/10-core.toml)
 ZEEK_SERVICE_TYPES = ZEEK_TYPES[:6]
-SERVICE_BATCH = 2000  # events per learn call in the `-stream` columns, as a service batch
+#: events per learn call in the `-stream` columns, as the service's batches (bench/scoring.py)
+SERVICE_BATCH = scoring.SERVICE_BATCH
 
 # name -> (factory, MMR lambda used for the group ranking; 0 = by group score only)
 Method = tuple[Callable[[tuple[str, ...]], Detector], float]

@@ -25,6 +25,7 @@ from detectors.ape import APEDetector
 from detectors.base import Detector, EventBatch
 from detectors.frequency import FrequencyDetector
 from detectors.outrider import OutriderDetector
+from service.settings import Settings
 
 TYPES = ("user", "host", "process", "parent", "dst_ip", "dst_port", "protocol")
 BATCHES = (256, 1024, 4096, 16384)
@@ -61,7 +62,8 @@ def _timed(det: Any, batch: EventBatch) -> float:
     return time.perf_counter() - t0
 
 
-SERVICE_BATCH = 2000
+#: events per learn call, as the service's batches (its `batch_max_events` default)
+SERVICE_BATCH: int = Settings.model_fields["batch_max_events"].default
 
 
 def time_learning(device: str, events: EventBatch, calls: int = 5) -> dict[str, int]:
