@@ -120,14 +120,20 @@ class DevNetDetector(Detector):
     def learn_labels(self, batch: EventBatch, labels: np.ndarray) -> None:
         """Analyst verdicts: 1 = malicious, 0 = benign. Retrains the head, with the replay of
         traffic as it is now (its BatchNorm statistics). Traffic alone never retrains it: a
-        retrain costs ~1 s on a CPU, and a scorer learns traffic every batch. The newest
-        `max_labeled` verdicts of each side are kept."""
+        retrain costs ~1 s on a CPU, and a scorer learns traffic every batch. Each pattern
+        counts once, with its latest verdict (a service passes one row per alert of a judged
+        group: a verdict is one judgment, however many alerts it covers); the newest
+        `max_labeled` patterns of each side are kept."""
         self._check(batch)
         labels = np.asarray(labels)
         if len(labels) != len(batch):
             raise ValueError("one label per event")
-        for row, y in zip(batch.rows, labels.tolist(), strict=True):
-            (self.malicious if y == 1 else self.benign).append(tuple(row))
+        latest = dict(zip(map(tuple, batch.rows), labels.tolist(), strict=True))
+        mal = [r for r in self.malicious if r not in latest]
+        ben = [r for r in self.benign if r not in latest]
+        for row, y in latest.items():
+            (mal if y == 1 else ben).append(row)
+        self.malicious, self.benign = mal, ben
         keep = self.config["max_labeled"]
         self.malicious, self.benign = self.malicious[-keep:], self.benign[-keep:]
         if len(batch):

@@ -80,3 +80,12 @@ def test_benign_similarity_is_the_share_of_equal_fields_squared(train: EventBatc
     ]
     np.testing.assert_allclose(det.benign_similarity(rows), want)
     assert det.benign_similarity(rows)[-1] == 0.25
+
+
+def test_a_pattern_counts_once_with_its_latest_verdict(train: EventBatch) -> None:
+    det = _fitted(train)
+    row = ("user_0", "host_9", "process_0", "port_0")
+    det.learn_labels(EventBatch(TYPES, [row] * 64), np.zeros(64))  # one verdict, 64 alerts
+    assert det.benign == [row] and not det.malicious
+    det.learn_labels(EventBatch(TYPES, [row, train.rows[0]]), np.array([1, 0]))
+    assert det.malicious == [row] and det.benign == [train.rows[0]]
