@@ -35,6 +35,10 @@ from detectors.ape import APEDetector
 from detectors.base import STATE_FORMAT, Detector, EventBatch, Explanation
 from detectors.devnet_model import DevNetHead
 
+#: Events over which the standardisation of APE's score (the head's z feature) halves the
+#: weight of what came before.
+NORM_HALF_LIFE_EVENTS = 20_000
+
 
 class DevNetDetector(Detector):
     """APE + a DevNet/AnoOnly head learning from analyst labels (1 malicious, 0 benign)."""
@@ -111,9 +115,15 @@ class DevNetDetector(Detector):
         self._check(batch)
         if len(batch) == 0:
             return
+        first = self.events_seen_ == 0
         self.base.learn_many(batch)
         s = self.base.score_many(batch)
-        self.center_, self.scale_ = float(np.median(s)), float(s.std() + 1e-9)
+        center, scale = float(np.median(s)), float(s.std() + 1e-9)
+        # the head's z feature: a moving estimate over ~NORM_HALF_LIFE_EVENTS events, so a
+        # service's batch (an alert storm, a quiet minute) does not jump it
+        a = 1.0 if first else 1.0 - 0.5 ** (len(batch) / NORM_HALF_LIFE_EVENTS)
+        self.center_ += a * (center - self.center_)
+        self.scale_ += a * (scale - self.scale_)
         self.unlabeled.extend(tuple(r) for r in batch.rows)
         self.events_seen_ = self.base.events_seen_
 

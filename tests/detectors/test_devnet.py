@@ -89,3 +89,15 @@ def test_a_pattern_counts_once_with_its_latest_verdict(train: EventBatch) -> Non
     assert det.benign == [row] and not det.malicious
     det.learn_labels(EventBatch(TYPES, [row, train.rows[0]]), np.array([1, 0]))
     assert det.malicious == [row] and det.benign == [train.rows[0]]
+
+
+def test_the_score_standardisation_moves_slowly_with_traffic(train: EventBatch) -> None:
+    """One service batch (here: 200 events never seen) moves the head's z feature by its
+    share of the half-life, not all the way (a storm must not jump it)."""
+    det = _fitted(train)
+    before = det.center_
+    odd = EventBatch(TYPES, [(f"u{i}", f"h{i}", f"p{i}", f"o{i}") for i in range(200)])
+    det.learn_many(odd)
+    batch_median = float(np.median(det.base.score_many(odd)))
+    moved = det.center_ - before
+    assert 0 < abs(moved) <= 0.01 * abs(batch_median - before)  # 1 - 0.5**(200/20000)
