@@ -72,6 +72,12 @@ class Explanation:
     rarity: tuple[EntityRarity, ...]
 
 
+def arrays_under(arrays: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The arrays a state saved under `prefix` (one part's, in a state of several parts), by
+    their own names."""
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
 @runtime_checkable
 class LabelLearner(Protocol):
     """A detector that also learns from analysts' verdicts (1 = malicious, 0 = benign) and

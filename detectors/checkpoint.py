@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from detectors.base import Detector
+from detectors.base import Detector, arrays_under
 
 MANIFEST_FORMAT = 1
 TENSORS = "model.safetensors"
@@ -114,14 +114,12 @@ def load_checkpoint(path: str | Path) -> tuple[str, dict[str, Detector], dict[st
         cls = registry.get(meta.get("detector", ""))
         if cls is None:
             raise CheckpointError(f"{path}: unknown detector {meta.get('detector')!r} for {kind}")
-        prefix = f"{kind}/"
-        own = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
         try:
-            detectors[kind] = cls.from_state(own, meta)
+            detectors[kind] = cls.from_state(arrays_under(arrays, f"{kind}/"), meta)
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"{path}: bad state for {kind}: {exc}") from exc
     extra = dict(manifest.get("extra", {}))
-    extra["_aux"] = {k[len(AUX_PREFIX) :]: v for k, v in arrays.items() if k.startswith(AUX_PREFIX)}
+    extra["_aux"] = arrays_under(arrays, AUX_PREFIX)
     return manifest["version"], detectors, extra
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from detectors.ape import APEDetector
-from detectors.base import STATE_FORMAT, Detector, EventBatch, Explanation
+from detectors.base import STATE_FORMAT, Detector, EventBatch, Explanation, arrays_under
 from detectors.devnet_model import DevNetHead
 
 #: Events over which the standardisation of APE's score (the head's z feature) halves the
@@ -143,9 +143,8 @@ class DevNetDetector(Detector):
         ben = [r for r in self.benign if r not in latest]
         for row, y in latest.items():
             (mal if y == 1 else ben).append(row)
-        self.malicious, self.benign = mal, ben
         keep = self.config["max_labeled"]
-        self.malicious, self.benign = self.malicious[-keep:], self.benign[-keep:]
+        self.malicious, self.benign = mal[-keep:], ben[-keep:]
         if len(batch):
             self._train_head()
 
@@ -262,9 +261,8 @@ class DevNetDetector(Detector):
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> DevNetDetector:
         cls.check_state(meta)
         det = cls(meta["entity_types"], **meta["config"], ape_config=meta["ape_config"])
-        base = {k[5:]: v for k, v in arrays.items() if k.startswith("base.")}
-        det.base.load_arrays(base, meta["base"])
-        head = {k[5:]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith("head.")}
+        det.base.load_arrays(arrays_under(arrays, "base."), meta["base"])
+        head = {k: torch.as_tensor(v) for k, v in arrays_under(arrays, "head.").items()}
         det.head.load_state_dict(head)
         det.head.eval()
         det.trained_ = bool(meta["trained"])

@@ -70,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.base import STATE_FORMAT, Detector, EventBatch, Explanation
+from detectors.base import STATE_FORMAT, Detector, EventBatch, Explanation, arrays_under
 from detectors.ranking import RankedGroups, group_alerts, rank_groups
 
 _SEP = "\x1f"
@@ -486,7 +486,7 @@ class FeedbackDetector(Detector):
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> FeedbackDetector:
         cls.check_state(meta)
         det = cls(meta["entity_types"], **meta["config"])
-        base_arrays = {k[5:]: v for k, v in arrays.items() if k.startswith("base.")}
+        base_arrays = arrays_under(arrays, "base.")
         det.base = type(det.base).from_state(base_arrays, meta["base"])
         det.events_seen_ = det.base.events_seen_
         det.center_, det.scale_ = float(meta["center"]), float(meta["scale"])

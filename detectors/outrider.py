@@ -39,7 +39,7 @@ from typing import Any, cast
 import numpy as np
 
 from detectors.ape import APEDetector
-from detectors.base import STATE_FORMAT, Detector, EventBatch, Explanation
+from detectors.base import STATE_FORMAT, Detector, EventBatch, Explanation, arrays_under
 from detectors.context import BurstContext, RateContext
 from detectors.frequency import FrequencyDetector
 from detectors.ranking import RankedGroups, rank_groups
@@ -289,8 +289,7 @@ class OutriderDetector(Detector):
         if "streams" in meta:  # states saved before the stream context have none
             det.streams = StreamContext.from_state(arrays, meta["streams"])
         if det.pairs is not None and meta.get("pairs"):  # older states: learned anew
-            own = {k[len("pairs/") :]: v for k, v in arrays.items() if k.startswith("pairs/")}
-            det.pairs = FrequencyDetector.from_state(own, meta["pairs"])
+            det.pairs = FrequencyDetector.from_state(arrays_under(arrays, "pairs/"), meta["pairs"])
         det.ape_center_ = float(meta["ape_center"])
         det.ape_scale_ = float(meta["ape_scale"])
         det.events_seen_ = det.ape.vocab.events_seen

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from detectors.base import arrays_under
 from detectors.streams import Confirmed, StreamContext
 from schemas import ModelRef
 from service.decode import DecodedEvent
@@ -106,11 +107,11 @@ class StreamStage:
         for kind, ctx_meta in meta.items():
             if kind in self.fields:
                 saved = {**ctx_meta, "options": {**ctx_meta.get("options", {}), **options}}
-                own = _under(arrays, f"streams/{kind}/")
+                own = arrays_under(arrays, f"streams/{kind}/")
                 self.contexts[kind] = StreamContext.from_state(own, saved)
                 self._next_ref = max(self._next_ref, int(ctx_meta.get("next_ref", 0)))
                 if decode is not None and "waiting" in ctx_meta:
-                    own = _under(arrays, f"stream_waiting/{kind}/")
+                    own = arrays_under(arrays, f"stream_waiting/{kind}/")
                     self.waiting[kind] = _unpack_waiting(own, ctx_meta["waiting"], decode)
 
     def process(self, scored: Sequence[ScoredKind], model: ModelRef) -> list[dict[str, Any]]:
@@ -192,11 +193,6 @@ class StreamStage:
         while len(self._emitted) > EMITTED_KEPT:
             self._emitted.popitem(last=False)
         return out
-
-
-def _under(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    """The arrays saved under `prefix`, by their own names."""
-    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def _pack_waiting(
