@@ -34,6 +34,7 @@ from detectors.frequency import FrequencyDetector
 from detectors.outrider import OutriderDetector
 from detectors.peers import HalfSpaceTreesOneHot, IsolationForestOneHot, ZeroPlusPlus
 from detectors.ranking import rank_groups
+from service.scoring import DETECTOR_FACTORIES, ModelLimits
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets"
@@ -77,10 +78,9 @@ def methods(dataset: str = "ait-ads") -> dict[str, Method]:
             -1.0,
         ),
         "outrider+ape": (lambda t: OutriderDetector(t, ape_weight=0.25), 1.0),
+        # the service's own `outrider+ape` detector, with its default limits and APE budget
         "outrider+ape-stream": (
-            lambda t: learning_in_batches(
-                OutriderDetector(t, ape_weight=0.25, train_steps_per_event=0.001)
-            ),
+            lambda t: learning_in_batches(DETECTOR_FACTORIES["outrider+ape"](t, ModelLimits())),
             1.0,
         ),
         "ape": (lambda t: APEDetector(t), 0.0),

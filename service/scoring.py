@@ -51,11 +51,12 @@ FEEDBACK_KEY = "~feedback~"  # checkpoint key prefix: '~' is never part of a kin
 @dataclass(frozen=True)
 class ModelLimits:
     """What bounds a kind's detector: memory (values per entity type, value pairs per pair of
-    types) and APE's training budget as a stream (NCE minibatches per learned event)."""
+    types) and APE's training budget as a stream (NCE minibatches per learned event); by
+    default, the service's settings' defaults."""
 
-    max_values: int = 100_000
-    max_pairs: int = 100_000
-    ape_train_steps: float = 0.001
+    max_values: int = Settings.model_fields["model_max_values"].default
+    max_pairs: int = Settings.model_fields["model_max_pairs"].default
+    ape_train_steps: float = Settings.model_fields["ape_train_steps_per_event"].default
 
     def ape(self) -> dict[str, Any]:
         return {"max_size": self.max_values, "train_steps_per_event": self.ape_train_steps}
