@@ -11,7 +11,7 @@ batch of events of *one* event kind, whose entity types are fixed when it is bui
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -78,14 +78,36 @@ def arrays_under(arrays: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
+class LabelJob(Protocol):
+    """A label learner's training, its inputs gathered: `run` may go on in another thread."""
+
+    #: the (pattern, label) pairs it trains on
+    labels: frozenset[tuple[tuple[str, ...], int]]
+
+    def run(self) -> LabelJob: ...
+
+
 @runtime_checkable
 class LabelLearner(Protocol):
     """A detector that also learns from analysts' verdicts (1 = malicious, 0 = benign) and
-    can forget the verdicts on one pattern (an undo)."""
+    can forget the verdicts on one pattern (an undo). With `train=False` both only record
+    the change and leave the learner stale: `head_job()` then trains it off the caller's
+    thread, and `install` ends that (it returns the call that undoes it: a rolled-back
+    training)."""
 
-    def learn_labels(self, batch: EventBatch, labels: np.ndarray) -> None: ...
+    def learn_labels(self, batch: EventBatch, labels: np.ndarray, train: bool = True) -> None: ...
 
-    def forget(self, row: Sequence[str]) -> bool: ...
+    def forget(self, row: Sequence[str], train: bool = True) -> bool: ...
+
+    @property
+    def head_stale(self) -> bool: ...
+
+    @property
+    def head_labels_(self) -> frozenset[tuple[tuple[str, ...], int]]: ...
+
+    def head_job(self) -> LabelJob: ...
+
+    def install(self, job: Any) -> Callable[[], None]: ...
 
 
 class Detector(ABC):

@@ -20,12 +20,19 @@
 - Score: z(APE score) + dev(x) once the head has trained, z(APE score) before. It stands in for
   the active-learning layer of Pimentel et al. (arXiv 1805.09411), whose exact layer we did not
   retrieve; the composition is ours.
+- Training off the scoring thread: a retrain costs ~1 s on a CPU. `learn_labels(...,
+  train=False)` and `forget(..., train=False)` only record the verdicts (the benign look-alike
+  term applies at once) and leave the head *stale*; `head_job()` gathers its inputs on the
+  caller's thread, `HeadJob.run()` trains a copy of the head on any thread (it touches nothing
+  of the detector), and `install(job)` swaps it in. The service scores with the previous
+  head meanwhile (service/analyst_loop.py).
 """
 
 from __future__ import annotations
 
+import copy
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -85,6 +92,15 @@ class DevNetDetector(Detector):
         self.unlabeled: deque[tuple[str, ...]] = deque(maxlen=replay)
         self.malicious: list[tuple[str, ...]] = []
         self.benign: list[tuple[str, ...]] = []
+        # verdict changes recorded, and how many of them the head has been trained on (or
+        # refused: a rolled-back job); the head is stale while they differ
+        self.labels_version_ = 0
+        self.head_version_ = 0
+        # the labels version of the last undo: a head trained before it knew the undone
+        # verdict, so the next job starts from a fresh head
+        self.fresh_from_ = -1
+        # (pattern, label) pairs the installed head was trained on (not checkpointed)
+        self.head_labels_: frozenset[tuple[tuple[str, ...], int]] = frozenset()
 
     def _fresh_head(self) -> DevNetHead:
         in_dim = len(self.entity_types) * self.base.config["dim"] + 1
@@ -127,17 +143,20 @@ class DevNetDetector(Detector):
         self.unlabeled.extend(tuple(r) for r in batch.rows)
         self.events_seen_ = self.base.events_seen_
 
-    def learn_labels(self, batch: EventBatch, labels: np.ndarray) -> None:
+    def learn_labels(self, batch: EventBatch, labels: np.ndarray, train: bool = True) -> None:
         """Analyst verdicts: 1 = malicious, 0 = benign. Retrains the head, with the replay of
-        traffic as it is now (its BatchNorm statistics). Traffic alone never retrains it: a
-        retrain costs ~1 s on a CPU, and a scorer learns traffic every batch. Each pattern
-        counts once, with its latest verdict (a service passes one row per alert of a judged
-        group: a verdict is one judgment, however many alerts it covers); the newest
-        `max_labeled` patterns of each side are kept."""
+        traffic as it is now (its BatchNorm statistics); `train=False` records them and leaves
+        the head stale for a `head_job`. Traffic alone never retrains it: a retrain costs ~1 s
+        on a CPU, and a scorer learns traffic every batch. Each pattern counts once, with its
+        latest verdict (a service passes one row per alert of a judged group: a verdict is one
+        judgment, however many alerts it covers); the newest `max_labeled` patterns of each
+        side are kept."""
         self._check(batch)
         labels = np.asarray(labels)
         if len(labels) != len(batch):
             raise ValueError("one label per event")
+        if not len(batch):
+            return
         latest = dict(zip(map(tuple, batch.rows), labels.tolist(), strict=True))
         mal = [r for r in self.malicious if r not in latest]
         ben = [r for r in self.benign if r not in latest]
@@ -145,62 +164,68 @@ class DevNetDetector(Detector):
             (mal if y == 1 else ben).append(row)
         keep = self.config["max_labeled"]
         self.malicious, self.benign = mal[-keep:], ben[-keep:]
-        if len(batch):
-            self._train_head()
+        self.labels_version_ += 1
+        if train:
+            self.install(self.head_job().run())
 
-    def forget(self, row: Sequence[str]) -> bool:
-        """Drop every verdict on `row` (an analyst's undo) and retrain the head from the
-        rest (untrained again when none is left); True if there was one."""
+    def forget(self, row: Sequence[str], train: bool = True) -> bool:
+        """Drop every verdict on `row` (an analyst's undo) and retrain the head from a fresh
+        one on the rest (untrained again when none is left; `train=False`: left stale for a
+        `head_job`); True if there was one."""
         row = tuple(row)
         mal = [r for r in self.malicious if r != row]
         ben = [r for r in self.benign if r != row]
         if len(mal) == len(self.malicious) and len(ben) == len(self.benign):
             return False
         self.malicious, self.benign = mal, ben
-        self.head, self.trained_ = self._fresh_head(), False  # as if never told
-        if mal or ben:
-            self._train_head()
+        self.labels_version_ += 1
+        if not mal and not ben:  # as if never told: nothing to train
+            self.head, self.trained_ = self._fresh_head(), False
+            self.head_version_, self.head_labels_ = self.labels_version_, frozenset()
+        else:
+            self.fresh_from_ = self.labels_version_
+            if train:
+                self.install(self.head_job().run())
         return True
 
-    def _train_head(self) -> None:
+    @property
+    def head_stale(self) -> bool:
+        """Verdicts were recorded that the head has not been trained on."""
+        return self.head_version_ < self.labels_version_
+
+    def head_job(self) -> HeadJob:
+        """The head's next training, its inputs gathered now (APE's embeddings of the replay
+        and the verdicts, on the thread that owns APE); `run()` it anywhere."""
+        fresh = self.fresh_from_ > self.head_version_
+        head = self._fresh_head() if fresh else copy.deepcopy(self.head)
+        labels = frozenset([(r, 1) for r in self.malicious] + [(r, 0) for r in self.benign])
         if not self.unlabeled:
-            return
-        cfg = self.config
-        half = cfg["batch_size"] // 2
-        unl = self.features(list(self.unlabeled))
-        mal = self.features(self.malicious) if self.malicious else None
-        ben = self.features(self.benign) if self.benign else None
-        gen = torch.Generator(device=self.device).manual_seed(cfg["seed"])
-        opt = torch.optim.RMSprop(self.head.parameters(), lr=cfg["lr"])
-        self.head.train()
-        for _ in range(cfg["epochs"] * cfg["batches_per_epoch"]):
-            parts, kinds = [], []
-            for label, pool in ((1, mal), (0, ben)):
-                if pool is not None:
-                    k = half if mal is None or ben is None else half // 2
-                    idx = torch.randint(len(pool), (k,), generator=gen, device=self.device)
-                    parts.append(pool[idx])
-                    kinds.append(torch.full((k,), label, device=self.device))
-            idx = torch.randint(len(unl), (half,), generator=gen, device=self.device)
-            parts.append(unl[idx])
-            kinds.append(torch.full((half,), -1, device=self.device))
-            x, kind = torch.cat(parts), torch.cat(kinds)
-            dev = self._dev(x)
-            loss = torch.zeros((), device=self.device)
-            if (kind == 1).any():  # AnoOnly: the anomaly term only
-                loss = loss + torch.relu(cfg["margin"] - dev[kind == 1]).mean()
-            if (kind == 0).any():  # our benign term
-                loss = (
-                    loss
-                    + cfg["benign_weight"]
-                    * torch.relu(dev[kind == 0] + cfg["benign_margin"]).mean()
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.head.parameters(), 1.0)
-            opt.step()
-        self.head.eval()
-        self.trained_ = True
+            return HeadJob(head, None, None, None, self, self.labels_version_, labels, fresh)
+        return HeadJob(
+            head,
+            self.features(list(self.unlabeled)),
+            self.features(self.malicious) if self.malicious else None,
+            self.features(self.benign) if self.benign else None,
+            self,
+            self.labels_version_,
+            labels,
+            fresh,
+        )
+
+    def install(self, job: HeadJob) -> Callable[[], None]:
+        """Score with the head `job` trained (it knows the verdicts up to its version); the
+        returned call puts the previous head back (a rolled-back training: its verdicts stay
+        recorded, for the benign look-alike term, and are trained on with the next one)."""
+        before = (self.head, self.trained_, self.head_labels_)
+        self.head = job.head
+        self.trained_ = job.trained or (self.trained_ and not job.fresh)
+        self.head_version_ = max(self.head_version_, job.version)
+        self.head_labels_ = job.labels
+
+        def undo() -> None:
+            self.head, self.trained_, self.head_labels_ = before
+
+        return undo
 
     # -- scoring --------------------------------------------------------------------------
     def score_many(self, batch: EventBatch) -> np.ndarray:
@@ -254,6 +279,10 @@ class DevNetDetector(Detector):
             "unlabeled": [list(r) for r in self.unlabeled],
             "malicious": [list(r) for r in self.malicious],
             "benign": [list(r) for r in self.benign],
+            # a head left stale (a crash while it trained) is trained after the restart
+            "labels_version": self.labels_version_,
+            "head_version": self.head_version_,
+            "fresh_from": self.fresh_from_,
         }
         return arrays, meta
 
@@ -270,5 +299,69 @@ class DevNetDetector(Detector):
         det.unlabeled.extend(tuple(r) for r in meta["unlabeled"])
         det.malicious = [tuple(r) for r in meta["malicious"]]
         det.benign = [tuple(r) for r in meta["benign"]]
+        det.labels_version_ = int(meta.get("labels_version", 0))  # absent before 2026-12-05
+        det.head_version_ = int(meta.get("head_version", 0))
+        det.fresh_from_ = int(meta.get("fresh_from", -1))
         det.events_seen_ = det.base.events_seen_
         return det
+
+
+class HeadJob:
+    """One training of the head: a copy of it (or a fresh one) and the features it trains
+    on, so `run` may go on in another thread while the detector scores and learns traffic."""
+
+    def __init__(
+        self,
+        head: DevNetHead,
+        unl: torch.Tensor | None,
+        mal: torch.Tensor | None,
+        ben: torch.Tensor | None,
+        det: DevNetDetector,
+        version: int,
+        labels: frozenset[tuple[tuple[str, ...], int]],
+        fresh: bool,
+    ) -> None:
+        self.head, self.unl, self.mal, self.ben = head, unl, mal, ben
+        self.config, self.device = dict(det.config), det.device
+        self.ref_mean, self.ref_std = det.ref_mean, det.ref_std
+        self.version, self.labels, self.fresh = version, labels, fresh
+        self.trained = False
+
+    def run(self) -> HeadJob:
+        """Train the head copy (nothing without traffic to contrast with); returns self."""
+        if self.unl is None:
+            return self
+        cfg, unl, mal, ben, device = self.config, self.unl, self.mal, self.ben, self.device
+        half = cfg["batch_size"] // 2
+        gen = torch.Generator(device=device).manual_seed(cfg["seed"])
+        opt = torch.optim.RMSprop(self.head.parameters(), lr=cfg["lr"])
+        self.head.train()
+        for _ in range(cfg["epochs"] * cfg["batches_per_epoch"]):
+            parts, kinds = [], []
+            for label, pool in ((1, mal), (0, ben)):
+                if pool is not None:
+                    k = half if mal is None or ben is None else half // 2
+                    idx = torch.randint(len(pool), (k,), generator=gen, device=device)
+                    parts.append(pool[idx])
+                    kinds.append(torch.full((k,), label, device=device))
+            idx = torch.randint(len(unl), (half,), generator=gen, device=device)
+            parts.append(unl[idx])
+            kinds.append(torch.full((half,), -1, device=device))
+            x, kind = torch.cat(parts), torch.cat(kinds)
+            dev = (self.head(x) - self.ref_mean) / self.ref_std
+            loss = torch.zeros((), device=device)
+            if (kind == 1).any():  # AnoOnly: the anomaly term only
+                loss = loss + torch.relu(cfg["margin"] - dev[kind == 1]).mean()
+            if (kind == 0).any():  # our benign term
+                loss = (
+                    loss
+                    + cfg["benign_weight"]
+                    * torch.relu(dev[kind == 0] + cfg["benign_margin"]).mean()
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.head.parameters(), 1.0)
+            opt.step()
+        self.head.eval()
+        self.trained = True
+        return self

@@ -5,7 +5,13 @@ A verdict names an alert id or a group id. It resolves through the group book to
 entity pattern; what the verdict teaches (service/verdicts.py `training_signal`) goes to the
 scorer's feedback learner (detectors/feedback.py): a benign verdict sinks look-alikes by what
 is specific to the pattern, a malicious one lifts them, an undo (`undetermined`) retracts.
-Fine-tuning is a cheap, bounded update between batches, so it never stalls scoring.
+Fine-tuning the count-based layer is a cheap, bounded update between batches. A kind whose
+detector has a semi-supervised head (devnet: ~1 s of training on a CPU) records the verdicts
+there at once too (its benign look-alike term applies to the next batch) and, in the service
+(`background=True`), trains the head in a worker thread while scoring goes on with the
+previous head; the trained head is installed between batches, through the same regression
+check, as a model generation of its own. A head left stale by a stop or a crash is trained
+after the restart (the detector's checkpoint says so).
 
 Two guard rails stand between a verdict and the model:
 - a per-analyst rate limit (the triage page's sliding-minute limiter, run on the verdicts'
@@ -22,7 +28,10 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -72,23 +81,30 @@ class AnalystLoop:
         groups: GroupBook,
         metrics: Metrics,
         verdicts_per_minute: float = 60.0,
+        background: bool = False,
     ) -> None:
         self.intake = intake
         self.scorer = scorer
         self.groups = groups
         self.metrics = metrics
         self.limiter = RateLimiter(max(int(verdicts_per_minute), 1))  # per sliding minute
+        # heads trained off the scoring thread (one at a time: they share two cores with it)
+        self.background = background
+        self._pool: ThreadPoolExecutor | None = None
+        self.jobs: dict[str, tuple[Future, Any]] = {}  # kind -> (its training, the job)
 
     def apply(self, before_learning: Callable[[], object] | None = None) -> Outcome:
         """Read new verdicts and learn the live ones that pass the guard rails.
         `before_learning` runs first when there are verdicts: a scorer settles the batch it
         has in flight, whose alert ids name the model version these verdicts may end."""
+        changed, rolled_back = False, 0
+        if self.background:
+            changed, rolled_back = self.train_heads(before_learning)
         verdicts, dead = self.intake.poll()
         if verdicts and before_learning is not None:
             before_learning()
         resolved: list[Feedback] = []
         learned: dict[str, tuple[Rows, list[int], list[float]]] = {}
-        changed = False
         for v in verdicts:
             fb = v.feedback
             if v.live:
@@ -130,8 +146,7 @@ class AnalystLoop:
                 labels += [signal.label] * len(at)
                 times += at
             elif fb.verdict is Verdict.undetermined:
-                changed |= self.scorer.retract(group.kind, row)
-        rolled_back = 0
+                changed |= self.scorer.retract(group.kind, row, train_head=not self.background)
         for kind, (rows, labels, times) in learned.items():
             if self.fine_tune(kind, rows, labels, times):
                 changed = True
@@ -141,7 +156,80 @@ class AnalystLoop:
             self.scorer.rescore_book(self.groups)
             self.metrics.fine_tunes.inc()
             log.info("fine-tuned from %d verdicts: model %s", len(verdicts), self.scorer.version)
+        if self.background:  # the heads these verdicts left stale start training now
+            self.train_heads(start_only=True)
         return Outcome(changed, resolved, dead, rolled_back)
+
+    # -- heads trained in the background --------------------------------------------------
+    def train_heads(
+        self, before_install: Callable[[], object] | None = None, start_only: bool = False
+    ) -> tuple[bool, int]:
+        """Install every head whose training finished, each unless it ranks the verdicts it
+        did not train on worse (then the previous head stays); then start a training for a
+        stale head that has none running. (installed any, how many were rolled back)."""
+        installed, refused = False, 0
+        for kind, (future, job) in list(self.jobs.items()):
+            if start_only or not future.done():
+                continue
+            del self.jobs[kind]
+            det = self.scorer.detectors.get(kind)
+            if future.exception() is not None:
+                log.error("training the %s head failed: %s", kind, future.exception())
+                continue
+            if det is None or not learns_labels(det):  # the kind's model was replaced
+                continue
+            if before_install is not None:  # the batch in flight names the version now
+                before_install()
+            if self._install(kind, det, job):
+                installed = True
+            else:
+                refused += 1
+        if installed:
+            self.scorer.rescore_book(self.groups)
+            self.metrics.fine_tunes.inc()
+            log.info("trained head installed: model %s", self.scorer.version)
+        for kind, det in self.scorer.detectors.items():
+            if kind not in self.jobs and learns_labels(det) and det.head_stale:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="head-training")
+                job = det.head_job()  # its inputs gathered here, on the scoring thread
+                self.jobs[kind] = (self._pool.submit(job.run), job)
+        return installed, refused
+
+    def finish_heads(self, timeout_s: float = 60.0) -> bool:
+        """Wait for the heads in training and install them (a stop); True if one was."""
+        wait_for([f for f, _ in self.jobs.values()], timeout=timeout_s)
+        installed = False
+        if self.jobs:
+            installed = self.train_heads()[0]
+        for future, _ in self.jobs.values():
+            future.cancel()
+        self.jobs.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        return installed
+
+    def _install(self, kind: str, det: Any, job: Any) -> bool:
+        """Swap a trained head in unless the verdicts it did not train on (the held-out
+        set) rank worse with it; a new generation when it stays."""
+        new = {pattern_key(row) for row, _ in job.labels - det.head_labels_}
+        held = [(k, y) for k, y in self.scorer.feedback_of(kind).labeled_.items() if k not in new]
+        held_rows = [pattern_row(k) for k, _ in held]
+        held_labels = np.fromiter((y for _, y in held), np.int64, len(held))
+        auc_before = ranking_auc(self.scorer.peek(kind, held_rows), held_labels) if held else None
+        undo = det.install(job)
+        auc_after = ranking_auc(self.scorer.peek(kind, held_rows), held_labels) if held else None
+        if auc_after is not None and auc_before is not None and auc_after < auc_before - 1e-9:
+            undo()
+            self.metrics.fine_tune_rollbacks.inc()
+            log.warning(
+                "trained %s head refused: earlier verdicts' ranking AUC %.3f -> %.3f",
+                kind, auc_before, auc_after,
+            )  # fmt: skip
+            return False
+        self.scorer.generation += 1
+        return True
 
     def fine_tune(
         self, kind: str, rows: Rows, labels: list[int], times: list[float] | None = None
@@ -161,7 +249,7 @@ class AnalystLoop:
             head = learns_labels(det)
             snapshot = copy.deepcopy((before_fb, det if head else None))
         generation = self.scorer.generation
-        self.scorer.learn_verdicts(kind, rows, labels, times)
+        self.scorer.learn_verdicts(kind, rows, labels, times, train_head=not self.background)
         if snapshot is None:
             return True
         auc_after = ranking_auc(self.scorer.peek(kind, held_rows), held_labels)

@@ -158,7 +158,9 @@ class Pipeline:
         self.intake = intake
         self.control = ControlIntake(s)
         if intake is not None and s.role == "all":
-            self.loop = AnalystLoop(intake, self.scorer, self.groups, m, s.verdicts_per_minute)
+            self.loop = AnalystLoop(
+                intake, self.scorer, self.groups, m, s.verdicts_per_minute, background=True
+            )
         m.model_info.info({"name": self.model.name, "version": self.model.version})
         log.info("scoring %s -> %s as group %s", s.events_topic, s.alerts_topic, s.group_id)
         if s.role == "all":  # split roles: the trainer's page shows every scorer's groups
@@ -183,6 +185,11 @@ class Pipeline:
                 self.between_batches(io)
         finally:
             self.settle_in_flight(io)
+            if self.loop is not None and self.loop.finish_heads():  # verdicts a head was
+                # still training on are in the final checkpoint (else: trained after restart)
+                self.metrics.model_info.info(
+                    {"name": self.model.name, "version": self.model.version}
+                )
             self._checkpoint()
             if self.triage is not None:
                 self.triage.stop()

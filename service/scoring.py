@@ -457,26 +457,28 @@ class Scorer:
         rows: list[tuple[str, ...]],
         labels: list[int],
         times: Sequence[float] | None = None,
+        train_head: bool = True,
     ) -> None:
         """Fine-tune from analyst verdicts (1 = malicious, 0 = benign; `times`: when each
         labeled alert fired) and start a new model generation, so every later alert names the
-        model that knew these verdicts."""
+        model that knew these verdicts. `train_head=False`: a semi-supervised head only
+        records them, for a training off this thread (service/analyst_loop.py)."""
         det, _ = self._for_kind(kind)
         at = np.zeros(len(rows)) if times is None else np.asarray(times, np.float64)
         batch = EventBatch(det.entity_types, rows, at)
         self.feedback[kind].learn_labels(batch, labels)
         if learns_labels(det):  # a semi-supervised head (devnet) learns them too
-            det.learn_labels(batch, np.asarray(labels))
+            det.learn_labels(batch, np.asarray(labels), train=train_head)
         self.generation += 1
 
-    def retract(self, kind: str, row: tuple[str, ...]) -> bool:
+    def retract(self, kind: str, row: tuple[str, ...], train_head: bool = True) -> bool:
         """Forget the verdict on one pattern (an analyst's undo); True if there was one."""
         fb = self.feedback.get(kind)
         if fb is None or not fb.forget(row):
             return False
         det = self.detectors.get(kind)
         if det is not None and learns_labels(det):
-            det.forget(row)
+            det.forget(row, train=train_head)
         self.generation += 1
         return True
 

@@ -92,7 +92,9 @@ class Trainer:
         io = KafkaIO(s)
         alerts = AlertFollower(s, self._alerts_read)
         intake = FeedbackIntake(s, self._feedback_applied)
-        loop = AnalystLoop(intake, self.scorer, self.groups, m, s.verdicts_per_minute)
+        loop = AnalystLoop(
+            intake, self.scorer, self.groups, m, s.verdicts_per_minute, background=True
+        )
         control = ControlIntake(s)
         triage: TriageServer | None = start_triage(
             s, self.groups, self.feed.snapshot, lambda: self.scorer.version
@@ -121,6 +123,7 @@ class Trainer:
                 self.feed.tick(io, model, now)
                 self.outbox.flush(io)
         finally:
+            loop.finish_heads()  # a head in training is published with the last model
             if self._learned or self.scorer.version != self._published:
                 self.publish(io, alerts, intake)
             if triage is not None:

@@ -101,3 +101,37 @@ def test_the_score_standardisation_moves_slowly_with_traffic(train: EventBatch) 
     batch_median = float(np.median(det.base.score_many(odd)))
     moved = det.center_ - before
     assert 0 < abs(moved) <= 0.01 * abs(batch_median - before)  # 1 - 0.5**(200/20000)
+
+
+def test_a_head_trained_off_thread_is_the_head_trained_in_place(train: EventBatch) -> None:
+    """`train=False` records verdicts and leaves the head stale; its job, run on another
+    thread and installed, scores exactly as the in-place training does; an undo's job starts
+    from a fresh head, and the install can be undone (a rolled-back training)."""
+    import threading
+
+    bad = ("user_1", "host_1", "process_1", "port_9")
+    fp = ("user_2", "host_2", "process_3", "port_2")
+    verdicts = EventBatch(TYPES, [bad, fp]), np.array([1, 0])
+    inline, later = _fitted(train), _fitted(train)
+    inline.learn_labels(*verdicts)
+    later.learn_labels(*verdicts, train=False)
+    assert later.head_stale and not later.trained_ and later.malicious == [bad]
+    job = later.head_job()
+    worker = threading.Thread(target=job.run)
+    worker.start()
+    worker.join(60)
+    assert not later.trained_, "the job trains a copy: the detector is untouched until install"
+    undo = later.install(job)
+    assert later.trained_ and not later.head_stale
+    probe = EventBatch(TYPES, [bad, fp, *train.rows[:5]])
+    assert np.allclose(later.score_many(probe), inline.score_many(probe))
+    undo()
+    assert not later.trained_ and not later.head_stale, "refused: not retrained until told more"
+
+    assert inline.forget(bad, train=False) and inline.head_stale
+    fresh = inline.head_job()
+    assert fresh.fresh and fresh.labels == frozenset({(fp, 0)})
+    inline.install(fresh.run())
+    again = _fitted(train)
+    again.learn_labels(EventBatch(TYPES, [fp]), np.array([0]))
+    assert np.allclose(inline.score_many(probe), again.score_many(probe))

@@ -99,9 +99,12 @@ def test_verdicts_train_the_devnet_head_through_the_broker(
                       "confirmed scan", "ana")  # fmt: skip
         assert wait_until(lambda: pipeline.model.version != version, 60), "no fine-tune"
         det = pipeline.scorer.detectors["ids_alert"]
-        assert det.trained_ and det.malicious
         types = det.entity_types
-        assert det.malicious[0] == tuple(top.entities.get(t, "") for t in types)
+        assert det.malicious == [tuple(top.entities.get(t, "") for t in types)]
+        # the head trains in a worker thread and is installed between batches: a second
+        # generation after the verdict's own
+        assert wait_until(lambda: det.trained_ and not det.head_stale, 60), "head not trained"
+        assert wait_until(lambda: pipeline.scorer.generation >= 2, 10)
         new_version = pipeline.model.version
     announced = [orjson.loads(r.value) for r in consume_all(kafka_bootstrap, s.models_topic, 1)]
     assert any(m["version"] == new_version for m in announced)

@@ -152,6 +152,93 @@ def test_a_fine_tune_that_ranks_earlier_verdicts_worse_is_rolled_back(detector: 
     assert loop.metrics.fine_tune_rollbacks._value.get() == 1
 
 
+def test_a_head_trains_in_the_background_while_scoring_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The service's loop (`background=True`): a verdict on a devnet kind is recorded at once
+    (the count-based layer, the head's verdict lists), the head trains in a worker thread
+    (held here on a gate, as a slow CPU would), batches are scored meanwhile with the
+    previous head, and the trained head is installed between batches as a new generation."""
+    import threading
+
+    from detectors.devnet import HeadJob
+
+    gate, started = threading.Event(), threading.Event()
+    train = HeadJob.run
+
+    def held(job: HeadJob) -> HeadJob:
+        started.set()
+        assert gate.wait(30), "the test never opened the gate"
+        return train(job)
+
+    monkeypatch.setattr(HeadJob, "run", held)
+    attack = _ent("ET SCAN", "S-Scan", "10.0.0.9", "web")
+    noise = _ent("Login ok", "A-Auth", "10.0.0.2", "mail")
+    book = GroupBook()
+    for gid, ent in {"attack": attack, "noise": noise}.items():
+        book.add(_alert(gid, ent))
+    scorer = _devnet_scorer()
+    loop = AnalystLoop(FakeIntake(), scorer, book, Metrics(), background=True)  # type: ignore[arg-type]
+    det = scorer.detectors["ids_alert"]
+    rows = [tuple(attack[t] for t in TYPES), tuple(noise[t] for t in TYPES)]
+    untrained = scorer.peek("ids_alert", rows)
+    loop.intake.give([("attack", "true_positive", "ana"), ("noise", "benign_positive", "ana")])  # type: ignore[attr-defined]
+    out = loop.apply()
+    assert out.changed, "the count-based layer learned at once: a generation"
+    recorded = scorer.version
+    assert started.wait(30) and "ids_alert" in loop.jobs
+    assert det.head_stale and not det.trained_  # type: ignore[attr-defined]
+    assert det.malicious == [rows[0]] and det.benign == [rows[1]]  # type: ignore[attr-defined]
+
+    # scoring goes on, with the previous (untrained) head, while the head trains
+    values = [
+        orjson.dumps({"kind": "ids_alert", "time": 5000 + i, "entities": attack}) for i in range(50)
+    ]
+    events, _ = Decoder(scorer.config, 1 << 16).decode_many(records_of(values))
+    scored = scorer.score(events, learn=False)
+    assert len(scored[0].scores) == 50 and not det.trained_  # type: ignore[attr-defined]
+    assert not loop.apply().changed and scorer.version == recorded, "nothing to install yet"
+
+    gate.set()
+    future, _ = loop.jobs["ids_alert"]
+    future.result(60)
+    settled: list[bool] = []
+    out = loop.apply(before_learning=lambda: settled.append(True))
+    assert out.changed and settled, "installed between batches, after settling the one in flight"
+    assert scorer.version != recorded and scorer.generation == 2
+    assert det.trained_ and not det.head_stale and not loop.jobs  # type: ignore[attr-defined]
+    trained = scorer.peek("ids_alert", rows)
+    assert trained[0] - trained[1] > untrained[0] - untrained[1], "the head lifts the attack"
+
+
+def test_a_head_left_training_at_a_stop_is_installed_or_trained_after_restart() -> None:
+    """A stop waits for the head in training (`finish_heads`); a checkpoint taken while it
+    was stale (a crash) says so, and the restarted loop trains it."""
+    attack = _ent("ET SCAN", "S-Scan", "10.0.0.9", "web")
+    noise = _ent("Login ok", "A-Auth", "10.0.0.2", "mail")
+    book = GroupBook()
+    for gid, ent in {"attack": attack, "noise": noise}.items():
+        book.add(_alert(gid, ent))
+    scorer = _devnet_scorer()
+    loop = AnalystLoop(FakeIntake(), scorer, book, Metrics(), background=True)  # type: ignore[arg-type]
+    loop.intake.give([("attack", "true_positive", "ana"), ("noise", "benign_positive", "ana")])  # type: ignore[attr-defined]
+    loop.apply()
+    det = scorer.detectors["ids_alert"]
+    arrays, meta = det.state_dict()  # as a crash mid-training leaves it
+    assert loop.finish_heads() and det.trained_ and not det.head_stale  # type: ignore[attr-defined]
+    assert not loop.jobs
+
+    from detectors.devnet import DevNetDetector
+
+    back = DevNetDetector.from_state(arrays, meta)
+    assert back.head_stale and not back.trained_
+    scorer.detectors["ids_alert"] = back
+    again = AnalystLoop(FakeIntake(), scorer, book, Metrics(), background=True)  # type: ignore[arg-type]
+    again.apply()  # nothing new on the topic: the stale head starts training anyway
+    assert "ids_alert" in again.jobs
+    assert again.finish_heads() and back.trained_ and not back.head_stale
+
+
 def test_a_consistent_fine_tune_is_kept() -> None:
     attack = _ent("ET SCAN", "S-Scan", "10.0.0.9", "web")
     noise = _ent("Login ok", "A-Auth", "10.0.0.2", "mail")
