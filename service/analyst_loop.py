@@ -92,6 +92,7 @@ class AnalystLoop:
         self.background = background
         self._pool: ThreadPoolExecutor | None = None
         self.jobs: dict[str, tuple[Future, Any]] = {}  # kind -> (its training, the job)
+        self._failed: set[str] = set()  # kinds whose training raised: not again until told more
 
     def apply(self, before_learning: Callable[[], object] | None = None) -> Outcome:
         """Read new verdicts and learn the live ones that pass the guard rails.
@@ -131,6 +132,7 @@ class AnalystLoop:
             if not v.live:
                 continue
             resolved.append(fb)
+            self._failed.discard(group.kind)  # new verdicts: a failed training may try again
             types = self.scorer.config.kinds[group.kind].entities
             row = tuple(group.entities.get(t, "") for t in types)
             signal = training_signal(fb.verdict)
@@ -175,6 +177,7 @@ class AnalystLoop:
             det = self.scorer.detectors.get(kind)
             if future.exception() is not None:
                 log.error("training the %s head failed: %s", kind, future.exception())
+                self._failed.add(kind)
                 continue
             if det is None or not learns_labels(det):  # the kind's model was replaced
                 continue
@@ -189,7 +192,12 @@ class AnalystLoop:
             self.metrics.fine_tunes.inc()
             log.info("trained head installed: model %s", self.scorer.version)
         for kind, det in self.scorer.detectors.items():
-            if kind not in self.jobs and learns_labels(det) and det.head_stale:
+            if (
+                kind not in self.jobs
+                and kind not in self._failed
+                and learns_labels(det)
+                and det.head_stale
+            ):
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(1, thread_name_prefix="head-training")
                 job = det.head_job()  # its inputs gathered here, on the scoring thread

@@ -239,6 +239,39 @@ def test_a_head_left_training_at_a_stop_is_installed_or_trained_after_restart() 
     assert again.finish_heads() and back.trained_ and not back.head_stale
 
 
+def test_a_head_training_that_fails_is_not_retried_until_new_verdicts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A training that raises (out of memory, say) is logged; the loop does not start it
+    again at every pass, only once a new verdict comes for the kind."""
+    from detectors.devnet import HeadJob
+
+    runs: list[int] = []
+
+    def broken(job: HeadJob) -> HeadJob:
+        runs.append(1)
+        raise MemoryError("no room for the head")
+
+    monkeypatch.setattr(HeadJob, "run", broken)
+    patterns = {"attack": _ent("ET SCAN", "S-Scan", "10.0.0.9", "web"),
+                "noise": _ent("Login ok", "A-Auth", "10.0.0.2", "mail")}  # fmt: skip
+    book = GroupBook()
+    for gid, ent in patterns.items():
+        book.add(_alert(gid, ent))
+    scorer = _devnet_scorer()
+    loop = AnalystLoop(FakeIntake(), scorer, book, Metrics(), background=True)  # type: ignore[arg-type]
+    loop.intake.give([("attack", "true_positive", "ana")])  # type: ignore[attr-defined]
+    loop.apply()
+    loop.jobs["ids_alert"][0].exception(30)
+    for _ in range(3):
+        assert not loop.apply().changed
+    assert runs == [1] and not loop.jobs and scorer.detectors["ids_alert"].head_stale  # type: ignore[attr-defined]
+    loop.intake.give([("noise", "benign_positive", "ana")])  # type: ignore[attr-defined]
+    loop.apply()
+    loop.jobs["ids_alert"][0].exception(30)
+    assert runs == [1, 1]
+
+
 def test_a_consistent_fine_tune_is_kept() -> None:
     attack = _ent("ET SCAN", "S-Scan", "10.0.0.9", "web")
     noise = _ent("Login ok", "A-Auth", "10.0.0.2", "mail")
