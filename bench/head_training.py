@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.ait import find_scenarios
 from bench.product import FIELDS, ListIntake, Record
 from schemas import ModelRef
 from service.analyst_loop import AnalystLoop
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=10_000, help="events learned before verdicts")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = ap.parse_args(argv)
-    files = sorted((args.data / "ait-ads").glob("*_alerts.csv*"))
+    files = find_scenarios(args.data)
     if not files:
         print(f"no AIT captures under {args.data / 'ait-ads'}", file=sys.stderr)
         return 2

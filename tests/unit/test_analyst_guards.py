@@ -152,6 +152,18 @@ def test_a_fine_tune_that_ranks_earlier_verdicts_worse_is_rolled_back(detector: 
     assert loop.metrics.fine_tune_rollbacks._value.get() == 1
 
 
+def _background_loop() -> tuple[AnalystLoop, list[tuple[str, ...]]]:
+    """The service's loop (`background=True`) over a devnet scorer with two groups, an
+    attack and housekeeping; and their rows."""
+    patterns = {"attack": _ent("ET SCAN", "S-Scan", "10.0.0.9", "web"),
+                "noise": _ent("Login ok", "A-Auth", "10.0.0.2", "mail")}  # fmt: skip
+    book = GroupBook()
+    for gid, ent in patterns.items():
+        book.add(_alert(gid, ent))
+    loop = AnalystLoop(FakeIntake(), _devnet_scorer(), book, Metrics(), background=True)  # type: ignore[arg-type]
+    return loop, [tuple(ent[t] for t in TYPES) for ent in patterns.values()]
+
+
 def test_a_head_trains_in_the_background_while_scoring_goes_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -172,15 +184,9 @@ def test_a_head_trains_in_the_background_while_scoring_goes_on(
         return train(job)
 
     monkeypatch.setattr(HeadJob, "run", held)
-    attack = _ent("ET SCAN", "S-Scan", "10.0.0.9", "web")
-    noise = _ent("Login ok", "A-Auth", "10.0.0.2", "mail")
-    book = GroupBook()
-    for gid, ent in {"attack": attack, "noise": noise}.items():
-        book.add(_alert(gid, ent))
-    scorer = _devnet_scorer()
-    loop = AnalystLoop(FakeIntake(), scorer, book, Metrics(), background=True)  # type: ignore[arg-type]
+    loop, rows = _background_loop()
+    scorer = loop.scorer
     det = scorer.detectors["ids_alert"]
-    rows = [tuple(attack[t] for t in TYPES), tuple(noise[t] for t in TYPES)]
     untrained = scorer.peek("ids_alert", rows)
     loop.intake.give([("attack", "true_positive", "ana"), ("noise", "benign_positive", "ana")])  # type: ignore[attr-defined]
     out = loop.apply()
@@ -192,8 +198,10 @@ def test_a_head_trains_in_the_background_while_scoring_goes_on(
 
     # scoring goes on, with the previous (untrained) head, while the head trains
     values = [
-        orjson.dumps({"kind": "ids_alert", "time": 5000 + i, "entities": attack}) for i in range(50)
-    ]
+        orjson.dumps({"kind": "ids_alert", "time": 5000 + i,
+                      "entities": dict(zip(TYPES, rows[0], strict=True))})
+        for i in range(50)
+    ]  # fmt: skip
     events, _ = Decoder(scorer.config, 1 << 16).decode_many(records_of(values))
     scored = scorer.score(events, learn=False)
     assert len(scored[0].scores) == 50 and not det.trained_  # type: ignore[attr-defined]
@@ -214,13 +222,8 @@ def test_a_head_trains_in_the_background_while_scoring_goes_on(
 def test_a_head_left_training_at_a_stop_is_installed_or_trained_after_restart() -> None:
     """A stop waits for the head in training (`finish_heads`); a checkpoint taken while it
     was stale (a crash) says so, and the restarted loop trains it."""
-    attack = _ent("ET SCAN", "S-Scan", "10.0.0.9", "web")
-    noise = _ent("Login ok", "A-Auth", "10.0.0.2", "mail")
-    book = GroupBook()
-    for gid, ent in {"attack": attack, "noise": noise}.items():
-        book.add(_alert(gid, ent))
-    scorer = _devnet_scorer()
-    loop = AnalystLoop(FakeIntake(), scorer, book, Metrics(), background=True)  # type: ignore[arg-type]
+    loop, _ = _background_loop()
+    scorer = loop.scorer
     loop.intake.give([("attack", "true_positive", "ana"), ("noise", "benign_positive", "ana")])  # type: ignore[attr-defined]
     loop.apply()
     det = scorer.detectors["ids_alert"]
@@ -233,7 +236,7 @@ def test_a_head_left_training_at_a_stop_is_installed_or_trained_after_restart() 
     back = DevNetDetector.from_state(arrays, meta)
     assert back.head_stale and not back.trained_
     scorer.detectors["ids_alert"] = back
-    again = AnalystLoop(FakeIntake(), scorer, book, Metrics(), background=True)  # type: ignore[arg-type]
+    again = AnalystLoop(FakeIntake(), scorer, loop.groups, Metrics(), background=True)  # type: ignore[arg-type]
     again.apply()  # nothing new on the topic: the stale head starts training anyway
     assert "ids_alert" in again.jobs
     assert again.finish_heads() and back.trained_ and not back.head_stale
@@ -253,13 +256,8 @@ def test_a_head_training_that_fails_is_not_retried_until_new_verdicts(
         raise MemoryError("no room for the head")
 
     monkeypatch.setattr(HeadJob, "run", broken)
-    patterns = {"attack": _ent("ET SCAN", "S-Scan", "10.0.0.9", "web"),
-                "noise": _ent("Login ok", "A-Auth", "10.0.0.2", "mail")}  # fmt: skip
-    book = GroupBook()
-    for gid, ent in patterns.items():
-        book.add(_alert(gid, ent))
-    scorer = _devnet_scorer()
-    loop = AnalystLoop(FakeIntake(), scorer, book, Metrics(), background=True)  # type: ignore[arg-type]
+    loop, _ = _background_loop()
+    scorer = loop.scorer
     loop.intake.give([("attack", "true_positive", "ana")])  # type: ignore[attr-defined]
     loop.apply()
     loop.jobs["ids_alert"][0].exception(30)
