@@ -34,6 +34,10 @@ Measures, on one broker and one topic of AIT alert events (russellmitchell, repe
                                (`--consumer-client librdkafka`); librdkafka_speedup = it over
                                pipeline_events_per_s; librdkafka_[warm_]p50/p99_latency_ms:
                                the latency runs again through it, at the same rate
+  pipeline_exactly_once_events_per_s
+                               the librdkafka chain with `--exactly-once` (outputs and offsets
+                               in one transaction per batch); exactly_once_vs_librdkafka = it
+                               over pipeline_librdkafka_events_per_s
   peer_*_events_per_s          with --peers: the peer pipelines of ../shared/bench (kafka-python
                                + river HalfSpaceTrees, Quix Streams + river), same broker/events
 """
@@ -254,6 +258,7 @@ def run_pipeline(
     client: str = "kafka-python",
     process: bool = True,
     align_s: float | None = None,
+    exactly_once: bool = False,
 ) -> float:
     """Outrider's chain over `n` records of `topic`; events/s from first batch to last.
     `stats` receives the number of alerts (each is a produced record, and its group's OCSF
@@ -262,7 +267,8 @@ def run_pipeline(
     `on_first_batch`: called once the pipeline has its partitions and scored a first batch;
     `client`: which client consumes the events (`--consumer-client`); `process`: kafka-python
     in a child process (`--consumer-process`, the default) or in the pipeline's own;
-    `align_s`: `--align-partitions-s` (None = the default)."""
+    `align_s`: `--align-partitions-s` (None = the default); `exactly_once`: outputs and
+    offsets in one transaction per batch (`--exactly-once`, librdkafka only)."""
     from service.app import Pipeline
     from service.settings import Settings
 
@@ -282,6 +288,7 @@ def run_pipeline(
         batch_max_events=batch,
         consumer_client=client,
         consumer_process=process,
+        exactly_once=exactly_once,
         **({} if align_s is None else {"align_partitions_s": align_s}),
         metrics_port=0,
         log_level="WARNING",
@@ -484,6 +491,14 @@ def main() -> None:
         res["pipeline_librdkafka_events_per_s"] = round(rd)
         res["pipeline_librdkafka_alerts"] = rd_stats["alerts"]
         res["librdkafka_speedup"] = round(rd / res["pipeline_events_per_s"], 2)
+        # the same librdkafka chain with --exactly-once: one transaction per batch, settled
+        # before the next batch is scored
+        eos_stats: dict[str, Any] = {}
+        eos = run_pipeline(bootstrap, topic, a.events, a.batch, state, stats=eos_stats,
+                           client="librdkafka", exactly_once=True)  # fmt: skip
+        res["pipeline_exactly_once_events_per_s"] = round(eos)
+        res["pipeline_exactly_once_alerts"] = eos_stats["alerts"]
+        res["exactly_once_vs_librdkafka"] = round(eos / rd, 2)
         half = res["pipeline_events_per_s"] / 2
         paced_n = int(half * a.latency_seconds)
         # cold: a fresh service on the capture's start (its warm-up and first alert storms);

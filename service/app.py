@@ -181,6 +181,8 @@ class Pipeline:
                     # a backlog (a full batch): read on meanwhile; caught up: this batch's
                     # acknowledgement overlaps the next poll
                     keep = BACKLOG_IN_FLIGHT - 1 if len(records) >= s.batch_max_events else 1
+                if s.exactly_once:  # one transaction at a time: a batch is committed before
+                    keep = 0  # the next one's outputs are written
                 self.settle_in_flight(io, keep)
                 self.between_batches(io)
         finally:
@@ -345,13 +347,13 @@ class Pipeline:
         m, records, alerts = self.metrics, batch.records, batch.alerts
         try:
             io.await_acks(batch.delivery)
+            committed = io.commit(records)  # --exactly-once: a transaction, maybe aborted
         except PublishError as exc:
             m.publish_failures.inc()
             log.error("outputs not acknowledged, redoing the batch: %s", exc)
             io.rewind([r for b in (batch, *redo_also) for r in b.records])
             self.streams.resend([a for b in (batch, *redo_also) for a in b.alerts])
             return False
-        committed = io.commit(records)
         m.commits.labels("ok" if committed else "rebalanced").inc()
 
         # account only for what is now durable

@@ -3,7 +3,9 @@
 The chain's delivery promise lives here: a batch's outputs are handed over together, the chain
 waits (`await_acks`) until the broker acknowledged every one of them (acks=all), and only then
 are the batch's offsets committed. A refused publish rewinds the consumer to the batch start so
-the batch is redone.
+the batch is redone. With `--exactly-once` the offsets are not committed to the group but sent
+into the output producer's transaction, which `commit` then commits: outputs and offsets
+together (an aborted transaction raises PublishError, and the batch is redone the same way).
 """
 
 from __future__ import annotations
@@ -108,6 +110,14 @@ class KafkaIO:
                 batch.extend(records)
             if left_ms <= 0:
                 break
+        if self.producer.transactional:  # offsets go into transactions; what was written
+            # between batches is committed now when no batch came (else with the next one's)
+            if not batch and self.producer.in_transaction:
+                try:
+                    self.flush_or_raise()
+                except PublishError as exc:  # between-batch records: the outbox resends
+                    log.warning("between-batch outputs not committed: %s", exc)
+            return batch
         if (
             not batch
             and self._done
@@ -162,7 +172,10 @@ class KafkaIO:
 
     def _new_producer(self) -> OutputProducer:
         return OutputProducer(
-            self.settings, f"{self.settings.client_id}-producer", max_request_bytes=4 << 20
+            self.settings,
+            f"{self.settings.client_id}-producer",
+            max_request_bytes=4 << 20,
+            transactional_id=self.settings.producer_transactional_id(),
         )
 
     def _replace_producer(self) -> None:
@@ -173,8 +186,11 @@ class KafkaIO:
         old.abandon()  # what it held fails now (an open hand-over too): redone, never lost
 
     def flush_or_raise(self, timeout_s: float = 30.0) -> None:
-        """Block until every output sent since the last hand-over is acknowledged."""
+        """Block until every output sent since the last hand-over is acknowledged (with
+        --exactly-once: and committed, in a transaction with the offsets done so far)."""
         self.await_acks(self.hand_over(), timeout_s)
+        if self.producer.transactional:
+            self._commit_transaction()
 
     # -- offsets --------------------------------------------------------------------------
     @staticmethod
@@ -194,6 +210,9 @@ class KafkaIO:
         client a request and a wake-up of its network thread); a crash redoes at most that
         much more."""
         self._done.update(self.next_offsets(records))
+        if self.producer.transactional:  # outputs and offsets at once; PublishError: redo
+            self._commit_transaction()
+            return True
         if wait:
             return self._commit_sync()
         self._uncommitted = True
@@ -206,6 +225,12 @@ class KafkaIO:
         for tp in [tp for tp in self._done if tp not in owned]:
             del self._done[tp]  # revoked: its new owner commits it from now on
         return {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._done.items()}
+
+    def _commit_transaction(self) -> None:
+        """Commit the producer's transaction with every owned partition's progress."""
+        offsets = [(tp.topic, tp.partition, om.offset) for tp, om in self._owned_offsets().items()]
+        assert isinstance(self.consumer, RdConsumer)  # Settings allows no other client
+        self.producer.commit(offsets, self.consumer.group_metadata())
 
     def _commit_async(self) -> None:
         self._last_commit_at, self._uncommitted = time.monotonic(), False
@@ -253,8 +278,12 @@ class KafkaIO:
     def close(self) -> None:
         """Flush outputs, commit everything done synchronously, close both clients."""
         try:
-            self._commit_sync()
-            self._give()
+            if self.producer.transactional:
+                with contextlib.suppress(PublishError):  # aborted: redone after a restart
+                    self.flush_or_raise()
+            else:
+                self._commit_sync()
+                self._give()
         finally:
             self.producer.close(timeout_s=10)
             self.consumer.close(autocommit=False)

@@ -10,16 +10,20 @@ chain can score the next batch while the broker acknowledges the last one.
 
 The delivery promise is the same as before: acks=all, idempotent (a retried request never
 writes a record twice), and `wait` raises unless every output of a hand-over was
-acknowledged.
+acknowledged. With a transactional id (`--exactly-once`) the outputs go out inside a Kafka
+transaction, begun by the first output after a commit, and `commit` ends it together with the
+consumer offsets of the events they came from: read_committed readers see both or neither.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import TopicPartition as RdTopicPartition
 
 from service.settings import Settings
 
@@ -31,6 +35,12 @@ Queued = tuple[str, bytes, bytes | None, list[Header] | None]  # topic, value, k
 
 class PublishError(RuntimeError):
     """The broker did not acknowledge a batch's outputs; nothing of it may be committed."""
+
+
+class TransactionFenced(RuntimeError):
+    """--exactly-once: the output producer can never commit again (another process took its
+    transactional id): the service stops rather than publish what it cannot commit; what it
+    did not commit is redone by whoever restarts."""
 
 
 def librdkafka_config(settings: Settings) -> dict[str, Any]:
@@ -66,11 +76,26 @@ class Delivery:
             self.failures.append(err.str())
 
 
+#: Seconds a transaction call (init, offsets, commit, abort) may take.
+TRANSACTION_TIMEOUT_S = 30.0
+#: Tries of a transaction commit whose error librdkafka calls retriable (a timeout).
+COMMIT_TRIES = 3
+
+
 class OutputProducer:
     """Hands outputs to librdkafka and waits for their acknowledgement in one call."""
 
-    def __init__(self, settings: Settings, client_id: str, max_request_bytes: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client_id: str,
+        max_request_bytes: int,
+        transactional_id: str | None = None,
+    ) -> None:
         self._last_error: tuple[float, str] | None = None  # (monotonic time, what it said)
+        self.transactional = transactional_id is not None
+        self.transactional_id = transactional_id
+        self.in_transaction = False
         self._producer = Producer(
             {
                 **librdkafka_config(settings),
@@ -83,8 +108,12 @@ class OutputProducer:
                 "queue.buffering.max.messages": 1_000_000,
                 "error_cb": self._on_error,
                 "logger": log,
+                **({"transactional.id": transactional_id} if transactional_id else {}),
             }
         )
+        if self.transactional:  # fences a predecessor with this id: its open transaction
+            # is aborted now, not at its timeout
+            self._producer.init_transactions(TRANSACTION_TIMEOUT_S)
 
     def _on_error(self, err: KafkaError) -> None:
         # connection-level trouble (broker down, authentication refused); librdkafka retries
@@ -95,6 +124,8 @@ class OutputProducer:
     def send_many(self, outputs: list[Queued], into: Delivery | None = None) -> Delivery:
         """Hand outputs over; the returned Delivery (`into`, when given) tracks their acks."""
         delivery = into if into is not None else Delivery()
+        if self.transactional and not self.in_transaction and outputs:
+            self._begin()
         delivery.left += len(outputs)
         produce = self._producer.produce
         for topic, value, key, headers in outputs:
@@ -103,14 +134,14 @@ class OutputProducer:
                     produce(topic, value, key, headers=headers, on_delivery=delivery)
                     break
                 except BufferError:  # a million outputs in flight: let the broker catch up
-                    self._producer.poll(0.1)
+                    self._poll(0.1)
         return delivery
 
     def acknowledged(self, delivery: Delivery) -> bool:
         """Whether every output of `delivery` has its answer (serves the reports due now,
         without waiting); a refusal counts: `wait` then raises at once."""
         if delivery.left > 0:
-            self._producer.poll(0)
+            self._poll(0)
         return delivery.left <= 0 or bool(delivery.failures)
 
     def wait(self, delivery: Delivery, timeout_s: float) -> None:
@@ -123,7 +154,7 @@ class OutputProducer:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            self._producer.poll(min(left, 0.05))
+            self._poll(min(left, 0.05))
         if delivery.failures:
             n, first = len(delivery.failures), delivery.failures[0]
             raise PublishError(f"the broker refused {n} output(s): {first}")
@@ -136,13 +167,85 @@ class OutputProducer:
                 f"{delivery.left} output(s) not acknowledged in {timeout_s:g} s{cause}"
             )
 
+    def commit(self, offsets: list[tuple[str, int, int]], group_metadata: Any) -> None:
+        """End the transaction: its outputs and the consumer `offsets` ((topic, partition,
+        next offset)) become visible together. PublishError when it had to be aborted (a
+        rebalance fenced it, an output was refused): nothing of it counts, the batch is
+        redone. A fatal error (another process took this transactional id) raises as is."""
+        if not self.in_transaction:
+            if not offsets:
+                return
+            self._begin()
+        rd = [RdTopicPartition(t, p, o) for t, p, o in offsets]
+        try:
+            if rd:
+                self._producer.send_offsets_to_transaction(
+                    rd, group_metadata, TRANSACTION_TIMEOUT_S
+                )
+            for attempt in range(COMMIT_TRIES):
+                try:
+                    self._producer.commit_transaction(TRANSACTION_TIMEOUT_S)
+                    break
+                except KafkaException as exc:
+                    if not exc.args[0].retriable() or attempt == COMMIT_TRIES - 1:
+                        raise
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.fatal():
+                raise self._fenced(err) from None
+            if not err.txn_requires_abort():
+                raise
+            self.abort()
+            raise PublishError(f"transaction aborted, the batch is redone: {err.str()}") from None
+        self.in_transaction = False
+
+    def _poll(self, timeout_s: float) -> None:
+        """Serve delivery reports; a fenced transactional producer raises TransactionFenced
+        (librdkafka raises its fatal error out of `poll`)."""
+        try:
+            self._producer.poll(timeout_s)
+        except KafkaException as exc:
+            if self.transactional and exc.args[0].fatal():
+                raise self._fenced(exc.args[0]) from None
+            raise
+
+    def _begin(self) -> None:
+        try:
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            if exc.args[0].fatal():
+                raise self._fenced(exc.args[0]) from None
+            raise
+        self.in_transaction = True
+
+    def _fenced(self, err: KafkaError) -> TransactionFenced:
+        return TransactionFenced(
+            f"the output producer's transactions failed for good ({err.str()}): is another "
+            f"process using transactional id {self.transactional_id!r}? Give each scorer its "
+            "own --transactional-id (or --client-id)"
+        )
+
+    def abort(self) -> None:
+        """Abort the open transaction (its outputs are never seen by read_committed readers)."""
+        if self.in_transaction:
+            self.in_transaction = False
+            self._producer.abort_transaction(TRANSACTION_TIMEOUT_S)
+
     def abandon(self) -> None:
         """Give up on everything still queued or in flight: each gets a failed delivery report
         now (its batch is redone, through another producer), and the client is let go."""
         self._producer.purge(in_queue=True, in_flight=True, blocking=False)
-        self._producer.poll(0)  # serve the purged outputs' reports
+        with contextlib.suppress(KafkaException):  # a fenced one raises its fatal error
+            self._producer.poll(0)  # serve the purged outputs' reports
+        if self.in_transaction:  # its successor's init fenced it: an abort may be refused
+            with contextlib.suppress(KafkaException):
+                self.abort()
+            self.in_transaction = False
 
     def close(self, timeout_s: float = 10.0) -> None:
+        if self.in_transaction:  # not committed by its owner: none of it happened
+            with contextlib.suppress(KafkaException):
+                self.abort()
         left = self._producer.flush(timeout_s)
         if left:
             log.error("%d output(s) were not acknowledged before close", left)

@@ -146,6 +146,11 @@ class RdConsumer:
         if errors:
             raise CommitFailedError(str(errors[0]))
 
+    def group_metadata(self) -> Any:
+        """This member's group metadata, for a producer's transaction (--exactly-once): the
+        broker refuses its offsets once a rebalance made this member stale."""
+        return self._consumer.consumer_group_metadata()
+
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._consumer.seek(RdTopicPartition(tp.topic, tp.partition, offset))
 

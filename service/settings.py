@@ -7,10 +7,11 @@ reads the environment on its own.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.redact import redact
@@ -67,6 +68,21 @@ class Settings(BaseSettings):
         description="with kafka-python: consume in a child process, so its record parsing "
         "runs beside scoring instead of taking turns with it (service/procconsumer.py); "
         "false = in the service's own process",
+    )
+    exactly_once: bool = Field(
+        default=False,
+        description="each batch's outputs and the offsets of the events they came from are "
+        "committed in one Kafka transaction, so readers with isolation.level=read_committed "
+        "see every output once, even across a crash (without it: at least once, with a "
+        "redone batch's alerts under the same ids); needs --consumer-client librdkafka "
+        "(kafka-python cannot put consumer offsets in a transaction); batches are then "
+        "settled one at a time",
+    )
+    transactional_id: str = Field(
+        default="",
+        description="with exactly_once: this process's transactional id, the same across "
+        "its restarts (a restart then fences its predecessor's open transaction at once) and "
+        "distinct between scorers; empty = <group_id>.<client_id>.<host name>",
     )
     align_partitions_s: float = Field(
         default=600.0,
@@ -253,6 +269,21 @@ class Settings(BaseSettings):
         le=300_000,
         description="consumer group session timeout: how fast a dead scorer's partitions move",
     )
+
+    @model_validator(mode="after")
+    def _transactions_need_librdkafka(self) -> Settings:
+        if self.exactly_once and self.consumer_client != "librdkafka":
+            raise ValueError(
+                "exactly_once needs consumer_client = librdkafka: kafka-python cannot send "
+                "consumer offsets to a transaction"
+            )
+        return self
+
+    def producer_transactional_id(self) -> str | None:
+        """The output producer's transactional id with `exactly_once`, else None."""
+        if not self.exactly_once:
+            return None
+        return self.transactional_id or f"{self.group_id}.{self.client_id}.{socket.gethostname()}"
 
     def kafka_client_config(self) -> dict[str, object]:
         """Connection settings shared by every Kafka client; secrets are never logged (the

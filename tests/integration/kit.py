@@ -91,12 +91,19 @@ def produce(bootstrap: str, topic: str, values: list[bytes], **kwargs: Any) -> N
     producer.close()
 
 
-def consume_all(bootstrap: str, topic: str, expect: int, timeout_s: float = 120) -> list:
+def consume_all(
+    bootstrap: str,
+    topic: str,
+    expect: int,
+    timeout_s: float = 120,
+    isolation_level: str = "read_uncommitted",
+) -> list:
     """Read `topic` from the start until `expect` records arrived (or time out), then on to
     the end every partition had by then: duplicates beyond `expect` must be seen too. (A
     count reached on duplicates stopped the read with a partition's tail unread: kafka-python
     reads one partition's fetch before the next, and a kill -9 test saw 29,000 of 30,000
-    offsets scored.)"""
+    offsets scored.) `isolation_level="read_committed"`: as a reader of transactional
+    outputs sees them (no record of an open or aborted transaction)."""
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -104,6 +111,7 @@ def consume_all(bootstrap: str, topic: str, expect: int, timeout_s: float = 120)
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         max_poll_records=5000,
+        isolation_level=isolation_level,
     )
     got: list = []
     deadline = time.monotonic() + timeout_s

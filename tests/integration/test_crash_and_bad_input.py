@@ -86,6 +86,51 @@ def test_kill_9_mid_stream_leaves_nothing_unscored(
     assert all(len(ids) == 1 for ids in ids_by_origin.values()), "a redo mints the same id"
 
 
+def test_exactly_once_a_kill_9_leaves_every_output_once_for_committed_readers(
+    kafka_bootstrap: str, datasets: Path, tmp_path: Path
+) -> None:
+    """`--exactly-once` (librdkafka): each batch's outputs and offsets commit in one
+    transaction. A kill -9 mid-stream leaves its open transaction behind; the restarted
+    service (same transactional id) fences and aborts it and redoes the batch. A
+    read_committed reader then sees every input offset's score exactly once and every alert
+    id once: no duplicates to recognise, where at least once has them."""
+    records = read_records(datasets / "ait-ads" / "russellmitchell_alerts.csv.gz")[:30_000]
+    s = fresh_settings(kafka_bootstrap, tmp_path, consumer_client="librdkafka",
+                       exactly_once=True)  # fmt: skip
+    produce(kafka_bootstrap, s.events_topic, [orjson.dumps(r) for r in records])
+    log = tmp_path / "serve.log"
+
+    first = _serve(s, log)
+    progressed = wait_until(
+        lambda: committed_total(kafka_bootstrap, s.group_id, s.events_topic) > 3000, 120, 0.05
+    )
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    assert progressed, log.read_text()[-3000:]
+    assert committed_total(kafka_bootstrap, s.group_id, s.events_topic) < len(records)
+
+    second = _serve(s, log)
+    try:
+        assert wait_until(
+            lambda: committed_total(kafka_bootstrap, s.group_id, s.events_topic) == len(records),
+            180,
+        ), log.read_text()[-3000:]
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(60) == 0, "SIGTERM drains and exits cleanly"
+
+    scored = consume_all(kafka_bootstrap, s.scores_topic, len(records),
+                         isolation_level="read_committed")  # fmt: skip
+    origins = [(o["partition"], o["offset"]) for o in (orjson.loads(r.value)["origin"]
+                                                        for r in scored)]  # fmt: skip
+    assert len(set(origins)) == len(records), "every input offset was scored"
+    assert len(origins) == len(records), "and exactly once, for a read_committed reader"
+    alerts = consume_all(kafka_bootstrap, s.alerts_topic, 1, timeout_s=20,
+                         isolation_level="read_committed")  # fmt: skip
+    ids = [orjson.loads(r.value)["alert_id"] for r in alerts]
+    assert ids and len(ids) == len(set(ids)), "no alert twice"
+
+
 hostile = st.one_of(
     st.binary(min_size=0, max_size=200),
     st.text(max_size=200).map(str.encode),

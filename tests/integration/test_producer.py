@@ -6,6 +6,7 @@ at least once.)"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from service.kafka_io import PublishError
-from service.producer import OutputProducer
+from service.producer import OutputProducer, TransactionFenced
 from tests.integration.kit import consume_all, fresh_settings
 
 
@@ -47,3 +48,41 @@ def test_acks_land_and_a_refusal_raises_without_stopping_the_producer(
     assert sorted(r.value for r in got) == [b"small-1", b"small-2", b"small-3"]
     first = next(r for r in got if r.value == b"small-1")
     assert first.key == b"k1" and [(k, bytes(v)) for k, v in first.headers] == headers
+
+
+def test_transactions_commit_together_abort_unseen_and_a_second_owner_fences_the_first(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """--exactly-once's producer: a committed transaction is seen by read_committed readers,
+    an aborted one never is; a second producer with the same transactional id (a restarted
+    scorer) fences the first, which then stops with TransactionFenced instead of writing."""
+    topic = f"it-txn-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    admin.close()
+    settings = fresh_settings(kafka_bootstrap, tmp_path)
+    txn_id = f"it-txn-{uuid.uuid4().hex[:8]}"
+    first = OutputProducer(settings, "it-txn-1", 4 << 20, transactional_id=txn_id)
+    kept = first.send_many([(topic, b"kept-1", None, None), (topic, b"kept-2", None, None)])
+    first.wait(kept, 30)
+    first.commit([], None)  # no offsets: outputs only
+    dropped = first.send_many([(topic, b"aborted", None, None)])
+    first.wait(dropped, 30)
+    first.abort()
+    open_one = first.send_many([(topic, b"left-open", None, None)])
+    first.wait(open_one, 30)
+    second = OutputProducer(settings, "it-txn-2", 4 << 20, transactional_id=txn_id)
+    try:  # the first's open transaction is aborted by the second's start
+        with pytest.raises(TransactionFenced, match=txn_id):
+            for _ in range(5):  # at most a refused hand-over first
+                with contextlib.suppress(PublishError):
+                    first.wait(first.send_many([(topic, b"zombie", None, None)]), 30)
+                    first.commit([], None)
+        done = second.send_many([(topic, b"second", None, None)])
+        second.wait(done, 30)
+        second.commit([], None)
+    finally:
+        first.close()
+        second.close()
+    got = consume_all(kafka_bootstrap, topic, 3, timeout_s=30, isolation_level="read_committed")
+    assert [r.value for r in got] == [b"kept-1", b"kept-2", b"second"]

@@ -33,3 +33,14 @@ def test_secrets_are_not_printed() -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError):
         Settings(batch_max_events=0)
+
+
+def test_exactly_once_needs_librdkafka_and_names_a_stable_transactional_id() -> None:
+    with pytest.raises(ValueError, match="librdkafka"):
+        Settings(exactly_once=True)  # kafka-python cannot put offsets in a transaction
+    assert Settings(consumer_client="librdkafka").producer_transactional_id() is None
+    s = Settings(exactly_once=True, consumer_client="librdkafka", group_id="g", client_id="c")
+    tid = s.producer_transactional_id()
+    assert tid is not None and tid.startswith("g.c.") and tid == s.producer_transactional_id()
+    pinned = s.model_copy(update={"transactional_id": "scorer-0"})
+    assert pinned.producer_transactional_id() == "scorer-0"
