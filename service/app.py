@@ -65,6 +65,11 @@ IN_FLIGHT_WAIT_S = 0.01
 #: up (a batch that is not full), one batch in flight, as before: its offsets are committed
 #: as soon as possible.
 BACKLOG_IN_FLIGHT = 3
+#: --exactly-once: the batches in flight share the output producer's open transaction and
+#: are committed together, at the latest this long after the oldest of them was scored (as
+#: Kafka Streams' exactly-once commit interval: readers see outputs at most this much later;
+#: a transaction per batch, settled before the next batch, ran at 0.55-0.70x).
+TRANSACTION_EVERY_S = 0.1
 
 
 @dataclass(slots=True)
@@ -181,8 +186,6 @@ class Pipeline:
                     # a backlog (a full batch): read on meanwhile; caught up: this batch's
                     # acknowledgement overlaps the next poll
                     keep = BACKLOG_IN_FLIGHT - 1 if len(records) >= s.batch_max_events else 1
-                if s.exactly_once:  # one transaction at a time: a batch is committed before
-                    keep = 0  # the next one's outputs are written
                 self.settle_in_flight(io, keep)
                 self.between_batches(io)
         finally:
@@ -330,6 +333,8 @@ class Pipeline:
         batch under a version other than the one its published alert ids name (they would
         not match: a second alert). False = a batch was not acknowledged: it and every batch
         after it are redone (see `settle`)."""
+        if self.settings.exactly_once:
+            return self._settle_transaction(io, keep)
         while self.in_flight:
             batch = self.in_flight[0]
             if len(self.in_flight) <= keep and not io.acknowledged(batch.delivery):
@@ -340,20 +345,51 @@ class Pipeline:
                 return False
         return True
 
+    def _settle_transaction(self, io: KafkaIO, keep: int) -> bool:
+        """--exactly-once: every batch in flight wrote into the producer's open transaction,
+        so they are settled together, by one commit of the transaction with all their
+        offsets: once more than `keep` are in flight or the oldest was scored
+        TRANSACTION_EVERY_S ago. False = aborted: all of them are redone."""
+        if not self.in_flight or (
+            len(self.in_flight) <= keep
+            and time.perf_counter() - self.in_flight[0].started < TRANSACTION_EVERY_S
+        ):
+            return True
+        batches = list(self.in_flight)
+        self.in_flight.clear()
+        try:
+            for batch in batches:
+                io.await_acks(batch.delivery)
+            io.commit([r for b in batches for r in b.records])
+        except PublishError as exc:
+            self._redo(io, batches, exc)
+            return False
+        for batch in batches:
+            self._account(io, batch, committed=True)
+        return True
+
+    def _redo(self, io: KafkaIO, batches: Sequence[InFlight], exc: PublishError) -> None:
+        """Rewind over batches whose outputs were not acknowledged (or not committed)."""
+        self.metrics.publish_failures.inc()
+        log.error("outputs not acknowledged, redoing the batch: %s", exc)
+        io.rewind([r for b in batches for r in b.records])
+        self.streams.resend([a for b in batches for a in b.alerts])
+
     def settle(self, io: KafkaIO, batch: InFlight, redo_also: Sequence[InFlight] = ()) -> bool:
         """Commit `batch` once the broker acknowledged every output of it, then account for
         it. False = not acknowledged: the consumer rewinds to the batch's start (and over
         `redo_also`, the batches scored after it), so all are redone."""
-        m, records, alerts = self.metrics, batch.records, batch.alerts
         try:
             io.await_acks(batch.delivery)
-            committed = io.commit(records)  # --exactly-once: a transaction, maybe aborted
         except PublishError as exc:
-            m.publish_failures.inc()
-            log.error("outputs not acknowledged, redoing the batch: %s", exc)
-            io.rewind([r for b in (batch, *redo_also) for r in b.records])
-            self.streams.resend([a for b in (batch, *redo_also) for a in b.alerts])
+            self._redo(io, [batch, *redo_also], exc)
             return False
+        self._account(io, batch, committed=io.commit(batch.records))
+        return True
+
+    def _account(self, io: KafkaIO, batch: InFlight, committed: bool) -> None:
+        """Metrics and the batch hook for a batch whose outputs are durable."""
+        m, records, alerts = self.metrics, batch.records, batch.alerts
         m.commits.labels("ok" if committed else "rebalanced").inc()
 
         # account only for what is now durable
@@ -382,7 +418,6 @@ class Pipeline:
         m.batch_seconds.observe(time.perf_counter() - batch.started)
         if self.on_batch is not None:
             self.on_batch(records, alerts)
-        return True
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand and exit (safe from a signal handler)."""

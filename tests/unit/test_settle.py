@@ -177,3 +177,39 @@ def test_a_broker_outage_reads_as_an_empty_poll_and_other_errors_still_raise() -
     broken = FailingSource(IllegalStateError("not subscribed"))
     with pytest.raises(IllegalStateError):
         poll_through_outage(broken, timeout_ms=5, max_records=10)
+
+
+class RefusingCommitIO(ScriptedIO):
+    """A transaction commit that aborts (a rebalance fenced it): PublishError."""
+
+    def commit(self, records: list[Any], wait: bool = False) -> bool:
+        raise PublishError("transaction aborted, the batch is redone")
+
+
+def test_exactly_once_settles_the_batches_in_flight_in_one_transaction(tmp_path: Path) -> None:
+    """--exactly-once: every batch in flight wrote into the one open transaction, so they
+    are committed together, with all their offsets, once more than `keep` are in flight (or
+    the oldest is TRANSACTION_EVERY_S old); an aborted commit redoes all of them."""
+    settings = Settings(state_dir=tmp_path, metrics_port=0, exactly_once=True,
+                        consumer_client="librdkafka")  # fmt: skip
+    pipeline = Pipeline(settings)
+    settled: list[list[Any]] = []
+    pipeline.on_batch = lambda records, _alerts: settled.append(records)
+    io = ScriptedIO(refuse=set())
+    batches = [_batch(0), _batch(50), _batch(100)]
+    for b in batches[:2]:
+        pipeline.in_flight.append(pipeline.process(io, b))  # type: ignore[arg-type]
+    assert pipeline.settle_in_flight(io, keep=2)  # type: ignore[arg-type]
+    assert not io.committed and len(pipeline.in_flight) == 2, "young, within keep: open"
+    pipeline.in_flight.append(pipeline.process(io, batches[2]))  # type: ignore[arg-type]
+    assert pipeline.settle_in_flight(io, keep=2)  # type: ignore[arg-type]
+    assert io.committed == [[r for b in batches for r in b]], "one commit, every offset"
+    assert settled == batches and not pipeline.in_flight
+
+    refusing = RefusingCommitIO(refuse=set())
+    again = [_batch(150), _batch(200)]
+    for b in again:
+        pipeline.in_flight.append(pipeline.process(refusing, b))  # type: ignore[arg-type]
+    assert not pipeline.settle_in_flight(refusing, keep=0)  # type: ignore[arg-type]
+    assert refusing.rewound == [[r for b in again for r in b]], "aborted: all redone"
+    assert settled == batches and not pipeline.in_flight, "nothing of them counted"
