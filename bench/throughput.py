@@ -36,7 +36,7 @@ Measures, on one broker and one topic of AIT alert events (russellmitchell, repe
                                the latency runs again through it, at the same rate
   pipeline_exactly_once_events_per_s
                                the librdkafka chain with `--exactly-once` (outputs and offsets
-                               in one transaction per batch); exactly_once_vs_librdkafka = it
+                               in transactions); exactly_once_vs_librdkafka = it
                                over pipeline_librdkafka_events_per_s
   peer_*_events_per_s          with --peers: the peer pipelines of ../shared/bench (kafka-python
                                + river HalfSpaceTrees, Quix Streams + river), same broker/events
@@ -268,7 +268,7 @@ def run_pipeline(
     `client`: which client consumes the events (`--consumer-client`); `process`: kafka-python
     in a child process (`--consumer-process`, the default) or in the pipeline's own;
     `align_s`: `--align-partitions-s` (None = the default); `exactly_once`: outputs and
-    offsets in one transaction per batch (`--exactly-once`, librdkafka only)."""
+    offsets in transactions (`--exactly-once`, librdkafka only)."""
     from service.app import Pipeline
     from service.settings import Settings
 
@@ -491,8 +491,8 @@ def main() -> None:
         res["pipeline_librdkafka_events_per_s"] = round(rd)
         res["pipeline_librdkafka_alerts"] = rd_stats["alerts"]
         res["librdkafka_speedup"] = round(rd / res["pipeline_events_per_s"], 2)
-        # the same librdkafka chain with --exactly-once: one transaction per batch, settled
-        # before the next batch is scored
+        # the same librdkafka chain with --exactly-once: the batches in flight commit together
+        # in one transaction (at least every 100 ms)
         eos_stats: dict[str, Any] = {}
         eos = run_pipeline(bootstrap, topic, a.events, a.batch, state, stats=eos_stats,
                            client="librdkafka", exactly_once=True)  # fmt: skip

@@ -75,8 +75,8 @@ class Settings(BaseSettings):
         "committed in one Kafka transaction, so readers with isolation.level=read_committed "
         "see every output once, even across a crash (without it: at least once, with a "
         "redone batch's alerts under the same ids); needs --consumer-client librdkafka "
-        "(kafka-python cannot put consumer offsets in a transaction); batches are then "
-        "settled one at a time",
+        "(kafka-python cannot put consumer offsets in a transaction); the batches in flight "
+        "commit together at least every 100 ms",
     )
     transactional_id: str = Field(
         default="",
