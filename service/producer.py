@@ -171,7 +171,10 @@ class OutputProducer:
         """End the transaction: its outputs and the consumer `offsets` ((topic, partition,
         next offset)) become visible together. PublishError when it had to be aborted (a
         rebalance fenced it, an output was refused): nothing of it counts, the batch is
-        redone. A fatal error (another process took this transactional id) raises as is."""
+        redone. TransactionFenced when another process took this transactional id; a commit
+        still timing out after COMMIT_TRIES (the broker gone for minutes) raises
+        RuntimeError: the service stops, and its restart aborts the transaction and redoes
+        what it held."""
         if not self.in_transaction:
             if not offsets:
                 return
@@ -194,7 +197,10 @@ class OutputProducer:
             if err.fatal():
                 raise self._fenced(err) from None
             if not err.txn_requires_abort():
-                raise
+                raise RuntimeError(
+                    f"transaction commit failed ({err.str()}); stopping: a restart aborts it "
+                    "and redoes the uncommitted batches"
+                ) from None
             self.abort()
             raise PublishError(f"transaction aborted, the batch is redone: {err.str()}") from None
         self.in_transaction = False
