@@ -42,34 +42,37 @@ def _serve(settings, log: Path) -> subprocess.Popen:  # type: ignore[no-untyped-
     )
 
 
+def _killed_and_restarted(bootstrap: str, s, records: list, log: Path) -> None:  # type: ignore[no-untyped-def]
+    """Replay `records`, kill -9 the service once it committed 3,000, start it again and let
+    it finish them (every offset committed), then stop it with SIGTERM."""
+    produce(bootstrap, s.events_topic, [orjson.dumps(r) for r in records])
+    first = _serve(s, log)
+    progressed = wait_until(
+        lambda: committed_total(bootstrap, s.group_id, s.events_topic) > 3000, 120, 0.05
+    )
+    first.send_signal(signal.SIGKILL)
+    first.wait(30)
+    assert progressed, log.read_text()[-3000:]
+    at_kill = committed_total(bootstrap, s.group_id, s.events_topic)
+    assert at_kill < len(records), "killed too late to test anything"
+
+    second = _serve(s, log)
+    try:
+        assert wait_until(
+            lambda: committed_total(bootstrap, s.group_id, s.events_topic) == len(records), 180
+        ), log.read_text()[-3000:]
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(60) == 0, "SIGTERM drains and exits cleanly"
+
+
 @pytest.mark.parametrize("client", CONSUMERS)
 def test_kill_9_mid_stream_leaves_nothing_unscored(
     kafka_bootstrap: str, datasets: Path, tmp_path: Path, client: str
 ) -> None:
     records = read_records(datasets / "ait-ads" / "russellmitchell_alerts.csv.gz")[:30_000]
     s = fresh_settings(kafka_bootstrap, tmp_path, **CONSUMERS[client])
-    produce(kafka_bootstrap, s.events_topic, [orjson.dumps(r) for r in records])
-    log = tmp_path / "serve.log"
-
-    first = _serve(s, log)
-    progressed = wait_until(
-        lambda: committed_total(kafka_bootstrap, s.group_id, s.events_topic) > 3000, 120, 0.05
-    )
-    first.send_signal(signal.SIGKILL)
-    first.wait(30)
-    assert progressed, log.read_text()[-3000:]
-    at_kill = committed_total(kafka_bootstrap, s.group_id, s.events_topic)
-    assert at_kill < len(records), "killed too late to test anything"
-
-    second = _serve(s, log)
-    try:
-        assert wait_until(
-            lambda: committed_total(kafka_bootstrap, s.group_id, s.events_topic) == len(records),
-            180,
-        ), log.read_text()[-3000:]
-    finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(60) == 0, "SIGTERM drains and exits cleanly"
+    _killed_and_restarted(kafka_bootstrap, s, records, tmp_path / "serve.log")
 
     scored = consume_all(kafka_bootstrap, s.scores_topic, len(records))
     offsets = {
@@ -97,27 +100,7 @@ def test_exactly_once_a_kill_9_leaves_every_output_once_for_committed_readers(
     records = read_records(datasets / "ait-ads" / "russellmitchell_alerts.csv.gz")[:30_000]
     s = fresh_settings(kafka_bootstrap, tmp_path, consumer_client="librdkafka",
                        exactly_once=True)  # fmt: skip
-    produce(kafka_bootstrap, s.events_topic, [orjson.dumps(r) for r in records])
-    log = tmp_path / "serve.log"
-
-    first = _serve(s, log)
-    progressed = wait_until(
-        lambda: committed_total(kafka_bootstrap, s.group_id, s.events_topic) > 3000, 120, 0.05
-    )
-    first.send_signal(signal.SIGKILL)
-    first.wait(30)
-    assert progressed, log.read_text()[-3000:]
-    assert committed_total(kafka_bootstrap, s.group_id, s.events_topic) < len(records)
-
-    second = _serve(s, log)
-    try:
-        assert wait_until(
-            lambda: committed_total(kafka_bootstrap, s.group_id, s.events_topic) == len(records),
-            180,
-        ), log.read_text()[-3000:]
-    finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(60) == 0, "SIGTERM drains and exits cleanly"
+    _killed_and_restarted(kafka_bootstrap, s, records, tmp_path / "serve.log")
 
     scored = consume_all(kafka_bootstrap, s.scores_topic, len(records),
                          isolation_level="read_committed")  # fmt: skip
