@@ -135,6 +135,11 @@ class OutputProducer:
                     break
                 except BufferError:  # a million outputs in flight: let the broker catch up
                     self._poll(0.1)
+                except KafkaException as exc:  # a transaction that already failed takes no
+                    if not self.transactional:  # more: the output fails with it (its
+                        raise  # hand-over raises PublishError; the transaction is aborted)
+                    delivery(exc.args[0], None)
+                    break
         return delivery
 
     def acknowledged(self, delivery: Delivery) -> bool:

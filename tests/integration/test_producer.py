@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from service.kafka_io import PublishError
+from service.kafka_io import KafkaIO, PublishError
 from service.producer import OutputProducer, TransactionFenced
 from tests.integration.kit import consume_all, fresh_settings
 
@@ -86,3 +86,44 @@ def test_transactions_commit_together_abort_unseen_and_a_second_owner_fences_the
         second.close()
     got = consume_all(kafka_bootstrap, topic, 3, timeout_s=30, isolation_level="read_committed")
     assert [r.value for r in got] == [b"kept-1", b"kept-2", b"second"]
+
+
+def test_exactly_once_an_unacknowledged_hand_over_aborts_its_transaction_before_the_redo(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A hand-over not acknowledged in time (PublishError: its batch is redone) ends its
+    transaction with an abort: its outputs that land later must not be committed with the
+    redone batch's. Then a hand-over the broker refuses: the same, and the redo commits."""
+    topic = f"it-txn-small-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "20000"})])
+    admin.close()
+    s = fresh_settings(kafka_bootstrap, tmp_path, consumer_client="librdkafka",
+                       exactly_once=True)  # fmt: skip
+    io = KafkaIO(s)
+
+    def redo(value: bytes) -> None:  # as the chain redoes a batch: librdkafka may fail the
+        for _ in range(3):  # first transaction after an abort (its epoch bump)
+            io.send(topic, value)
+            try:
+                io.flush_or_raise()
+                return
+            except PublishError:
+                assert not io.producer.in_transaction
+        raise AssertionError("never committed")
+
+    try:
+        io.send(topic, b"too-late")
+        with pytest.raises(PublishError, match="not acknowledged"):
+            io.await_acks(io.hand_over(), 0.0)  # it lands, after the wait gave up
+        assert not io.producer.in_transaction
+        redo(b"redone-1")
+        io.send(topic, b"refused-with")
+        io.send(topic, os.urandom(100_000))  # incompressible, over the topic's limit
+        with pytest.raises(PublishError, match="refused"):
+            io.await_acks(io.hand_over(), 30)
+        redo(b"redone-2")
+    finally:
+        io.close()
+    got = consume_all(kafka_bootstrap, topic, 2, timeout_s=30, isolation_level="read_committed")
+    assert [r.value for r in got] == [b"redone-1", b"redone-2"]
