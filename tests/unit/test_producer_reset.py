@@ -14,7 +14,11 @@ from service.producer import Delivery, PublishError
 
 
 class FakeProducer:
-    """Answers as OutputProducer.wait does: no answer (outputs left), a refusal, or acks."""
+    """Answers as OutputProducer.wait does: no answer (outputs left), a refusal, or acks.
+    Not transactional (at least once), as OutputProducer without a transactional id."""
+
+    transactional = False
+    in_transaction = False
 
     def __init__(self, acks: bool, refuses: bool = False) -> None:
         self.acks, self.refuses, self.waits, self.abandoned = acks, refuses, 0, False
