@@ -100,7 +100,7 @@ class AnalystLoop:
         has in flight, whose alert ids name the model version these verdicts may end."""
         changed, rolled_back = False, 0
         if self.background:
-            changed, rolled_back = self.train_heads(before_learning)
+            changed, rolled_back = self._install_trained_heads(before_learning)
         verdicts, dead = self.intake.poll()
         if verdicts and before_learning is not None:
             before_learning()
@@ -158,20 +158,20 @@ class AnalystLoop:
             self.scorer.rescore_book(self.groups)
             self.metrics.fine_tunes.inc()
             log.info("fine-tuned from %d verdicts: model %s", len(verdicts), self.scorer.version)
-        if self.background:  # the heads these verdicts left stale start training now
-            self.train_heads(start_only=True)
+        if self.background:  # heads left stale (by these verdicts, by a restart) train now
+            self._train_stale_heads()
         return Outcome(changed, resolved, dead, rolled_back)
 
     # -- heads trained in the background --------------------------------------------------
-    def train_heads(
-        self, before_install: Callable[[], object] | None = None, start_only: bool = False
+    def _install_trained_heads(
+        self, before_install: Callable[[], object] | None = None
     ) -> tuple[bool, int]:
         """Install every head whose training finished, each unless it ranks the verdicts it
-        did not train on worse (then the previous head stays); then start a training for a
-        stale head that has none running. (installed any, how many were rolled back)."""
+        did not train on worse (then the previous head stays). (installed any, how many
+        were rolled back)"""
         installed, refused = False, 0
         for kind, (future, job) in list(self.jobs.items()):
-            if start_only or not future.done():
+            if not future.done():
                 continue
             del self.jobs[kind]
             det = self.scorer.detectors.get(kind)
@@ -191,6 +191,10 @@ class AnalystLoop:
             self.scorer.rescore_book(self.groups)
             self.metrics.fine_tunes.inc()
             log.info("trained head installed: model %s", self.scorer.version)
+        return installed, refused
+
+    def _train_stale_heads(self) -> None:
+        """Start a training for every stale head that has none running."""
         for kind, det in self.scorer.detectors.items():
             if (
                 kind not in self.jobs
@@ -202,17 +206,12 @@ class AnalystLoop:
                     self._pool = ThreadPoolExecutor(1, thread_name_prefix="head-training")
                 job = det.head_job()  # its inputs gathered here, on the scoring thread
                 self.jobs[kind] = (self._pool.submit(job.run), job)
-        return installed, refused
 
     def finish_heads(self, timeout_s: float = 60.0) -> bool:
         """Wait for the heads in training and install them (a stop); True if one was."""
         wait_for([f for f, _ in self.jobs.values()], timeout=timeout_s)
-        installed = False
-        if self.jobs:
-            installed = self.train_heads()[0]
-        for future, _ in self.jobs.values():
-            future.cancel()
-        self.jobs.clear()
+        installed = self._install_trained_heads()[0]
+        self.jobs.clear()  # still running after the wait: given up (trained after restart)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -221,22 +220,39 @@ class AnalystLoop:
     def _install(self, kind: str, det: Any, job: Any) -> bool:
         """Swap a trained head in unless the verdicts it did not train on (the held-out
         set) rank worse with it; a new generation when it stays."""
-        new = {pattern_key(row) for row, _ in job.labels - det.head_labels_}
-        held = [(k, y) for k, y in self.scorer.feedback_of(kind).labeled_.items() if k not in new]
-        held_rows = [pattern_row(k) for k, _ in held]
-        held_labels = np.fromiter((y for _, y in held), np.int64, len(held))
-        auc_before = ranking_auc(self.scorer.peek(kind, held_rows), held_labels) if held else None
+        held = self._held_out(kind, {pattern_key(row) for row, _ in job.labels - det.head_labels_})
+        auc_before = self._auc(kind, held)
         undo = det.install(job)
-        auc_after = ranking_auc(self.scorer.peek(kind, held_rows), held_labels) if held else None
-        if auc_after is not None and auc_before is not None and auc_after < auc_before - 1e-9:
+        if self._ranks_worse(kind, held, auc_before, f"trained {kind} head"):
             undo()
-            self.metrics.fine_tune_rollbacks.inc()
-            log.warning(
-                "trained %s head refused: earlier verdicts' ranking AUC %.3f -> %.3f",
-                kind, auc_before, auc_after,
-            )  # fmt: skip
             return False
         self.scorer.generation += 1
+        return True
+
+    def _held_out(self, kind: str, new: set[str]) -> tuple[Rows, np.ndarray]:
+        """The kind's verdicts but the patterns in `new`, as rows and labels."""
+        held = [(k, y) for k, y in self.scorer.feedback_of(kind).labeled_.items() if k not in new]
+        labels = np.fromiter((y for _, y in held), np.int64, len(held))
+        return [pattern_row(k) for k, _ in held], labels
+
+    def _auc(self, kind: str, held: tuple[Rows, np.ndarray]) -> float | None:
+        """How the model ranks the held-out verdicts now (None: nothing to rank)."""
+        rows, labels = held
+        return ranking_auc(self.scorer.peek(kind, rows), labels) if rows else None
+
+    def _ranks_worse(
+        self, kind: str, held: tuple[Rows, np.ndarray], auc_before: float | None, what: str
+    ) -> bool:
+        """The regression check: whether the model now ranks the held-out verdicts worse
+        than `auc_before`; counted and logged as a rollback of `what` when it does."""
+        if auc_before is None:
+            return False
+        auc_after = self._auc(kind, held)
+        if auc_after is None or auc_after >= auc_before - 1e-9:
+            return False
+        self.metrics.fine_tune_rollbacks.inc()
+        log.warning("%s rolled back: earlier verdicts' ranking AUC %.3f -> %.3f",
+                    what, auc_before, auc_after)  # fmt: skip
         return True
 
     def fine_tune(
@@ -244,32 +260,21 @@ class AnalystLoop:
     ) -> bool:
         """Learn one kind's new verdicts (`times`: when each labeled alert fired) unless that
         ranks the earlier verdicts worse; False (and the model untouched) when rolled back."""
-        before_fb = self.scorer.feedback_of(kind)
-        new = {pattern_key(r) for r in rows}
-        held = [(k, y) for k, y in before_fb.labeled_.items() if k not in new]
-        held_rows = [pattern_row(k) for k, _ in held]
-        held_labels = np.fromiter((y for _, y in held), np.int64, len(held))
-        auc_before = ranking_auc(self.scorer.peek(kind, held_rows), held_labels) if held else None
+        held = self._held_out(kind, {pattern_key(r) for r in rows})
+        auc_before = self._auc(kind, held)
         snapshot = None
         if auc_before is not None:  # what the verdicts change: the count-based layer, and
             # the kind's detector where it learns from verdicts (a semi-supervised head)
             det = self.scorer.detectors[kind]
             head = learns_labels(det)
-            snapshot = copy.deepcopy((before_fb, det if head else None))
+            snapshot = copy.deepcopy((self.scorer.feedback_of(kind), det if head else None))
         generation = self.scorer.generation
         self.scorer.learn_verdicts(kind, rows, labels, times, train_head=not self.background)
-        if snapshot is None:
+        what = f"fine-tune of {kind} from {len(rows)} verdicts"
+        if snapshot is None or not self._ranks_worse(kind, held, auc_before, what):
             return True
-        auc_after = ranking_auc(self.scorer.peek(kind, held_rows), held_labels)
-        if auc_after is not None and auc_before is not None and auc_after < auc_before - 1e-9:
-            self.scorer.feedback[kind], det_before = snapshot
-            if det_before is not None:
-                self.scorer.detectors[kind] = det_before
-            self.scorer.generation = generation
-            self.metrics.fine_tune_rollbacks.inc()
-            log.warning(
-                "fine-tune of %s from %d verdicts rolled back: earlier verdicts' ranking AUC "
-                "%.3f -> %.3f", kind, len(rows), auc_before, auc_after,
-            )  # fmt: skip
-            return False
-        return True
+        self.scorer.feedback[kind], det_before = snapshot
+        if det_before is not None:
+            self.scorer.detectors[kind] = det_before
+        self.scorer.generation = generation
+        return False
