@@ -159,21 +159,10 @@ class KafkaIO:
         """Block until the broker acknowledged every output of `delivery` (PublishError).
         After `PRODUCER_RESET_AFTER` failures in a row the producer is replaced, so the redone
         batches go out through a client that looks the broker up afresh. With --exactly-once
-        the open transaction is aborted first: its outputs that did land must not be committed
-        with the redone batch's (a transaction that cannot even be aborted, the broker gone,
-        stops the service: its restart aborts it)."""
+        the producer has aborted the open transaction by then (`OutputProducer.wait`)."""
         try:
             self.producer.wait(delivery, timeout_s)
         except PublishError:
-            if self.producer.transactional:
-                try:
-                    self.producer.abort()
-                except RdKafkaException as exc:
-                    raise RuntimeError(
-                        f"outputs unacknowledged and their transaction not aborted "
-                        f"({exc.args[0].str()}); stopping: a restart aborts it and redoes "
-                        "the uncommitted batches"
-                    ) from None
             # a refusal is an answer: the client reaches the broker, a new one would not help
             unanswered = delivery.left > 0 and not delivery.failures
             self._unacked_in_a_row = self._unacked_in_a_row + 1 if unanswered else 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -93,7 +94,6 @@ class OutputProducer:
         transactional_id: str | None = None,
     ) -> None:
         self._last_error: tuple[float, str] | None = None  # (monotonic time, what it said)
-        self.transactional = transactional_id is not None
         self.transactional_id = transactional_id
         self.in_transaction = False
         self._producer = Producer(
@@ -114,6 +114,11 @@ class OutputProducer:
         if self.transactional:  # fences a predecessor with this id: its open transaction
             # is aborted now, not at its timeout
             self._producer.init_transactions(TRANSACTION_TIMEOUT_S)
+
+    @property
+    def transactional(self) -> bool:
+        """Outputs go out in transactions (`--exactly-once`)."""
+        return self.transactional_id is not None
 
     def _on_error(self, err: KafkaError) -> None:
         # connection-level trouble (broker down, authentication refused); librdkafka retries
@@ -153,7 +158,8 @@ class OutputProducer:
         """Block until every output of `delivery` is acknowledged (later hand-overs may still
         be on their way); PublishError if one was refused or is still unacknowledged at the
         deadline (it stays queued: if it lands later, the redone batch writes it again with
-        the same ids)."""
+        the same ids; with --exactly-once its transaction is aborted first, so read_committed
+        readers never see it)."""
         deadline = time.monotonic() + timeout_s
         while delivery.left > 0:
             left = deadline - time.monotonic()
@@ -162,15 +168,21 @@ class OutputProducer:
             self._poll(min(left, 0.05))
         if delivery.failures:
             n, first = len(delivery.failures), delivery.failures[0]
-            raise PublishError(f"the broker refused {n} output(s): {first}")
-        if delivery.left > 0:
+            failure = PublishError(f"the broker refused {n} output(s): {first}")
+        elif delivery.left > 0:
             cause = ""
             if self._last_error is not None:  # its age: an old one may not be the cause
                 at, what = self._last_error
                 cause = f" (last client error {time.monotonic() - at:.0f} s ago: {what})"
-            raise PublishError(
+            failure = PublishError(
                 f"{delivery.left} output(s) not acknowledged in {timeout_s:g} s{cause}"
             )
+        else:
+            return
+        # --exactly-once: the batch is redone, so its transaction ends here: outputs of it
+        # that landed (or land late) must not be committed with the redo's
+        self._abort_or_stop(str(failure))
+        raise failure
 
     def commit(self, offsets: list[tuple[str, int, int]], group_metadata: Any) -> None:
         """End the transaction: its outputs and the consumer `offsets` ((topic, partition,
@@ -186,48 +198,62 @@ class OutputProducer:
             self._begin()
         rd = [RdTopicPartition(t, p, o) for t, p, o in offsets]
         try:
-            if rd:
-                self._producer.send_offsets_to_transaction(
-                    rd, group_metadata, TRANSACTION_TIMEOUT_S
-                )
-            for attempt in range(COMMIT_TRIES):
-                try:
-                    self._producer.commit_transaction(TRANSACTION_TIMEOUT_S)
-                    break
-                except KafkaException as exc:
-                    if not exc.args[0].retriable() or attempt == COMMIT_TRIES - 1:
-                        raise
+            with self._fatal_is_fenced():
+                if rd:
+                    self._producer.send_offsets_to_transaction(
+                        rd, group_metadata, TRANSACTION_TIMEOUT_S
+                    )
+                for attempt in range(COMMIT_TRIES):
+                    try:
+                        self._producer.commit_transaction(TRANSACTION_TIMEOUT_S)
+                        break
+                    except KafkaException as exc:
+                        if not exc.args[0].retriable() or attempt == COMMIT_TRIES - 1:
+                            raise
         except KafkaException as exc:
             err = exc.args[0]
-            if err.fatal():
-                raise self._fenced(err) from None
             if not err.txn_requires_abort():
                 raise RuntimeError(
                     f"transaction commit failed ({err.str()}); stopping: a restart aborts it "
                     "and redoes the uncommitted batches"
                 ) from None
-            self.abort()
+            self._abort_or_stop(err.str())
             raise PublishError(f"transaction aborted, the batch is redone: {err.str()}") from None
         self.in_transaction = False
 
     def _poll(self, timeout_s: float) -> None:
-        """Serve delivery reports; a fenced transactional producer raises TransactionFenced
-        (librdkafka raises its fatal error out of `poll`)."""
-        try:
+        """Serve delivery reports (librdkafka raises a fenced producer's fatal error out of
+        `poll`)."""
+        with self._fatal_is_fenced():
             self._producer.poll(timeout_s)
+
+    def _begin(self) -> None:
+        with self._fatal_is_fenced():
+            self._producer.begin_transaction()
+        self.in_transaction = True
+
+    @contextlib.contextmanager
+    def _fatal_is_fenced(self) -> Iterator[None]:
+        """A transactional producer's fatal error as TransactionFenced (the reason and what
+        to do); other errors as they are."""
+        try:
+            yield
         except KafkaException as exc:
             if self.transactional and exc.args[0].fatal():
                 raise self._fenced(exc.args[0]) from None
             raise
 
-    def _begin(self) -> None:
+    def _abort_or_stop(self, why: str) -> None:
+        """Abort the open transaction after `why` (nothing when none is open); one that
+        cannot even be aborted (the broker gone) stops the service: its restart aborts it."""
         try:
-            self._producer.begin_transaction()
+            with self._fatal_is_fenced():
+                self.abort()
         except KafkaException as exc:
-            if exc.args[0].fatal():
-                raise self._fenced(exc.args[0]) from None
-            raise
-        self.in_transaction = True
+            raise RuntimeError(
+                f"{why}; the transaction could not be aborted ({exc.args[0].str()}); stopping: "
+                "a restart aborts it and redoes the uncommitted batches"
+            ) from None
 
     def _fenced(self, err: KafkaError) -> TransactionFenced:
         return TransactionFenced(
