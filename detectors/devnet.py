@@ -47,6 +47,11 @@ from detectors.devnet_model import DevNetHead
 NORM_HALF_LIFE_EVENTS = 20_000
 
 
+def deviation(head: DevNetHead, x: torch.Tensor, ref_mean: float, ref_std: float) -> torch.Tensor:
+    """DevNet's deviation: the head's score against the reference N(0, 1) draws."""
+    return (head(x) - ref_mean) / ref_std
+
+
 class DevNetDetector(Detector):
     """APE + a DevNet/AnoOnly head learning from analyst labels (1 malicious, 0 benign)."""
 
@@ -123,7 +128,7 @@ class DevNetDetector(Detector):
         return torch.as_tensor(np.hstack([emb, z]), dtype=torch.float32, device=self.device)
 
     def _dev(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.head(x) - self.ref_mean) / self.ref_std
+        return deviation(self.head, x, self.ref_mean, self.ref_std)
 
     # -- learning -------------------------------------------------------------------------
     def learn_many(self, batch: EventBatch) -> None:
@@ -199,13 +204,15 @@ class DevNetDetector(Detector):
         fresh = self.fresh_from_ > self.head_version_
         head = self._fresh_head() if fresh else copy.deepcopy(self.head)
         labels = frozenset([(r, 1) for r in self.malicious] + [(r, 0) for r in self.benign])
-        if not self.unlabeled:
-            return HeadJob(head, None, None, None, self, self.labels_version_, labels, fresh)
+        # without traffic to contrast with there is nothing to train on
+        unl, mal, ben = (
+            (list(self.unlabeled), self.malicious, self.benign) if self.unlabeled else ([], [], [])
+        )
         return HeadJob(
             head,
-            self.features(list(self.unlabeled)),
-            self.features(self.malicious) if self.malicious else None,
-            self.features(self.benign) if self.benign else None,
+            self.features(unl) if unl else None,
+            self.features(mal) if mal else None,
+            self.features(ben) if ben else None,
             self,
             self.labels_version_,
             labels,
@@ -348,7 +355,7 @@ class HeadJob:
             parts.append(unl[idx])
             kinds.append(torch.full((half,), -1, device=device))
             x, kind = torch.cat(parts), torch.cat(kinds)
-            dev = (self.head(x) - self.ref_mean) / self.ref_std
+            dev = deviation(self.head, x, self.ref_mean, self.ref_std)
             loss = torch.zeros((), device=device)
             if (kind == 1).any():  # AnoOnly: the anomaly term only
                 loss = loss + torch.relu(cfg["margin"] - dev[kind == 1]).mean()

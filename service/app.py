@@ -167,7 +167,7 @@ class Pipeline:
             self.loop = AnalystLoop(
                 intake, self.scorer, self.groups, m, s.verdicts_per_minute, background=True
             )
-        m.model_info.info({"name": self.model.name, "version": self.model.version})
+        self._show_model()
         log.info("scoring %s -> %s as group %s", s.events_topic, s.alerts_topic, s.group_id)
         if s.role == "all":  # split roles: the trainer's page shows every scorer's groups
             self.triage = start_triage(
@@ -193,9 +193,7 @@ class Pipeline:
             self.settle_in_flight(io)
             if self.loop is not None and self.loop.finish_heads():  # verdicts a head was
                 # still training on are in the final checkpoint (else: trained after restart)
-                self.metrics.model_info.info(
-                    {"name": self.model.name, "version": self.model.version}
-                )
+                self._show_model()
             self._checkpoint()
             if self.triage is not None:
                 self.triage.stop()
@@ -247,7 +245,7 @@ class Pipeline:
             path = self._checkpoint()
             if path is not None:
                 announce(self.outbox, self.settings, self.model.name, self.model.version, path)
-            self.metrics.model_info.info({"name": self.model.name, "version": self.model.version})
+            self._show_model()
 
     def follow_trainer(self, io: KafkaIO) -> None:
         """Role `scorer`: hot-swap to the newest model the trainer announced, between batches;
@@ -270,7 +268,7 @@ class Pipeline:
         # alerts' group_rank then agrees with the trainer's page)
         self.scorer.rescore_book(self.groups)
         self.metrics.model_swaps.labels("ok").inc()
-        self.metrics.model_info.info({"name": self.model.name, "version": self.model.version})
+        self._show_model()
         self.metrics.model_timestamp.set(announced.created_at)
         log.info("hot-swapped to model %s", self.scorer.version)
         self._checkpoint()  # a restart resumes with this version
@@ -419,6 +417,10 @@ class Pipeline:
         m.batch_seconds.observe(time.perf_counter() - batch.started)
         if self.on_batch is not None:
             self.on_batch(records, alerts)
+
+    def _show_model(self) -> None:
+        """The model this process scores with, on the `outrider_model_info` metric."""
+        self.metrics.model_info.info({"name": self.model.name, "version": self.model.version})
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand and exit (safe from a signal handler)."""
