@@ -169,12 +169,19 @@ class ScoreReader:
     """Reads a scores topic from the start as it grows: the (partition, offset) of every
     scored input record, and how many score records there were (redos included)."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int = 4) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: int = 4,
+        isolation_level: str = "read_uncommitted",
+    ) -> None:
         self.consumer = KafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=None,
             enable_auto_commit=False,
             max_poll_records=5000,
+            isolation_level=isolation_level,
         )
         parts = [TopicPartition(topic, p) for p in range(partitions)]
         self.consumer.assign(parts)
