@@ -158,7 +158,7 @@ class Pipeline:
         """Process batches until `stop()`; then finish the batch in hand, checkpoint, close."""
         s, m = self.settings, self.metrics
         ensure_topics(s)
-        io = KafkaIO(s)
+        io = KafkaIO(s, keep_trying=lambda: not self.stopping.is_set())
         tune_gc()
         intake = FeedbackIntake(s, self._feedback_applied) if s.feedback_topic else None
         self.intake = intake

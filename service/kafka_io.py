@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError as RdKafkaError
@@ -30,7 +30,13 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from service.procconsumer import ProcessConsumer
-from service.producer import Delivery, OutputProducer, PublishError, librdkafka_config
+from service.producer import (
+    Delivery,
+    OutputProducer,
+    PublishError,
+    TransactionExpired,
+    librdkafka_config,
+)
 from service.rdconsumer import RdConsumer
 from service.settings import Settings
 from service.timealign import TimeAligner, records_left
@@ -55,8 +61,11 @@ __all__ = ["Delivery", "KafkaIO", "PublishError", "ensure_topics", "whole_topic_
 class KafkaIO:
     """The consumer of the events topic and the producer of every output topic."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, keep_trying: Callable[[], bool] = lambda: True) -> None:
+        """`keep_trying`: whether the output producer tries a transaction call the broker does
+        not answer again (--exactly-once waits out an outage until the service stops)."""
         self.settings = settings
+        self.keep_trying = keep_trying
         topics = [settings.events_topic] + ([settings.logs_topic] if settings.logs_topic else [])
         client_id = f"{settings.client_id}-consumer"
         self.consumer: KafkaConsumer | RdConsumer | ProcessConsumer
@@ -162,6 +171,9 @@ class KafkaIO:
         the producer has aborted the open transaction by then (`OutputProducer.wait`)."""
         try:
             self.producer.wait(delivery, timeout_s)
+        except TransactionExpired:
+            self._replace_producer()  # it cannot go on; its successor redoes the batches
+            raise
         except PublishError:
             # a refusal is an answer: the client reaches the broker, a new one would not help
             unanswered = delivery.left > 0 and not delivery.failures
@@ -177,11 +189,12 @@ class KafkaIO:
             f"{self.settings.client_id}-producer",
             max_request_bytes=4 << 20,
             transactional_id=self.settings.producer_transactional_id(),
+            keep_trying=self.keep_trying,
         )
 
     def _replace_producer(self) -> None:
-        log.warning("outputs unacknowledged %d times in a row: replacing the output producer",
-                    self._unacked_in_a_row)  # fmt: skip
+        log.warning("outputs unacknowledged %d time(s) in a row or their transaction expired: "
+                    "replacing the output producer", self._unacked_in_a_row)  # fmt: skip
         old, self.producer = self.producer, self._new_producer()
         self._unacked_in_a_row = 0
         old.abandon()  # what it held fails now (an open hand-over too): redone, never lost
@@ -231,7 +244,11 @@ class KafkaIO:
         """Commit the producer's transaction with every owned partition's progress."""
         offsets = [(tp.topic, tp.partition, om.offset) for tp, om in self._owned_offsets().items()]
         assert isinstance(self.consumer, RdConsumer)  # Settings allows no other client
-        self.producer.commit(offsets, self.consumer.group_metadata())
+        try:
+            self.producer.commit(offsets, self.consumer.group_metadata())
+        except TransactionExpired:
+            self._replace_producer()
+            raise
 
     def _commit_async(self) -> None:
         self._last_commit_at, self._uncommitted = time.monotonic(), False
@@ -280,8 +297,13 @@ class KafkaIO:
         """Flush outputs, commit everything done synchronously, close both clients."""
         try:
             if self.producer.transactional:
-                with contextlib.suppress(PublishError):  # aborted: redone after a restart
+                try:
                     self.flush_or_raise()
+                except (RuntimeError, RdKafkaException) as exc:  # PublishError included
+                    # not committed (aborted, or the broker gone while stopping): the restart
+                    # aborts what is open and redoes it; the reason the loop ended stays the
+                    # error the service stops with
+                    log.warning("the last transaction was not committed at close: %s", exc)
             else:
                 self._commit_sync()
                 self._give()

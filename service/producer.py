@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -36,6 +36,12 @@ Queued = tuple[str, bytes, bytes | None, list[Header] | None]  # topic, value, k
 
 class PublishError(RuntimeError):
     """The broker did not acknowledge a batch's outputs; nothing of it may be committed."""
+
+
+class TransactionExpired(PublishError):
+    """--exactly-once: the broker aborted the open transaction itself, for outliving its
+    timeout (the producer could not reach the broker for longer than that): the producer
+    cannot go on and is replaced; the transaction's batches are redone."""
 
 
 class TransactionFenced(RuntimeError):
@@ -77,10 +83,14 @@ class Delivery:
             self.failures.append(err.str())
 
 
-#: Seconds a transaction call (init, offsets, commit, abort) may take.
-TRANSACTION_TIMEOUT_S = 30.0
-#: Tries of a transaction commit whose error librdkafka calls retriable (a timeout).
-COMMIT_TRIES = 3
+#: Seconds one try of a transaction call (init, offsets, commit, abort) waits for the broker.
+#: A try that times out is tried again (librdkafka allows it) until the broker answers or
+#: the service stops: a broker outage of any length is waited out, as at least once does.
+TRANSACTION_TRY_S = 5.0
+#: Seconds a transaction may stay open before the broker aborts it (transaction.timeout.ms).
+TRANSACTION_TIMEOUT_S = 60.0
+#: Seconds between two warnings of one transaction call the broker does not answer.
+TRANSACTION_WARN_EVERY_S = 30.0
 
 
 class OutputProducer:
@@ -92,10 +102,16 @@ class OutputProducer:
         client_id: str,
         max_request_bytes: int,
         transactional_id: str | None = None,
+        keep_trying: Callable[[], bool] = lambda: True,
     ) -> None:
+        """`keep_trying`: whether a transaction call the broker does not answer is tried
+        again (False once the service is stopping: it then stops with the transaction open,
+        and its restart aborts it)."""
         self._last_error: tuple[float, str] | None = None  # (monotonic time, what it said)
         self.transactional_id = transactional_id
+        self.keep_trying = keep_trying
         self.in_transaction = False
+        self._began_at = 0.0  # monotonic time the open transaction began
         self._producer = Producer(
             {
                 **librdkafka_config(settings),
@@ -108,12 +124,19 @@ class OutputProducer:
                 "queue.buffering.max.messages": 1_000_000,
                 "error_cb": self._on_error,
                 "logger": log,
-                **({"transactional.id": transactional_id} if transactional_id else {}),
+                **(
+                    {
+                        "transactional.id": transactional_id,
+                        "transaction.timeout.ms": int(TRANSACTION_TIMEOUT_S * 1000),
+                    }
+                    if transactional_id
+                    else {}
+                ),
             }
         )
         if self.transactional:  # fences a predecessor with this id: its open transaction
             # is aborted now, not at its timeout
-            self._producer.init_transactions(TRANSACTION_TIMEOUT_S)
+            self._until_answered("init", self._producer.init_transactions)
 
     @property
     def transactional(self) -> bool:
@@ -189,7 +212,8 @@ class OutputProducer:
         next offset)) become visible together. PublishError when it had to be aborted (a
         rebalance fenced it, an output was refused): nothing of it counts, the batch is
         redone. TransactionFenced when another process took this transactional id; a commit
-        still timing out after COMMIT_TRIES (the broker gone for minutes) raises
+        the broker does not answer is tried again until it does (an outage is waited out);
+        one that fails otherwise, or still unanswered when the service stops, raises
         RuntimeError: the service stops, and its restart aborts the transaction and redoes
         what it held."""
         if not self.in_transaction:
@@ -197,19 +221,12 @@ class OutputProducer:
                 return
             self._begin()
         rd = [RdTopicPartition(t, p, o) for t, p, o in offsets]
+        send_offsets = self._producer.send_offsets_to_transaction
         try:
             with self._fatal_is_fenced():
                 if rd:
-                    self._producer.send_offsets_to_transaction(
-                        rd, group_metadata, TRANSACTION_TIMEOUT_S
-                    )
-                for attempt in range(COMMIT_TRIES):
-                    try:
-                        self._producer.commit_transaction(TRANSACTION_TIMEOUT_S)
-                        break
-                    except KafkaException as exc:
-                        if not exc.args[0].retriable() or attempt == COMMIT_TRIES - 1:
-                            raise
+                    self._until_answered("offsets", lambda t: send_offsets(rd, group_metadata, t))
+                self._until_answered("commit", self._producer.commit_transaction)
         except KafkaException as exc:
             err = exc.args[0]
             if not err.txn_requires_abort():
@@ -227,15 +244,42 @@ class OutputProducer:
         with self._fatal_is_fenced():
             self._producer.poll(timeout_s)
 
+    def _until_answered(
+        self, what: str, call: Callable[[float], Any], keep_trying: Callable[[], bool] | None = None
+    ) -> None:
+        """A transaction call, tried again while librdkafka says another try may succeed (a
+        timeout: the broker does not answer) and `keep_trying` (default: the producer's)
+        allows; raises the call's KafkaException otherwise."""
+        keep_trying = keep_trying or self.keep_trying
+        started = warned = time.monotonic()
+        while True:
+            try:
+                call(TRANSACTION_TRY_S)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not err.retriable() or err.txn_requires_abort() or not keep_trying():
+                    raise
+                now = time.monotonic()
+                if now - warned >= TRANSACTION_WARN_EVERY_S:
+                    warned = now
+                    log.warning("transaction %s unanswered for %.0f s (%s): trying again until "
+                                "the broker answers", what, now - started, err.str())  # fmt: skip
+                continue
+            if warned > started:
+                log.warning("transaction %s answered after %.0f s", what,
+                            time.monotonic() - started)  # fmt: skip
+            return
+
     def _begin(self) -> None:
         with self._fatal_is_fenced():
             self._producer.begin_transaction()
         self.in_transaction = True
+        self._began_at = time.monotonic()
 
     @contextlib.contextmanager
     def _fatal_is_fenced(self) -> Iterator[None]:
         """A transactional producer's fatal error as TransactionFenced (the reason and what
-        to do); other errors as they are."""
+        to do) or TransactionExpired; other errors as they are."""
         try:
             yield
         except KafkaException as exc:
@@ -244,8 +288,9 @@ class OutputProducer:
             raise
 
     def _abort_or_stop(self, why: str) -> None:
-        """Abort the open transaction after `why` (nothing when none is open); one that
-        cannot even be aborted (the broker gone) stops the service: its restart aborts it."""
+        """Abort the open transaction after `why` (nothing when none is open), waiting out a
+        broker outage; one that cannot be aborted (refused, or the service stops before the
+        broker is back) stops the service: its restart aborts it."""
         try:
             with self._fatal_is_fenced():
                 self.abort()
@@ -255,18 +300,28 @@ class OutputProducer:
                 "a restart aborts it and redoes the uncommitted batches"
             ) from None
 
-    def _fenced(self, err: KafkaError) -> TransactionFenced:
+    def _fenced(self, err: KafkaError) -> TransactionFenced | TransactionExpired:
+        """What a fatal error means: the broker ended a transaction open longer than its
+        timeout (the broker was unreachable meanwhile), or else another process took the
+        transactional id."""
+        if self.in_transaction and time.monotonic() - self._began_at > TRANSACTION_TIMEOUT_S:
+            return TransactionExpired(
+                f"the transaction outlived its {TRANSACTION_TIMEOUT_S:g} s timeout and the "
+                f"broker aborted it ({err.str()}): its batches are redone"
+            )
         return TransactionFenced(
             f"the output producer's transactions failed for good ({err.str()}): is another "
             f"process using transactional id {self.transactional_id!r}? Give each scorer its "
             "own --transactional-id (or --client-id)"
         )
 
-    def abort(self) -> None:
-        """Abort the open transaction (its outputs are never seen by read_committed readers)."""
+    def abort(self, keep_trying: Callable[[], bool] | None = None) -> None:
+        """Abort the open transaction (its outputs are never seen by read_committed readers).
+        Until the broker answered, the transaction counts as open: it is never begun anew
+        over a pending abort (librdkafka refuses that)."""
         if self.in_transaction:
+            self._until_answered("abort", self._producer.abort_transaction, keep_trying)
             self.in_transaction = False
-            self._producer.abort_transaction(TRANSACTION_TIMEOUT_S)
 
     def abandon(self) -> None:
         """Give up on everything still queued or in flight: each gets a failed delivery report
@@ -276,13 +331,22 @@ class OutputProducer:
             self._producer.poll(0)  # serve the purged outputs' reports
         if self.in_transaction:  # its successor's init fenced it: an abort may be refused
             with contextlib.suppress(KafkaException):
-                self.abort()
+                self.abort(keep_trying=_once)
             self.in_transaction = False
 
     def close(self, timeout_s: float = 10.0) -> None:
         if self.in_transaction:  # not committed by its owner: none of it happened
             with contextlib.suppress(KafkaException):
-                self.abort()
-        left = self._producer.flush(timeout_s)
+                self.abort(keep_trying=_once)
+        try:
+            left = self._producer.flush(timeout_s)
+        except KafkaException as exc:  # a producer that failed for good: nothing to flush to
+            log.error("outputs not flushed at close: %s", exc.args[0].str())
+            return
         if left:
             log.error("%d output(s) were not acknowledged before close", left)
+
+
+def _once() -> bool:
+    """A transaction call tried once (closing, or letting a replaced producer go)."""
+    return False

@@ -89,7 +89,7 @@ class Trainer:
     def run(self) -> None:
         s, m = self.settings, self.metrics
         ensure_topics(s)
-        io = KafkaIO(s)
+        io = KafkaIO(s, keep_trying=lambda: not self.stopping.is_set())
         alerts = AlertFollower(s, self._alerts_read)
         intake = FeedbackIntake(s, self._feedback_applied)
         loop = AnalystLoop(

@@ -10,7 +10,7 @@ import pytest
 
 from service import kafka_io
 from service.kafka_io import PRODUCER_RESET_AFTER, KafkaIO
-from service.producer import Delivery, PublishError
+from service.producer import Delivery, PublishError, TransactionExpired
 
 
 class FakeProducer:
@@ -117,3 +117,23 @@ def test_an_unacknowledged_hand_over_names_the_age_of_the_last_client_error(tmp_
         assert producer._last_error is not None and time.monotonic() - producer._last_error[0] < 5
     finally:
         producer.abandon()
+
+
+class ExpiredProducer(FakeProducer):
+    """--exactly-once: the broker aborted the transaction itself (it outlived its timeout
+    during an outage); the client has failed for good."""
+
+    transactional = True
+
+    def wait(self, delivery: Delivery, timeout_s: float) -> None:
+        self.waits += 1
+        raise TransactionExpired("the transaction outlived its 60 s timeout")
+
+
+def test_an_expired_transaction_replaces_the_producer_at_once() -> None:
+    expired, fresh = ExpiredProducer(acks=False), FakeProducer(acks=True)
+    io = _io(expired, [fresh])
+    with pytest.raises(PublishError):  # a PublishError: the batches are redone
+        io.await_acks(_owed())
+    assert io.producer is fresh and expired.abandoned and expired.waits == 1
+    io.await_acks(_owed())  # the redo goes through the new client
