@@ -19,6 +19,10 @@ Measures, on one broker and one topic of AIT alert events (russellmitchell, repe
                                in_process_[warm_]p50/p99_latency_ms: the latency runs again
                                with it, at the same rate
   pipeline_alerts              alerts the pipeline run raised (each is two produced records)
+  pipeline_cpu_runs            per default pipeline run, microseconds of CPU per event of the
+                               chain's thread, this process's other threads, the consumer
+                               process and the local broker, and the share of the run the
+                               chain's thread was busy / runnable but waiting for a core
   p50/p99_latency_ms           record timestamp -> outputs acknowledged, with a producer
                                process pacing events at half the measured pipeline rate,
                                a fresh service from the capture's start (cold start)
@@ -61,6 +65,8 @@ from typing import Any
 
 import numpy as np
 import orjson
+
+from bench.cpu import CpuWatch, broker_pid
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets"
@@ -259,6 +265,7 @@ def run_pipeline(
     process: bool = True,
     align_s: float | None = None,
     exactly_once: bool = False,
+    broker_pid: int | None = None,
 ) -> float:
     """Outrider's chain over `n` records of `topic`; events/s from first batch to last.
     `stats` receives the number of alerts (each is a produced record, and its group's OCSF
@@ -268,7 +275,8 @@ def run_pipeline(
     `client`: which client consumes the events (`--consumer-client`); `process`: kafka-python
     in a child process (`--consumer-process`, the default) or in the pipeline's own;
     `align_s`: `--align-partitions-s` (None = the default); `exactly_once`: outputs and
-    offsets in transactions (`--exactly-once`, librdkafka only)."""
+    offsets in transactions (`--exactly-once`, librdkafka only). `stats["cpu"]` receives
+    where the CPU went from first batch to last (bench/cpu.py; the broker with `broker_pid`)."""
     from service.app import Pipeline
     from service.settings import Settings
 
@@ -296,10 +304,12 @@ def run_pipeline(
     pipeline = Pipeline(settings)
     seen = {"n": 0, "t0": 0.0, "t1": 0.0, "alerts": 0}
     done = threading.Event()
+    cpu = CpuWatch(broker_pid)
 
     def on_batch(records: list, alerts: list) -> None:
         now = time.time()
         if not seen["n"]:
+            cpu.start()
             seen["t0"] = time.perf_counter()
             if on_first_batch is not None:
                 on_first_batch()
@@ -317,12 +327,14 @@ def run_pipeline(
     worker = threading.Thread(target=pipeline.run, daemon=True)
     worker.start()
     finished = done.wait(timeout_s)
+    cpu.stop()
     pipeline.stop()
     worker.join(60)
     if not finished:
         raise RuntimeError(f"pipeline processed {seen['n']} of {n} in {timeout_s} s")
     if stats is not None:
         stats["alerts"] = int(seen["alerts"])
+        stats["cpu"] = cpu.result(n, seen["t1"] - seen["t0"])
     return n / max(seen["t1"] - seen["t0"], 1e-9)
 
 
@@ -451,12 +463,15 @@ def main() -> None:
             "batch": a.batch,
             "machine": f"{os.cpu_count()} cores",
         }
-        raws, pipes, alerts = [], [], []
+        raws, pipes, alerts, cpus = [], [], [], []
+        pid = None if broker is None else broker_pid(broker.state_dir)
         for _ in range(a.repeat):  # alternating: both sample the same moments of the machine
             raws.append(raw_kafka_python(bootstrap, topic, a.events, a.batch))
             stats: dict[str, Any] = {}
-            pipes.append(run_pipeline(bootstrap, topic, a.events, a.batch, state, stats=stats))
+            pipes.append(run_pipeline(bootstrap, topic, a.events, a.batch, state, stats=stats,
+                                      broker_pid=pid))  # fmt: skip
             alerts.append(stats["alerts"])
+            cpus.append(stats["cpu"])
         res["raw_consumer_events_per_s"] = round(float(np.median(raws)))
         res["pipeline_events_per_s"] = round(float(np.median(pipes)))
         res["pipeline_alerts"] = alerts[int(np.argsort(pipes)[len(pipes) // 2])]
@@ -464,6 +479,9 @@ def main() -> None:
         res["raw_consumer_runs"] = [round(r) for r in raws]
         res["pipeline_runs"] = [round(r) for r in pipes]
         res["pipeline_alerts_runs"] = alerts
+        # where the CPU went in each run (bench/cpu.py): the chain's thread is the pipeline's
+        # speed while it is busy; the rest shares the other core
+        res["pipeline_cpu_runs"] = cpus
         res["ratio_runs"] = [round(p / r, 3) for p, r in zip(pipes, raws, strict=True)]
         # the same chain reading the backlog's partitions as kafka-python hands them out
         # (--align-partitions-s 0): what reading them in step costs, and its alerts

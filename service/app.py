@@ -46,6 +46,7 @@ from service.outputs import build_alerts, score_records
 from service.session_stage import SessionStage
 from service.sessions import SessionSpec
 from service.settings import Settings
+from service.shutdown import run_steps
 from service.stream_stage import REASONS, StreamStage
 from service.triage import TriageServer
 from service.triage_wiring import AnalystFeed, start_triage
@@ -189,20 +190,33 @@ class Pipeline:
                     keep = BACKLOG_IN_FLIGHT - 1 if len(records) >= s.batch_max_events else 1
                 self.settle_in_flight(io, keep)
                 self.between_batches(io)
-        finally:
-            self.settle_in_flight(io)
+        except BaseException:
+            self._shut_down(io, intake, failed=True)
+            raise
+        self._shut_down(io, intake, failed=False)
+
+    def _shut_down(self, io: KafkaIO, intake: FeedbackIntake | None, failed: bool) -> None:
+        """Settle what is in flight, checkpoint, close (service/shutdown.py: every step runs,
+        and the loop's own error stays the one the service stops with)."""
+
+        def finish_heads() -> None:
             if self.loop is not None and self.loop.finish_heads():  # verdicts a head was
                 # still training on are in the final checkpoint (else: trained after restart)
                 self._show_model()
-            self._checkpoint()
-            if self.triage is not None:
-                self.triage.stop()
-            if intake is not None:
-                intake.close()
-            if self.control is not None:
-                self.control.close()
-            self.outbox.flush(io)
-            io.close()  # a synchronous final commit
+
+        run_steps(
+            [
+                lambda: self.settle_in_flight(io),
+                finish_heads,
+                self._checkpoint,
+                *([self.triage.stop] if self.triage is not None else []),
+                *([intake.close] if intake is not None else []),
+                *([self.control.close] if self.control is not None else []),
+                lambda: self.outbox.flush(io),
+                io.close,  # a synchronous final commit
+            ],
+            failed,
+        )
 
     def between_batches(self, io: KafkaIO) -> None:
         """Verdicts, the triage page's rows, the digest, the periodic checkpoint."""

@@ -35,6 +35,7 @@ from service.model_store import announce, load_model, model_store, prune
 from service.outbox import Outbox
 from service.procconsumer import poll_through_outage
 from service.settings import Settings
+from service.shutdown import run_steps
 from service.triage import TriageServer
 from service.triage_wiring import AnalystFeed, start_triage
 
@@ -103,6 +104,7 @@ class Trainer:
         log.info("training on %s, %s and %s as group %s; models to %s", s.events_topic,
                  s.alerts_topic, s.feedback_topic, s.group_id, self.store)  # fmt: skip
         self._last_publish = time.monotonic()
+        failed = False
         try:
             while not self.stopping.is_set():
                 records = io.poll_batch(s.batch_max_events, s.batch_max_wait_ms / 1000)
@@ -122,16 +124,28 @@ class Trainer:
                 model = {"name": self.scorer.detector_name, "version": self.scorer.version}
                 self.feed.tick(io, model, now)
                 self.outbox.flush(io)
+        except BaseException:
+            failed = True
+            raise
         finally:
-            loop.finish_heads()  # a head in training is published with the last model
-            if self._learned or self.scorer.version != self._published:
-                self.publish(io, alerts, intake)
-            if triage is not None:
-                triage.stop()
-            for closing in (alerts, intake, control):
-                closing.close()
-            self.outbox.flush(io)
-            io.close()
+
+            def publish_last() -> None:
+                loop.finish_heads()  # a head in training is published with the last model
+                if self._learned or self.scorer.version != self._published:
+                    self.publish(io, alerts, intake)
+
+            run_steps(
+                [
+                    publish_last,
+                    *([triage.stop] if triage is not None else []),
+                    alerts.close,
+                    intake.close,
+                    control.close,
+                    lambda: self.outbox.flush(io),
+                    io.close,
+                ],
+                failed,
+            )
 
     def learn(self, records: list) -> None:
         """Decode and score without publishing: the model learns from what it does not flag."""
