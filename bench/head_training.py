@@ -17,6 +17,8 @@ scorer goes on with the next batches of the capture until the trained head is in
   seconds_until_installed   from the verdicts to the trained head scoring
   batch_ms_before           median batch (score + the loop's pass) before the verdicts
   batch_ms_max_training     the slowest batch while the head trained (it shares the CPU)
+torch's CPU threads are set as the service sets them (`--torch-threads`, default: one fewer
+than the cores, at least 1); the JSON says how many.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from service.groups import GroupBook
 from service.metrics import Metrics
 from service.outputs import build_alerts
 from service.replay import encode_record, read_records
-from service.scoring import Scorer
+from service.scoring import Scorer, tune_torch
 from service.sources import SourceConfig
 
 BATCH = 2000
@@ -117,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=Path("../shared/datasets"))
     ap.add_argument("--events", type=int, default=10_000, help="events learned before verdicts")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    ap.add_argument("--torch-threads", type=int, default=0,
+                    help="torch's CPU threads, as the service's --torch-threads (0 = its "
+                    "default: one fewer than the cores, at least 1)")  # fmt: skip
     args = ap.parse_args(argv)
+    threads = tune_torch(args.torch_threads)
     files = find_scenarios(args.data)
     if not files:
         print(f"no AIT captures under {args.data / 'ait-ads'}", file=sys.stderr)
@@ -133,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print(res["scenario"], json.dumps({k: v for k, v in res.items() if k != "scenario"}))
     if args.json:
-        print(json.dumps({"bench": "head_training", "events": args.events, "scenarios": results}))
+        print(json.dumps({"bench": "head_training", "events": args.events,
+                          "torch_threads": threads, "scenarios": results}))  # fmt: skip
     return 0
 
 

@@ -43,6 +43,7 @@ from service.metrics import Metrics
 from service.model_store import announce, load_model, local_store, model_store
 from service.outbox import Outbox, send_dead_letters
 from service.outputs import build_alerts, score_records
+from service.scoring import tune_torch
 from service.session_stage import SessionStage
 from service.sessions import SessionSpec
 from service.settings import Settings
@@ -161,6 +162,7 @@ class Pipeline:
         ensure_topics(s)
         io = KafkaIO(s, keep_trying=lambda: not self.stopping.is_set())
         tune_gc()
+        tune_torch(s.torch_threads)
         intake = FeedbackIntake(s, self._feedback_applied) if s.feedback_topic else None
         self.intake = intake
         self.control = ControlIntake(s)

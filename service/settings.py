@@ -146,6 +146,15 @@ class Settings(BaseSettings):
         "each on one CPU core) per learned event, drawn from a window of recent traffic; "
         "0 = every learned batch trained 10 passes (~150 us per event on CPU)",
     )
+    torch_threads: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="CPU threads of torch's kernels (APE, DevNet; the head's training too): "
+        "0 = one fewer than the cores, at least 1, so the chain's thread and the consumer keep "
+        "a core (on our 2-core VM one thread, against torch's default of two, trained the "
+        "DevNet head 35% sooner and scored 12% faster: bench/README.md)",
+    )
     alert_percentile: float = Field(default=99.0, ge=0, le=100)
     calibration_window: int = Field(
         default=20_000,

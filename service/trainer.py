@@ -34,6 +34,7 @@ from service.metrics import Metrics
 from service.model_store import announce, load_model, model_store, prune
 from service.outbox import Outbox
 from service.procconsumer import poll_through_outage
+from service.scoring import tune_torch
 from service.settings import Settings
 from service.shutdown import run_steps
 from service.triage import TriageServer
@@ -89,6 +90,7 @@ class Trainer:
 
     def run(self) -> None:
         s, m = self.settings, self.metrics
+        tune_torch(s.torch_threads)
         ensure_topics(s)
         io = KafkaIO(s, keep_trying=lambda: not self.stopping.is_set())
         alerts = AlertFollower(s, self._alerts_read)

@@ -291,3 +291,21 @@ def test_a_kind_on_devnet_learns_verdicts_in_its_head_and_forgets_them_on_undo(
     assert scorer.retract("ids_alert", odd)
     assert not det.trained_ and not det.malicious  # type: ignore[attr-defined]
     np.testing.assert_array_equal(det.peek_many(probe), before)
+
+
+def test_torch_threads_default_to_one_fewer_than_the_cores(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from service.scoring import tune_torch
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr("os.cpu_count", lambda: 2)
+        assert tune_torch(0) == 1 and torch.get_num_threads() == 1  # the 2-core VM
+        monkeypatch.setattr("os.cpu_count", lambda: 1)
+        assert tune_torch(0) == 1  # never none
+        monkeypatch.setattr("os.cpu_count", lambda: 16)
+        assert tune_torch(0) == 15
+        assert tune_torch(3) == 3 and torch.get_num_threads() == 3  # --torch-threads 3
+    finally:
+        torch.set_num_threads(before)
