@@ -94,7 +94,7 @@ class CpuWatch:
         return out
 
 
-def broker_pid(state_dir: Path) -> int | None:
+def local_broker_pid(state_dir: Path) -> int | None:
     """The local broker's pid (deploy/kafka/local-kafka.sh writes it), None when external."""
     try:
         return int((state_dir / "pid").read_text().strip())

@@ -66,7 +66,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from bench.cpu import CpuWatch, broker_pid
+from bench.cpu import CpuWatch, local_broker_pid
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets"
@@ -464,7 +464,7 @@ def main() -> None:
             "machine": f"{os.cpu_count()} cores",
         }
         raws, pipes, alerts, cpus = [], [], [], []
-        pid = None if broker is None else broker_pid(broker.state_dir)
+        pid = None if broker is None else local_broker_pid(broker.state_dir)
         for _ in range(a.repeat):  # alternating: both sample the same moments of the machine
             raws.append(raw_kafka_python(bootstrap, topic, a.events, a.batch))
             stats: dict[str, Any] = {}

@@ -176,6 +176,7 @@ class Pipeline:
             self.triage = start_triage(
                 s, self.groups, self.feed.snapshot, lambda: self.model.version
             )
+        failed = False
         try:
             while not self.stopping.is_set():
                 # with a batch in flight, wait briefly: waiting for a full batch would hold the
@@ -193,9 +194,10 @@ class Pipeline:
                 self.settle_in_flight(io, keep)
                 self.between_batches(io)
         except BaseException:
-            self._shut_down(io, intake, failed=True)
+            failed = True
             raise
-        self._shut_down(io, intake, failed=False)
+        finally:
+            self._shut_down(io, intake, failed)
 
     def _shut_down(self, io: KafkaIO, intake: FeedbackIntake | None, failed: bool) -> None:
         """Settle what is in flight, checkpoint, close (service/shutdown.py: every step runs,

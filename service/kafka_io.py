@@ -172,14 +172,16 @@ class KafkaIO:
         try:
             self.producer.wait(delivery, timeout_s)
         except TransactionExpired:
-            self._replace_producer()  # it cannot go on; its successor redoes the batches
+            self._replace_producer("its transaction expired")  # the successor redoes them
             raise
         except PublishError:
             # a refusal is an answer: the client reaches the broker, a new one would not help
             unanswered = delivery.left > 0 and not delivery.failures
             self._unacked_in_a_row = self._unacked_in_a_row + 1 if unanswered else 0
             if self._unacked_in_a_row >= PRODUCER_RESET_AFTER:
-                self._replace_producer()
+                self._replace_producer(
+                    f"outputs unacknowledged {self._unacked_in_a_row} times in a row"
+                )
             raise
         self._unacked_in_a_row = 0
 
@@ -192,9 +194,8 @@ class KafkaIO:
             keep_trying=self.keep_trying,
         )
 
-    def _replace_producer(self) -> None:
-        log.warning("outputs unacknowledged %d time(s) in a row or their transaction expired: "
-                    "replacing the output producer", self._unacked_in_a_row)  # fmt: skip
+    def _replace_producer(self, why: str) -> None:
+        log.warning("%s: replacing the output producer", why)
         old, self.producer = self.producer, self._new_producer()
         self._unacked_in_a_row = 0
         old.abandon()  # what it held fails now (an open hand-over too): redone, never lost
@@ -247,7 +248,7 @@ class KafkaIO:
         try:
             self.producer.commit(offsets, self.consumer.group_metadata())
         except TransactionExpired:
-            self._replace_producer()
+            self._replace_producer("its transaction expired")
             raise
 
     def _commit_async(self) -> None:

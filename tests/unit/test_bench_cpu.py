@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cpu import CpuWatch, broker_pid
+from bench.cpu import CpuWatch, local_broker_pid
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/schedstat").exists(), reason="Linux only")
 
@@ -53,6 +53,6 @@ def test_a_live_child_process_counts_as_the_consumer() -> None:
 
 
 def test_the_brokers_pid_comes_from_its_state_dir(tmp_path: Path) -> None:
-    assert broker_pid(tmp_path) is None
+    assert local_broker_pid(tmp_path) is None
     (tmp_path / "pid").write_text("4242\n")
-    assert broker_pid(tmp_path) == 4242
+    assert local_broker_pid(tmp_path) == 4242
