@@ -94,6 +94,18 @@ class CpuWatch:
         return out
 
 
+def ceiling_events_per_s(cpu: dict[str, Any], cores: int) -> float | None:
+    """The fastest this run's work could go on `cores` cores, however it were scheduled: the
+    chain's thread is serial (one core at most), and every task measured together cannot use
+    more than `cores` (None without a measurement). A ratio target above this ceiling over
+    the raw read cannot be met on the machine by scheduling: only by less CPU per event."""
+    chain = cpu.get("chain_thread_us_per_event")
+    if not chain or cores < 1:
+        return None
+    total = sum(v for k, v in cpu.items() if k.endswith("_us_per_event"))
+    return min(1e6 / chain, cores * 1e6 / total)
+
+
 def local_broker_pid(state_dir: Path) -> int | None:
     """The local broker's pid (deploy/kafka/local-kafka.sh writes it), None when external."""
     try:

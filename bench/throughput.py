@@ -23,6 +23,11 @@ Measures, on one broker and one topic of AIT alert events (russellmitchell, repe
                                chain's thread, this process's other threads, the consumer
                                process and the local broker, and the share of the run the
                                chain's thread was busy / runnable but waiting for a core
+  pipeline_ceiling_events_per_s
+                               the fastest those runs' CPU per event allows on this machine
+                               (median): min(one core for the chain's thread, all cores for
+                               every task measured); ratio_ceiling = it over the raw read: a
+                               ratio above it needs less CPU per event, not better scheduling
   p50/p99_latency_ms           record timestamp -> outputs acknowledged, with a producer
                                process pacing events at half the measured pipeline rate,
                                a fresh service from the capture's start (cold start)
@@ -66,7 +71,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from bench.cpu import CpuWatch, local_broker_pid
+from bench.cpu import CpuWatch, ceiling_events_per_s, local_broker_pid
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets"
@@ -483,6 +488,12 @@ def main() -> None:
         # speed while it is busy; the rest shares the other core
         res["pipeline_cpu_runs"] = cpus
         res["ratio_runs"] = [round(p / r, 3) for p, r in zip(pipes, raws, strict=True)]
+        # what no scheduling could beat with this CPU per event on this machine's cores
+        ceilings = [ceiling_events_per_s(c, os.cpu_count() or 1) for c in cpus]
+        if all(c is not None for c in ceilings):
+            top = float(np.median([c for c in ceilings if c is not None]))
+            res["pipeline_ceiling_events_per_s"] = round(top)
+            res["ratio_ceiling"] = round(top / res["raw_consumer_events_per_s"], 3)
         # the same chain reading the backlog's partitions as kafka-python hands them out
         # (--align-partitions-s 0): what reading them in step costs, and its alerts
         free_stats: dict[str, Any] = {}

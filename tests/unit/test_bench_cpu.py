@@ -56,3 +56,14 @@ def test_the_brokers_pid_comes_from_its_state_dir(tmp_path: Path) -> None:
     assert local_broker_pid(tmp_path) is None
     (tmp_path / "pid").write_text("4242\n")
     assert local_broker_pid(tmp_path) == 4242
+
+
+def test_the_ceiling_is_the_serial_chain_or_all_cores_whichever_binds() -> None:
+    from bench.cpu import ceiling_events_per_s
+
+    run = {"chain_thread_us_per_event": 10.0, "other_threads_us_per_event": 1.0,
+           "consumer_process_us_per_event": 5.0, "broker_us_per_event": 4.0,
+           "chain_thread_busy_share": 0.8}  # fmt: skip
+    assert ceiling_events_per_s(run, cores=2) == pytest.approx(2e6 / 20.0)  # all cores bind
+    assert ceiling_events_per_s(run, cores=8) == pytest.approx(1e6 / 10.0)  # the chain binds
+    assert ceiling_events_per_s({}, cores=2) is None
