@@ -9,7 +9,9 @@ and labels each from the ground truth (malicious when any of its alerts has an a
 groups are re-scored and re-ranked. Printed per scenario, all from this run: groups read until
 every attack step was seen ("all") and all but one ("all_minus_1") with feedback, with the same
 detector and ranking but no feedback, and with the per-field frequency baseline (AVF) ranked by
-group score.
+group score. With each loop, `best_after_first_page`: the fewest groups any ranking could
+need for "all" / "all_minus_1" once the loop's first page (read before any verdict) is read,
+every later pick perfect (exact set cover): how much of a miss verdicts could still win back.
 
 A verdict is passed to the model as up to `--alerts-per-verdict` alerts of the group (evenly
 spaced in time, first and last included): the group's pattern and when it fired.
@@ -89,6 +91,28 @@ def _steps_seen(read: list[int], group_steps: list[set[str]]) -> tuple[int, int]
     return ranks[-1], ranks[-2] if len(ranks) > 1 else ranks[-1]
 
 
+def fewest_after(first: list[int], group_steps: list[set[str]], missing: int = 0) -> int:
+    """Groups read, at the fewest, until all attack steps but `missing` are seen, when `first`
+    were read first and every later pick were perfect (exact set cover, breadth first over
+    step masks): what no verdict-driven ranking can beat once the verdict-free first page
+    is read."""
+    names = sorted(set().union(*group_steps))
+    bit = {s: 1 << i for i, s in enumerate(names)}
+    mask_of = [sum(bit[s] for s in steps) for steps in group_steps]
+    need = max(len(names) - missing, 0)
+    state = 0
+    for g in first:
+        state |= mask_of[g]
+    shown = set(first)
+    masks = {m for g, m in enumerate(mask_of) if m and g not in shown}
+    frontier, known, depth = {state}, {state}, 0
+    while frontier and max(s.bit_count() for s in frontier) < need:
+        depth += 1
+        frontier = {s | m for s in frontier for m in masks} - known
+        known |= frontier
+    return len(first) + depth
+
+
 def _verdict_batch(split: ait.Split, members: np.ndarray, cap: int) -> EventBatch:
     if len(members) > cap:
         members = members[np.unique(np.linspace(0, len(members) - 1, cap).round().astype(int))]
@@ -121,6 +145,7 @@ def simulate(
     read: list[int] = []
     seen: set[str] = set()
     rounds = 0
+    first = ranked.order[:per_round].tolist()  # the page read before any verdict
     while len(read) < len(ranked.keys) and seen != all_steps:
         pick = ranked.order[:per_round].tolist()
         read += pick
@@ -138,8 +163,11 @@ def simulate(
                              np.array(labels))  # fmt: skip
         ranked = det.rank(test, shown=read, base_scores=base)
     all_, all_1 = _steps_seen(read, group_steps)
+    best = {"all": fewest_after(first, group_steps),
+            "all_minus_1": fewest_after(first, group_steps, missing=1)}  # fmt: skip
     return {"all": all_, "all_minus_1": all_1, "rounds": rounds,
-            "malicious_read": sum(1 for g in read[:all_] if group_steps[g])}  # fmt: skip
+            "malicious_read": sum(1 for g in read[:all_] if group_steps[g]),
+            "best_after_first_page": best}  # fmt: skip
 
 
 def avf(split: ait.Split) -> dict[str, Any]:
