@@ -145,7 +145,6 @@ def simulate(
     read: list[int] = []
     seen: set[str] = set()
     rounds = 0
-    first = ranked.order[:per_round].tolist()  # the page read before any verdict
     while len(read) < len(ranked.keys) and seen != all_steps:
         pick = ranked.order[:per_round].tolist()
         read += pick
@@ -163,6 +162,7 @@ def simulate(
                              np.array(labels))  # fmt: skip
         ranked = det.rank(test, shown=read, base_scores=base)
     all_, all_1 = _steps_seen(read, group_steps)
+    first = read[:per_round]  # the page read before any verdict
     best = {"all": fewest_after(first, group_steps),
             "all_minus_1": fewest_after(first, group_steps, missing=1)}  # fmt: skip
     return {"all": all_, "all_minus_1": all_1, "rounds": rounds,

@@ -489,9 +489,10 @@ def main() -> None:
         res["pipeline_cpu_runs"] = cpus
         res["ratio_runs"] = [round(p / r, 3) for p, r in zip(pipes, raws, strict=True)]
         # what no scheduling could beat with this CPU per event on this machine's cores
-        ceilings = [ceiling_events_per_s(c, os.cpu_count() or 1) for c in cpus]
-        if all(c is not None for c in ceilings):
-            top = float(np.median([c for c in ceilings if c is not None]))
+        ceilings = [c for c in (ceiling_events_per_s(r, os.cpu_count() or 1) for r in cpus)
+                    if c is not None]  # fmt: skip
+        if len(ceilings) == len(cpus):  # every run measured
+            top = float(np.median(ceilings))
             res["pipeline_ceiling_events_per_s"] = round(top)
             res["ratio_ceiling"] = round(top / res["raw_consumer_events_per_s"], 3)
         # the same chain reading the backlog's partitions as kafka-python hands them out
