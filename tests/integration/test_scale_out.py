@@ -187,7 +187,6 @@ def test_two_scorers_share_the_load_and_survive_a_kill(
         scores.close()
     assert procs["b"].returncode == 0, "SIGTERM drains and exits cleanly"
 
-    if not commits_caught_up:
-        # Known defect, reported to the lead (see test_broker_restart.py): a failed async
-        # commit is never retried once the stream ends. Nothing was lost (all scored above).
-        pytest.xfail(f"committed offsets stuck at {stuck_at} of {len(values)}")
+    # the group's offsets catch up too (a quiet topic's progress is recommitted once a second,
+    # kafka_io.py `poll_batch`): a restart redoes nothing already scored
+    assert commits_caught_up, f"committed offsets stuck at {stuck_at} of {len(values)}"
