@@ -95,6 +95,8 @@ class KafkaIO:
         # every commit sends the whole map, so a lost async commit is covered by the next
         self._done: dict[TopicPartition, int] = {}
         self._commit_lost = False
+        self._commit_failures = 0  # async commits failed in a row (a broker outage)
+        self._commit_failing_since = 0.0
         self._uncommitted = False  # acknowledged progress not yet sent to the coordinator
         self._last_commit_at = 0.0
 
@@ -119,6 +121,10 @@ class KafkaIO:
                 batch.extend(records)
             if left_ms <= 0:
                 break
+        if not batch and not self.producer.in_transaction:
+            # idle: librdkafka hands the producer's logs over only in a poll; without this an
+            # outage's connection errors came out at the next batch, minutes late
+            self.producer.serve()
         if self.producer.transactional:  # offsets go into transactions; what was written
             # between batches is committed now when no batch came (else with the next one's)
             if not batch and self.producer.in_transaction:
@@ -269,9 +275,20 @@ class KafkaIO:
         return True
 
     def _on_commit(self, offsets: Any, response: Any) -> None:
+        """An async commit's answer: a failure is recommitted next poll (logged once a minute
+        while they last, `RepeatLimiter`); the first success after failures says so."""
         if isinstance(response, Exception):
             self._commit_lost = True
+            if not self._commit_failures:
+                self._commit_failing_since = time.monotonic()
+            self._commit_failures += 1
             log.warning("async offset commit failed (recommitted next poll): %s", response)
+        elif self._commit_failures:
+            log.info(
+                "offset commits go through again, after %d failed attempts over %.0f s",
+                self._commit_failures, time.monotonic() - self._commit_failing_since,
+            )  # fmt: skip
+            self._commit_failures = 0
 
     def rewind(self, records: Sequence[Any]) -> None:
         """Seek back to the first record of the batch on each partition we still own."""

@@ -273,8 +273,7 @@ class ProcessConsumer:
     def _answered(self, commit_id: int, error: str | None) -> None:
         offsets, callback = self._callbacks.pop(commit_id, (None, None))
         if callback is not None:
-            if error is not None:
-                callback(offsets, CommitFailedError(error))
+            callback(offsets, None if error is None else CommitFailedError(error))
         else:
             self._answers[commit_id] = error
 
@@ -318,8 +317,8 @@ class ProcessConsumer:
         offsets: dict[TopicPartition, OffsetAndMetadata],
         callback: Callable[[Any, Any], None] | None = None,
     ) -> None:
-        """Send the commit; `callback(offsets, exception)` runs on a failure (from a later
-        poll, when the child's answer comes)."""
+        """Send the commit; `callback(offsets, exception)` runs on a failure, `callback(offsets,
+        None)` on success (from a later poll, when the child's answer comes)."""
         self._commit_id += 1
         self._callbacks[self._commit_id] = (offsets, callback or (lambda *_: None))
         try:

@@ -238,6 +238,10 @@ class OutputProducer:
             raise PublishError(f"transaction aborted, the batch is redone: {err.str()}") from None
         self.in_transaction = False
 
+    def serve(self) -> None:
+        """Serve what is due now (delivery reports, the client's log lines), without waiting."""
+        self._poll(0)
+
     def _poll(self, timeout_s: float) -> None:
         """Serve delivery reports (librdkafka raises a fenced producer's fatal error out of
         `poll`)."""

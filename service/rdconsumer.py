@@ -121,8 +121,8 @@ class RdConsumer:
         offsets: dict[TopicPartition, OffsetAndMetadata],
         callback: Callable[[Any, Any], None] | None = None,
     ) -> None:
-        """Send the commit; `callback(offsets, exception)` runs on a failure (from a later
-        poll, where librdkafka serves its callbacks)."""
+        """Send the commit; `callback(offsets, exception)` runs on a failure, `callback(offsets,
+        None)` on success (from a later poll, where librdkafka serves its callbacks)."""
         self._commit_callback = callback
         try:
             self._consumer.commit(offsets=self._rd(offsets), asynchronous=True)
@@ -131,10 +131,14 @@ class RdConsumer:
                 callback(offsets, exc)
 
     def _on_commit(self, err: Any, partitions: list[RdTopicPartition]) -> None:
+        if self._commit_callback is None:
+            return
         failed = err is not None or any(tp.error is not None for tp in partitions)
-        if failed and self._commit_callback is not None:
+        if failed:
             why = err if err is not None else next(tp.error for tp in partitions if tp.error)
             self._commit_callback(partitions, KafkaException(why))
+        else:
+            self._commit_callback(partitions, None)
 
     def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         """Commit synchronously; CommitFailedError (what `KafkaIO` expects) on refusal."""

@@ -10,7 +10,9 @@ never disturbed."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -22,8 +24,17 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from service.local_broker import EXTERNAL_ENV, LocalBroker
+from service.logsetup import template
 from service.replay import read_records
-from tests.integration.kit import ScoreReader, committed_total, fresh_settings, running, wait_until
+from tests.integration.kit import (
+    ScoreReader,
+    committed_total,
+    fresh_settings,
+    produce,
+    running,
+    serve_process,
+    wait_until,
+)
 
 N_RECORDS = 20_000
 PARTITIONS = 4
@@ -162,3 +173,68 @@ def test_service_recovers_from_a_broker_outage_mid_stream(
     # the group's offsets catch up too (a quiet topic's progress is recommitted once a second,
     # kafka_io.py `poll_batch`), else a restart would redo what was already scored
     assert commits_caught_up, f"committed offsets stuck at {stuck_at} of {len(expected)}"
+
+
+#: A log line as `configure_logging` writes it: time, level, logger[pid], message.
+LOG_LINE = re.compile(r"^(\S+ \S+),(\d{3}) (\w+) ([\w.]+)\[(\d+)\]: (.*)$")
+
+
+def _log_lines(log: Path) -> list[tuple[float, str, str, str]]:
+    """(time, level, logger[pid], message) of each line."""
+    out = []
+    for line in log.read_text().splitlines():
+        m = LOG_LINE.match(line)
+        if m:
+            at = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1e3
+            out.append((at, m.group(3), f"{m.group(4)}[{m.group(5)}]", m.group(6)))
+    return out
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
+def test_an_outage_is_logged_once_as_it_happens_and_its_end_is_said(
+    own_broker: LocalBroker, datasets: Path, tmp_path: Path, client: str
+) -> None:
+    """What an operator reads in `outrider serve`'s log through a broker outage: each thing
+    that went wrong once (not every client retry: 298 lines for 20 s down before), at the time
+    it happened (the idle producer's librdkafka lines came out at the next batch, minutes
+    late), and a line saying commits go through again; nothing lost."""
+    bootstrap = own_broker.bootstrap
+    assert bootstrap is not None
+    records = read_records(datasets / "ait-ads" / "russellmitchell_alerts.csv.gz")[:6000]
+    values = [orjson.dumps(r) for r in records]
+    s = fresh_settings(bootstrap, tmp_path / "state", consumer_client=client)
+    log = tmp_path / "serve.log"
+    proc = serve_process(s, log, "--metrics-port", "0")
+
+    def committed() -> int:
+        return committed_total(bootstrap, s.group_id, s.events_topic, PARTITIONS)
+
+    try:
+        produce(bootstrap, s.events_topic, values[:4000])
+        assert wait_until(lambda: committed() == 4000, 120, 0.5), log.read_text()[-3000:]
+        down_at = time.time()
+        own_broker.stop()
+        time.sleep(12)
+        assert own_broker.start(keep=True) == bootstrap
+        up_at = time.time()
+        produce(bootstrap, s.events_topic, values[4000:])  # commits to come back to
+        assert wait_until(lambda: committed() == 6000, 180, 0.5), log.read_text()[-3000:]
+        assert wait_until(lambda: "offset commits go through again" in log.read_text(), 60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert proc.returncode == 0, log.read_text()[-3000:]
+
+    lines = _log_lines(log)
+    faults = [(at, name, template(msg)) for at, level, name, msg in lines
+              if level in ("WARNING", "ERROR") and at >= down_at - 1]  # fmt: skip
+    assert faults, "the outage is in the log"
+    last: dict[tuple[str, str], float] = {}
+    for at, name, said in faults:  # a minute between two lines that say the same thing
+        assert at - last.get((name, said), -1e9) >= 59, f"repeated within a minute: {said}"
+        last[(name, said)] = at
+    refused = [at for at, _, name, msg in lines
+               if name.startswith("kafka.librdkafka[") and "Connection refused" in msg]  # fmt: skip
+    assert refused and max(refused) < up_at + 5, "the producer's lines come out during the outage"
+    back = [at for at, _, _, msg in lines if msg.startswith("offset commits go through again")]
+    assert len(back) == 1 and back[0] > up_at
