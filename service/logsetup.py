@@ -69,15 +69,15 @@ class RepeatLimiter(logging.Filter):
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        # the pid as syslog puts it: a scorer and its consumer process share one stream
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-        stream=sys.stderr,
+    """stderr, one line per record, repeats limited (on this handler only: a process that
+    already has handlers, as under pytest, keeps its own)."""
+    handler = logging.StreamHandler(sys.stderr)
+    # the pid as syslog puts it: a scorer and its consumer process share one stream
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     )
-    for handler in logging.root.handlers:
-        if not any(isinstance(f, RepeatLimiter) for f in handler.filters):
-            handler.addFilter(RepeatLimiter())
+    handler.addFilter(RepeatLimiter())
+    logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("kafka").setLevel(logging.WARNING)
     # kafka-python 3 warns whenever one of its I/O tasks ran > 100 ms; on a busy scorer that is
     # a batch being scored between polls, not a fault (lag and latency metrics tell the truth)

@@ -70,7 +70,12 @@ def test_commits_go_through_the_child(kafka_bootstrap: str, tmp_path: Path) -> N
             callback=lambda offsets, exc: answers.append(exc),
         )
         assert wait_until(lambda: committed_total(kafka_bootstrap, group, topic) == 100, 30)
-        assert wait_until(lambda: bool(pc.poll(timeout_ms=50)) or bool(answers), 10, 0)
+
+        def answered() -> bool:
+            pc.poll(timeout_ms=50)  # where the answer is read
+            return bool(answers)
+
+        assert wait_until(answered, 10, 0)
         assert answers == [None], "the success is answered (None), no failure"
     finally:
         pc.close()
