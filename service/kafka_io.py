@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 #: Shortest time between two asynchronous offset commits, seconds.
 COMMIT_EVERY_S = 0.1
+#: Shortest time between two asynchronous offset commits while they keep failing, seconds.
+COMMIT_RETRY_S = 1.0
 #: Shortest wait of one consumer poll, ms. kafka-python 3.0 polled with 0-1 ms sends its next
 #: fetch late; a batch filled by such polls came in bursts every ~0.6 s (p99 latency 630 ms
 #: at 25k events/s; 24 ms with this floor, same machine and rate).
@@ -107,7 +109,7 @@ class KafkaIO:
         deadline = time.monotonic() + max_wait_s
         batch: list[Any] = []
         self._give()  # written between batches: on its way while we wait
-        if self._commit_lost:  # a lost commit: recommit what is done
+        if self._commit_lost and self._commit_due():  # a lost commit: recommit what is done
             self._commit_lost = False
             self._commit_async()
         while len(batch) < max_events:
@@ -137,6 +139,7 @@ class KafkaIO:
             not batch
             and self._done
             and (self._uncommitted or time.monotonic() - self._last_commit_at > 1.0)
+            and (self._commit_failures < 2 or self._commit_due())
         ):
             # a quiet topic brings no next commit: send what is done now, and repeat it
             # once a second in case it never reached the coordinator (idempotent)
@@ -237,9 +240,16 @@ class KafkaIO:
         if wait:
             return self._commit_sync()
         self._uncommitted = True
-        if time.monotonic() - self._last_commit_at >= COMMIT_EVERY_S:
+        if self._commit_due():
             self._commit_async()
         return True
+
+    def _commit_due(self) -> bool:
+        """Whether the next asynchronous commit may go: COMMIT_EVERY_S after the last, or
+        COMMIT_RETRY_S while they keep failing (a broker outage: asking at every poll, 6 a
+        second, only filled the log)."""
+        every = COMMIT_RETRY_S if self._commit_failures >= 2 else COMMIT_EVERY_S
+        return time.monotonic() - self._last_commit_at >= every
 
     def _owned_offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
         owned = self.consumer.assignment()

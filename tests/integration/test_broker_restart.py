@@ -236,5 +236,9 @@ def test_an_outage_is_logged_once_as_it_happens_and_its_end_is_said(
     refused = [at for at, _, name, msg in lines
                if name.startswith("kafka.librdkafka[") and "Connection refused" in msg]  # fmt: skip
     assert refused and max(refused) < up_at + 5, "the producer's lines come out during the outage"
-    back = [at for at, _, _, msg in lines if msg.startswith("offset commits go through again")]
-    assert len(back) == 1 and back[0] > up_at
+    back = [(at, msg) for at, _, _, msg in lines
+            if msg.startswith("offset commits go through again")]  # fmt: skip
+    assert len(back) == 1 and back[0][0] > up_at
+    tries = re.search(r"after (\d+) failed attempts over (\d+) s", back[0][1])
+    assert tries, back[0][1]
+    assert int(tries.group(1)) <= int(tries.group(2)) + 3, "retried about once a second"

@@ -6,6 +6,7 @@ tests/integration/test_consumer_process.py and test_broker_restart.py."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -66,3 +67,14 @@ def test_failed_commits_are_recommitted_and_their_end_is_said_once(
     assert len(said) == 4 and said[3].startswith(
         "offset commits go through again, after 3 failed attempts over"
     )
+
+
+def test_while_commits_keep_failing_they_are_retried_once_a_second_not_at_every_poll() -> None:
+    io = KafkaIO.__new__(KafkaIO)
+    io._last_commit_at = time.monotonic() - 0.5  # half a second since the last try
+    io._commit_failures = 1  # one lost commit (a rebalance): redone at the usual pace
+    assert io._commit_due()
+    io._commit_failures = 2  # failing in a row (an outage): once a second
+    assert not io._commit_due()
+    io._last_commit_at -= 0.6
+    assert io._commit_due()
