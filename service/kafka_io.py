@@ -139,7 +139,7 @@ class KafkaIO:
             not batch
             and self._done
             and (self._uncommitted or time.monotonic() - self._last_commit_at > 1.0)
-            and (self._commit_failures < 2 or self._commit_due())
+            and (not self._commits_failing() or self._commit_due())
         ):
             # a quiet topic brings no next commit: send what is done now, and repeat it
             # once a second in case it never reached the coordinator (idempotent)
@@ -248,8 +248,13 @@ class KafkaIO:
         """Whether the next asynchronous commit may go: COMMIT_EVERY_S after the last, or
         COMMIT_RETRY_S while they keep failing (a broker outage: asking at every poll, 6 a
         second, only filled the log)."""
-        every = COMMIT_RETRY_S if self._commit_failures >= 2 else COMMIT_EVERY_S
+        every = COMMIT_RETRY_S if self._commits_failing() else COMMIT_EVERY_S
         return time.monotonic() - self._last_commit_at >= every
+
+    def _commits_failing(self) -> bool:
+        """Async commits failed twice in a row or more: the coordinator is out of reach (one
+        lost commit is a rebalance, redone at the usual pace)."""
+        return self._commit_failures >= 2
 
     def _owned_offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
         owned = self.consumer.assignment()
@@ -285,8 +290,9 @@ class KafkaIO:
         return True
 
     def _on_commit(self, offsets: Any, response: Any) -> None:
-        """An async commit's answer: a failure is recommitted next poll (logged once a minute
-        while they last, `RepeatLimiter`); the first success after failures says so."""
+        """An async commit's answer: a failure is recommitted at a later poll, once it is
+        `_commit_due` (logged once a minute while they last, `RepeatLimiter`); the first
+        success after failures says so."""
         if isinstance(response, Exception):
             self._commit_lost = True
             if not self._commit_failures:
